@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs, installed only when missing.
+# `system-deps.sh venv` installs just what `python3 -m venv` needs.
+set -euo pipefail
+need=()
+if [ "${1:-}" = venv ]; then
+  need+=(python3-venv)
+else
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${need[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

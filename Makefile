@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: run test lint unit integration e2e system-deps clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash .ci/system-deps.sh venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+## Install and run the service on its embedded defaults (no Redis/NATS/PostgreSQL).
+run: $(VENV)/.installed
+	$(BIN)/liveroom serve --dev --host $(HOST) --port $(PORT)
+
+system-deps:
+	bash .ci/system-deps.sh
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/unit
+
+integration: $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(VENV)/.installed-test system-deps
+	$(BIN)/pytest -q tests/e2e
+
+## Install the test dependencies (PyPI and Debian) and run the whole suite.
+test: $(VENV)/.installed-test system-deps lint
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

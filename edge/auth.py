@@ -1,0 +1,54 @@
+"""Authentication: HS256 JWTs with claims ``sub``, ``name``, ``role``, ``exp``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jwt
+
+from edge.protocol import ROLES, USER_RE, Unauthorized
+
+_ALGORITHMS = ["HS256"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    name: str
+    role: str
+    exp: float
+
+
+def verify_token(token: object, secret: str, now: float) -> Identity:
+    """The identity in ``token``, or Unauthorized saying why not. ``now`` is
+    wall-clock seconds (the expiry is checked against it, not PyJWT's clock)."""
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        raise Unauthorized("a token string is required")
+    try:
+        claims = jwt.decode(token, secret, algorithms=_ALGORITHMS,
+                            options={"verify_exp": False, "require": ["sub", "exp"]})
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("the token's signature is not valid") from None
+    except jwt.PyJWTError as exc:
+        raise Unauthorized(f"the token is not valid: {exc}") from None
+    exp = claims.get("exp")
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+        raise Unauthorized("the token's exp claim must be a number")
+    if exp <= now:
+        raise Unauthorized("the token has expired", expired=True)
+    user = claims.get("sub")
+    if not isinstance(user, str) or not USER_RE.match(user):
+        raise Unauthorized("the token's sub claim is not a valid user id")
+    role = claims.get("role", "viewer")
+    if role not in ROLES:
+        raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}")
+    name = claims.get("name", user)
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise Unauthorized("the token's name claim must be a string of 1..64 chars")
+    return Identity(user, name, role, float(exp))
+
+
+def mint_token(secret: str, user: str, name: str, role: str, now: float,
+               ttl: float = 3600.0) -> str:
+    return jwt.encode({"sub": user, "name": name, "role": role, "exp": int(now + ttl)},
+                      secret, algorithm="HS256")

@@ -1,0 +1,167 @@
+"""A small asyncio client of the liveroom protocol over WebSocket (aiohttp).
+
+Used by the tests, the load tests and anything in Python that talks to an
+edge. It speaks msgpack (binary frames) or JSON (text frames).
+
+    async with LiveroomClient.connect(url, token) as c:
+        await c.join("demo")
+        await c.action("demo", "comment", {"text": "hi"})
+        frame = await c.expect("action")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any, Self
+
+import aiohttp
+import msgpack
+
+from edge.protocol import JSON, MSGPACK
+
+
+class ClosedError(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"connection closed: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class LiveroomClient:
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+                 codec: str, own_session: bool) -> None:
+        self.session = session
+        self.ws = ws
+        self.codec = codec
+        self._own_session = own_session
+        self._pending: deque[dict[str, Any]] = deque()
+        self.welcome: dict[str, Any] | None = None
+        self._ref = 0
+
+    @classmethod
+    async def open(cls, url: str, *, codec: str = MSGPACK,
+                   session: aiohttp.ClientSession | None = None,
+                   max_msg_size: int = 4 << 20) -> Self:
+        own = session is None
+        s = session or aiohttp.ClientSession()
+        try:
+            ws = await s.ws_connect(url, max_msg_size=max_msg_size, autoping=True)
+        except BaseException:
+            if own:
+                await s.close()
+            raise
+        return cls(s, ws, codec, own)
+
+    @classmethod
+    async def connect(cls, url: str, token: str, *, codec: str = MSGPACK,
+                      session: aiohttp.ClientSession | None = None,
+                      timeout: float = 5.0) -> Self:
+        """Open and say hello; raises ClosedError or returns with ``welcome`` set."""
+        client = await cls.open(url, codec=codec, session=session)
+        try:
+            await client.send({"type": "hello", "token": token, "v": 1})
+            first = await client.recv(timeout)
+            if first.get("type") != "welcome":
+                raise ClosedError(None, f"hello refused: {first}")
+            client.welcome = first
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.ws.close()
+        if self._own_session:
+            await self.session.close()
+
+    def next_ref(self) -> int:
+        self._ref += 1
+        return self._ref
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if self.codec == MSGPACK:
+            await self.ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
+        else:
+            await self.ws.send_str(json.dumps(frame))
+
+    async def send_raw(self, data: bytes | str) -> None:
+        if isinstance(data, bytes):
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_str(data)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame (a ``batch`` frame is unpacked into its frames)."""
+        if self._pending:
+            return self._pending.popleft()
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            frame = msgpack.unpackb(msg.data, raw=False)
+        elif msg.type is aiohttp.WSMsgType.TEXT:
+            frame = json.loads(msg.data)
+        else:
+            raise ClosedError(self.ws.close_code, str(msg.extra or msg.data or ""))
+        if frame.get("type") == "batch":
+            self._pending.extend(frame["frames"])
+            return self._pending.popleft()
+        return frame  # type: ignore[no-any-return]
+
+    async def expect(self, ftype: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        """Skip frames until one of ``ftype`` whose fields equal ``match``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no {ftype} frame matching {match} in {timeout}s")
+            frame = await self.recv(left)
+            if frame.get("type") == ftype and all(frame.get(k) == v for k, v in match.items()):
+                return frame
+
+    async def request(self, frame: dict[str, Any], reply: str,
+                      timeout: float = 5.0) -> dict[str, Any]:
+        """Send ``frame`` with a fresh ``ref``; the reply of type ``reply`` or
+        the ``error`` with that ref, whichever comes first."""
+        ref = self.next_ref()
+        await self.send({**frame, "ref": ref})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no reply to {frame.get('type')} in {timeout}s")
+            got = await self.recv(left)
+            if got.get("ref") == ref and got.get("type") in (reply, "error"):
+                return got
+
+    async def join(self, room: str, known: dict[str, int] | None = None) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "join", "room": room}
+        if known:
+            frame["known"] = known
+        return await self.request(frame, "joined")
+
+    async def action(self, room: str, kind: str, body: Any) -> None:
+        await self.send({"type": "action", "room": room, "kind": kind, "body": body})
+
+    async def set_state(self, room: str, section: str, value: Any,
+                        expect: int | None = None) -> None:
+        frame: dict[str, Any] = {"type": "state", "room": room, "section": section,
+                                 "value": value}
+        if expect is not None:
+            frame["expect"] = expect
+        await self.send(frame)
+
+    async def peer(self, to: str, body: Any, msg_id: str) -> dict[str, Any]:
+        return await self.request({"type": "peer", "to": to, "body": body, "id": msg_id},
+                                  "peer_ack")
+
+
+__all__ = ["JSON", "MSGPACK", "ClosedError", "LiveroomClient"]

@@ -1,0 +1,28 @@
+"""Limits and timings of an edge node, with their defaults (docs/PROTOCOL.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge.fanout import Budget
+from edge.ratelimit import Rate
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    # Frames larger than this get ``frame_too_large`` and are ignored; frames
+    # larger than ``hard_frame_factor`` times this close the connection (1009)
+    # before they are read whole.
+    max_frame_bytes: int = 64 * 1024
+    hard_frame_factor: int = 4
+    max_rooms_per_conn: int = 10
+    max_comment_chars: int = 500
+    # Actions per user per room; peer messages per user.
+    action_rate: Rate = Rate(per_second=5.0, burst=20)
+    peer_rate: Rate = Rate(per_second=2.0, burst=10)
+    budget: Budget = field(default_factory=Budget)
+    hello_timeout: float = 10.0
+    heartbeat: float = 30.0
+    online_interval: float = 2.0
+    # Pending peer messages replayed at once on connect (the rest follow acks).
+    inbox_replay: int = 500

@@ -1,0 +1,36 @@
+"""Prometheus metrics of one edge node, in a registry of its own (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("liveroom_connections", "Open client connections", registry=r)
+        self.rooms = Gauge("liveroom_rooms", "Rooms with local members", registry=r)
+        self.frames_in = Counter("liveroom_frames_in_total", "Client frames received",
+                                 ["type"], registry=r)
+        self.frames_out = Counter("liveroom_frames_out_total",
+                                  "Frames written to clients (one per recipient)", registry=r)
+        self.errors = Counter("liveroom_errors_total", "Error frames sent, by code",
+                              ["code"], registry=r)
+        self.actions = Counter("liveroom_actions_total", "Actions published, by kind class",
+                               ["kind"], registry=r)
+        self.dropped = Counter("liveroom_actions_dropped_total",
+                               "Deliveries not made, by reason", ["reason"], registry=r)
+        self.closes = Counter("liveroom_closes_total", "Connections closed by the server, by code",
+                              ["code"], registry=r)
+        self.state_changes = Counter("liveroom_state_changes_total", "State changes applied",
+                                     registry=r)
+        self.peer_messages = Counter("liveroom_peer_messages_total",
+                                     "Peer messages accepted", registry=r)
+        self.fanout_seconds = Histogram(
+            "liveroom_fanout_seconds", "Time to write one message to a room's local members",
+            buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25),
+            registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,331 @@
+"""The edge node: carries out the sessions' commands against the room hub,
+the state store, the bus, the connection registry and the peer inbox.
+
+Transport adapters (the aiohttp WebSocket handler, later the QUIC one) own the
+sockets; they hand this class raw frames (``receive``) and a ``Sink`` to write
+to. Everything a room does is here once, whatever the transport.
+
+Paths:
+- action:  session validates -> ``publish_action`` stamps sender, seq and
+  time, encodes msgpack once -> bus ``room.<id>`` -> ``_on_room_message`` on
+  every edge with members -> ``Hub.broadcast`` (same bytes to every member).
+- state:   session authorises -> ``write_state`` applies in the store
+  (versions, compare-and-set) -> the change is published like an action,
+  with CONTROL priority.
+- peer:    inbox append (durable first) -> ``peer_ack`` to the sender ->
+  registry says which nodes hold the addressee -> bus ``node.<id>`` ->
+  ``_on_node_message`` writes to the addressee's local connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from edge.auth import Identity, verify_token
+from edge.config import EdgeConfig
+from edge.fanout import Conn, Hub, Sink
+from edge.metrics import Metrics
+from edge.protocol import (
+    ACTION, JSON, MSGPACK, PROTOCOL_VERSION, CloseCode, Encoded, FrameTooLarge,
+    InternalError, LiveroomError, Priority, Unauthorized, UnsupportedVersion,
+    action_priority, decode_frame, encode_msgpack,
+)
+from edge.ratelimit import RateLimiter
+from edge.session import (
+    AckPeer, Authenticate, Join, Leave, Phase, Ping, SendAction, SendPeer, Session,
+    Sync, WriteState,
+)
+from room_router.bus import Bus, Subscription, node_subject, room_subject
+from room_router.inbox import Inbox, PeerMessage
+from room_router.registry import ConnectionRegistry
+from state_versions.store import StateStore
+
+log = logging.getLogger("liveroom.edge")
+
+SYSTEM_SENDER = {"id": "system", "name": "system", "role": "system"}
+
+
+class EdgeNode:
+    def __init__(self, *, node_id: str, config: EdgeConfig, jwt_secret: str,
+                 store: StateStore, bus: Bus, registry: ConnectionRegistry,
+                 inbox: Inbox, metrics: Metrics,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.registry = registry
+        self.inbox = inbox
+        self.metrics = metrics
+        self.hub = Hub()
+        self._secret = jwt_secret
+        self.clock = clock
+        self._monotonic = monotonic
+        self._action_limiter = RateLimiter(config.action_rate)
+        self._peer_limiter = RateLimiter(config.peer_rate)
+        self._room_subs: dict[str, Subscription] = {}
+        self._seq: dict[str, int] = {}
+        self._users: dict[str, set[Conn]] = {}
+        self._next_cid = 0
+        self._node_sub: Subscription | None = None
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> None:
+        self._node_sub = self.bus.subscribe(node_subject(self.node_id), self._on_node_message)
+
+    def stop(self) -> None:
+        """Close every connection with GOING_AWAY (clients reconnect)."""
+        for conns in list(self._users.values()):
+            for conn in list(conns):
+                conn.close(CloseCode.SERVER_SHUTDOWN, "server shutting down")
+        if self._node_sub is not None:
+            self._node_sub.unsubscribe()
+            self._node_sub = None
+
+    def verify(self, token: object, now: float) -> Identity:
+        return verify_token(token, self._secret, now)
+
+    def open(self, sink: Sink) -> tuple[Conn, Session]:
+        self._next_cid += 1
+        conn = Conn(self._next_cid, sink, self.config.budget)
+        session = Session(self.config, self.verify, self._action_limiter,
+                          self._peer_limiter, conn.rooms)
+        self.metrics.connections.inc()
+        return conn, session
+
+    async def close(self, conn: Conn, session: Session) -> None:
+        """Forget a connection whose transport has gone. Idempotent."""
+        if session.phase is Phase.CLOSED:
+            return
+        session.close()
+        conn.closed = True
+        self.metrics.connections.dec()
+        self._drop_from_rooms(conn)
+        if conn.user:
+            conns = self._users.get(conn.user)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self._users[conn.user]
+            await self.registry.remove(conn.user, self.node_id, conn.cid)
+
+    def _drop_from_rooms(self, conn: Conn) -> None:
+        for room in list(conn.rooms):
+            if self.hub.leave(conn, room):
+                self._room_emptied(room)
+
+    def _room_emptied(self, room: str) -> None:
+        sub = self._room_subs.pop(room, None)
+        if sub is not None:
+            sub.unsubscribe()
+        self._seq.pop(room, None)
+        self.metrics.rooms.set(len(self.hub.rooms))
+
+    # -- frames in -------------------------------------------------------
+    async def receive(self, conn: Conn, session: Session, data: bytes | str,
+                      variant: str) -> None:
+        """One client frame: decode, validate, carry out. Every failure becomes
+        an error frame to this connection only; nothing propagates."""
+        try:
+            size = len(data) if isinstance(data, bytes) else len(data.encode())
+            if size > self.config.max_frame_bytes:
+                raise FrameTooLarge(
+                    f"frame of {size} bytes is over the limit of "
+                    f"{self.config.max_frame_bytes}", limit=self.config.max_frame_bytes)
+            frame = decode_frame(data, variant)
+            if session.phase is Phase.AWAITING_HELLO:
+                # The hello's encoding fixes the connection's wire variant.
+                conn.variant = variant
+            self.metrics.frames_in.labels(frame["type"]).inc()
+            command = session.receive(frame, self.clock())
+            await self._execute(conn, session, command)
+        except LiveroomError as err:
+            self._send_error(conn, err)
+            if isinstance(err, (Unauthorized, UnsupportedVersion)) and \
+                    session.phase is Phase.AWAITING_HELLO:
+                code = (CloseCode.AUTH_FAILED if isinstance(err, Unauthorized)
+                        else CloseCode.UNSUPPORTED_VERSION)
+                self._close_conn(conn, code, err.message)
+        except Exception:
+            log.exception("internal error handling a frame from connection %d", conn.cid)
+            self._send_error(conn, InternalError())
+
+    def _send_error(self, conn: Conn, err: LiveroomError) -> None:
+        self.metrics.errors.labels(err.code).inc()
+        conn.send(err.to_frame(), self._monotonic())
+
+    def _close_conn(self, conn: Conn, code: int, reason: str) -> None:
+        if not conn.closed:
+            self.metrics.closes.labels(str(int(code))).inc()
+            conn.close(code, reason)
+
+    def close_connection(self, conn: Conn, code: int, reason: str) -> None:
+        """For adapters' timers (hello timeout, token expiry)."""
+        self._close_conn(conn, code, reason)
+
+    async def _execute(self, conn: Conn, session: Session, cmd: object) -> None:
+        if isinstance(cmd, SendAction):
+            assert session.identity is not None
+            ident = session.identity
+            self.publish_action(cmd.room, cmd.kind, cmd.body,
+                                {"id": ident.user, "name": ident.name, "role": ident.role})
+        elif isinstance(cmd, Join):
+            await self._join(conn, cmd)
+        elif isinstance(cmd, Leave):
+            if self.hub.leave(conn, cmd.room):
+                self._room_emptied(cmd.room)
+            conn.send({"type": "left", "room": cmd.room, "ref": cmd.ref}, self._monotonic())
+        elif isinstance(cmd, WriteState):
+            await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
+        elif isinstance(cmd, Sync):
+            await self._sync(conn, cmd)
+        elif isinstance(cmd, SendPeer):
+            await self._send_peer(conn, cmd)
+        elif isinstance(cmd, AckPeer):
+            await self.inbox.ack(conn.user, cmd.upto)
+        elif isinstance(cmd, Ping):
+            conn.send({"type": "pong", "t": cmd.t, "ts": self.clock()}, self._monotonic())
+        elif isinstance(cmd, Authenticate):
+            await self._authenticate(conn, cmd)
+
+    # -- hello -----------------------------------------------------------
+    async def _authenticate(self, conn: Conn, cmd: Authenticate) -> None:
+        ident = cmd.identity
+        conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
+        self._users.setdefault(ident.user, set()).add(conn)
+        conn.send({
+            "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
+            "user": {"id": ident.user, "name": ident.name, "role": ident.role},
+            "node": self.node_id, "session": conn.cid, "ts": self.clock(),
+            "codec": MSGPACK if conn.variant == MSGPACK else JSON,
+            "limits": {
+                "max_frame_bytes": self.config.max_frame_bytes,
+                "max_rooms": self.config.max_rooms_per_conn,
+                "actions_per_second": self.config.action_rate.per_second,
+                "actions_burst": self.config.action_rate.burst,
+            },
+        }, self._monotonic())
+        await self.registry.add(ident.user, self.node_id, conn.cid)
+        await self.replay_inbox(conn)
+
+    async def replay_inbox(self, conn: Conn) -> None:
+        """Deliver the user's unacknowledged peer messages in seq order.
+        While this runs, live deliveries to this connection are held back
+        (they are in the inbox, so the next round picks them up in order)."""
+        conn.peer_syncing = True
+        try:
+            while not conn.closed:
+                conn.peer_skipped = False
+                batch = await self.inbox.pending(conn.user, conn.peer_upto,
+                                                 self.config.inbox_replay)
+                now = self._monotonic()
+                for msg in batch:
+                    if msg.seq > conn.peer_upto:
+                        conn.deliver(Encoded(msg.to_frame()), now)
+                        conn.peer_upto = msg.seq
+                if len(batch) < self.config.inbox_replay and not conn.peer_skipped:
+                    break
+        finally:
+            conn.peer_syncing = False
+
+    # -- rooms -----------------------------------------------------------
+    async def _join(self, conn: Conn, cmd: Join) -> None:
+        room = cmd.room
+        if self.hub.join(conn, room):
+            self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
+            self.metrics.rooms.set(len(self.hub.rooms))
+        total, outdated = await self.store.changed_since(room, cmd.known)
+        _, versions = await self.store.versions(room)
+        conn.send({
+            "type": "joined", "room": room, "ref": cmd.ref, "total": total,
+            "versions": versions, "members": self.hub.count(room),
+            "state": [{"section": s.name, "partial": s.partial, "value": s.value}
+                      for s in outdated],
+        }, self._monotonic())
+
+    async def _sync(self, conn: Conn, cmd: Sync) -> None:
+        total, outdated = await self.store.changed_since(cmd.room, cmd.known)
+        conn.send({
+            "type": "sync", "room": cmd.room, "ref": cmd.ref, "total": total,
+            "sections": [{"section": s.name, "partial": s.partial, "value": s.value}
+                         for s in outdated],
+        }, self._monotonic())
+
+    def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
+        """Stamp and publish an action; returns its room sequence number.
+        Used by client frames and the backend API alike."""
+        seq = self._seq.get(room, 0) + 1
+        self._seq[room] = seq
+        self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
+        self.bus.publish(room_subject(room), encode_msgpack({
+            "type": ACTION, "room": room, "kind": kind, "body": body,
+            "from": sender, "seq": seq, "ts": self.clock(),
+        }))
+        return seq
+
+    async def write_state(self, room: str, section: str, value: Any,
+                          expected: int | None, ref: Any = None) -> tuple[int, int]:
+        """Apply a state change and push it to the room; (partial, total)."""
+        try:
+            change = await self.store.apply(room, section, value, expected)
+        except LiveroomError as err:
+            err.ref = ref
+            raise
+        self.metrics.state_changes.inc()
+        self.bus.publish(room_subject(room), encode_msgpack(change.to_frame()))
+        return change.partial, change.total
+
+    def _on_room_message(self, subject: str, payload: bytes) -> None:
+        room = subject[len("room."):]
+        enc = Encoded.from_msgpack(payload, Priority.CONTROL)
+        obj = enc.obj
+        if obj.get("type") == ACTION:
+            enc.priority = action_priority(obj.get("kind", ""))
+        self._fanout(room, enc)
+
+    def _fanout(self, room: str, enc: Encoded) -> None:
+        t0 = self._monotonic()
+        result = self.hub.broadcast(room, enc, t0)
+        self.metrics.fanout_seconds.observe(self._monotonic() - t0)
+        self.metrics.frames_out.inc(result.sent)
+        if result.dropped:
+            self.metrics.dropped.labels("backpressure").inc(result.dropped)
+        for conn in result.closed:
+            self.metrics.closes.labels(str(int(CloseCode.SLOW_CONSUMER))).inc()
+            self.metrics.dropped.labels("slow_consumer").inc()
+            self._drop_from_rooms(conn)
+
+    def tick_online(self) -> None:
+        """Broadcast each room's member count where it changed (a timer calls
+        this every ``online_interval`` seconds)."""
+        for room, count in list(self.hub.online_changes()):
+            self._fanout(room, Encoded({"type": "online", "room": room, "count": count}))
+
+    # -- peer messages ---------------------------------------------------
+    async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:
+        msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
+                                           self.clock())
+        conn.send({"type": "peer_ack", "id": cmd.id, "seq": msg.seq, "ref": cmd.ref,
+                   "duplicate": not new}, self._monotonic())
+        if new:
+            self.metrics.peer_messages.inc()
+            await self.deliver_peer(msg)
+
+    async def deliver_peer(self, msg: PeerMessage) -> None:
+        payload = encode_msgpack(msg.to_frame())
+        for node in await self.registry.nodes(msg.to):
+            self.bus.publish(node_subject(node), payload)
+
+    def _on_node_message(self, subject: str, payload: bytes) -> None:
+        enc = Encoded.from_msgpack(payload, Priority.CONTROL)
+        to, seq = enc.obj.get("to"), enc.obj.get("seq", 0)
+        now = self._monotonic()
+        for conn in self._users.get(to, ()):
+            if conn.peer_syncing:
+                conn.peer_skipped = True
+            elif seq > conn.peer_upto:
+                conn.deliver(enc, now)
+                conn.peer_upto = seq

@@ -1,0 +1,461 @@
+"""The liveroom wire protocol: the one module that says what goes over the wire.
+
+Theory of operation
+-------------------
+Every frame is a map whose ``type`` field names it. A client speaks either
+msgpack (binary WebSocket frames) or JSON (text frames); the first frame it
+sends (``hello``) fixes the variant for the whole connection, and the server
+answers in that variant. The messages are the same in both.
+
+This module is a leaf: it imports nothing else of liveroom, never touches a
+socket and never awaits. It holds
+- the frame type names and protocol version,
+- the codecs (``decode_frame``, ``encode_msgpack``, ``encode_json``),
+- pre-built WebSocket frames (``ws_frame``) so that one message is framed once
+  and the same bytes go to every recipient (server frames are unmasked),
+- ``Encoded``: one outgoing message with its two wire variants, built lazily,
+- error codes and the one error hierarchy (``LiveroomError``), each code saying
+  whose fault it is and what the client should do,
+- close codes, whose ranges tell a client whether to reconnect.
+
+``docs/PROTOCOL.md`` documents every frame and code defined here.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Final, Mapping
+
+import msgpack
+
+PROTOCOL_VERSION: Final = 1
+
+# Frame types. Client -> server: hello, join, leave, action, state, sync, peer,
+# peer_ack, ping. Server -> client: welcome, joined, left, action, state, sync,
+# peer, peer_ack, online, error, pong.
+HELLO: Final = "hello"
+WELCOME: Final = "welcome"
+JOIN: Final = "join"
+JOINED: Final = "joined"
+LEAVE: Final = "leave"
+LEFT: Final = "left"
+ACTION: Final = "action"
+STATE: Final = "state"
+SYNC: Final = "sync"
+PEER: Final = "peer"
+PEER_ACK: Final = "peer_ack"
+ONLINE: Final = "online"
+ERROR: Final = "error"
+PING: Final = "ping"
+PONG: Final = "pong"
+
+CLIENT_FRAME_TYPES: Final = frozenset(
+    {HELLO, JOIN, LEAVE, ACTION, STATE, SYNC, PEER, PEER_ACK, PING}
+)
+
+# Action kinds with a meaning of their own; any other kind matching
+# CUSTOM_KIND_RE is a custom kind, delivered as is.
+COMMENT: Final = "comment"
+GIFT: Final = "gift"
+LIKE: Final = "like"
+CUSTOM_KIND_RE: Final = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+SECTION_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[a-z0-9_-]{1,64})?$")
+ROOM_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+USER_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+ROLES: Final = ("viewer", "host", "moderator", "agent")
+
+
+class Priority(enum.IntEnum):
+    """Delivery priority of an outgoing message. Under backpressure the lowest
+    class is shed first (like < comment < gift); CONTROL (state, peer, replies to
+    the connection's own frames) is never shed: state heals through versions,
+    but only if the frames that carry versions arrive."""
+
+    LIKE = 1
+    COMMENT = 2
+    GIFT = 3
+    CONTROL = 4
+
+
+def action_priority(kind: str) -> Priority:
+    if kind == GIFT:
+        return Priority.GIFT
+    if kind == LIKE:
+        return Priority.LIKE
+    # Comments and custom kinds (agent words included) rank as comments.
+    return Priority.COMMENT
+
+
+# --------------------------------------------------------------------------
+# Close codes. The range tells the client what to do:
+#   1000-1999  standard WebSocket codes (1000 normal, 1001 going away: reconnect,
+#              1009 frame over the hard size cap: do not resend that frame)
+#   4000-4099  do not reconnect: the same request will fail the same way
+#   4100-4199  reconnect after a backoff (with jitter); state resyncs by versions
+#   4200-4299  get a new token, then reconnect
+# --------------------------------------------------------------------------
+class CloseCode(enum.IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    AUTH_FAILED = 4001
+    PROTOCOL_VIOLATION = 4002
+    UNSUPPORTED_VERSION = 4003
+    SLOW_CONSUMER = 4100
+    SERVER_SHUTDOWN = 4101
+    HELLO_TIMEOUT = 4102
+    TOKEN_EXPIRED = 4200
+
+
+def close_advice(code: int) -> str:
+    """What a client should do after a close with ``code``."""
+    if 4000 <= code < 4100:
+        return "give_up"
+    if 4100 <= code < 4200 or code == CloseCode.GOING_AWAY:
+        return "reconnect"
+    if 4200 <= code < 4300:
+        return "renew_token"
+    return "give_up" if code == CloseCode.NORMAL else "reconnect"
+
+
+# --------------------------------------------------------------------------
+# Errors. One hierarchy; every error has a wire code, says whose fault it is
+# (client or server), whether it is temporary, and what the client should do
+# (fix, retry, resync, reconnect, give_up).
+# --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    code: str
+    fault: str  # "client" | "server"
+    temporary: bool
+    advice: str  # "fix" | "retry" | "resync" | "reconnect" | "give_up"
+    http_status: int
+    text: str
+
+
+ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
+    s.code: s
+    for s in (
+        ErrorSpec("bad_frame", "client", False, "fix", 400,
+                  "the frame is not valid msgpack/JSON or not a map"),
+        ErrorSpec("unknown_type", "client", False, "fix", 400,
+                  "the frame's type is not one the server accepts"),
+        ErrorSpec("missing_field", "client", False, "fix", 400,
+                  "a required field is missing"),
+        ErrorSpec("invalid_field", "client", False, "fix", 400,
+                  "a field has the wrong type or an invalid value"),
+        ErrorSpec("frame_too_large", "client", False, "fix", 413,
+                  "the frame is larger than the configured limit"),
+        ErrorSpec("hello_required", "client", False, "fix", 400,
+                  "the first frame on a connection must be hello"),
+        ErrorSpec("already_authenticated", "client", False, "fix", 400,
+                  "hello was sent twice on one connection"),
+        ErrorSpec("unauthorized", "client", False, "renew_token", 401,
+                  "the token is missing, forged, malformed or expired"),
+        ErrorSpec("unsupported_version", "client", False, "give_up", 400,
+                  "the protocol version is not supported"),
+        ErrorSpec("forbidden", "client", False, "give_up", 403,
+                  "the role of the user may not do this"),
+        ErrorSpec("not_joined", "client", False, "fix", 409,
+                  "the connection is not a member of that room"),
+        ErrorSpec("too_many_rooms", "client", False, "fix", 429,
+                  "the connection has joined the maximum number of rooms"),
+        ErrorSpec("rate_limited", "client", True, "retry", 429,
+                  "too many messages; retry after retry_after seconds"),
+        ErrorSpec("version_conflict", "client", True, "resync", 409,
+                  "the expected version is not the current one"),
+        ErrorSpec("not_found", "client", False, "fix", 404,
+                  "no such room, section or version"),
+        ErrorSpec("unavailable", "server", True, "retry", 503,
+                  "the server cannot serve this right now"),
+        ErrorSpec("internal", "server", True, "retry", 500,
+                  "the server failed; the request may be retried"),
+    )
+}
+
+
+class LiveroomError(Exception):
+    """Base of every error that reaches a client. ``code`` is a key of
+    ERROR_SPECS; ``ref`` echoes the client's ``ref`` of the offending frame;
+    ``extra`` carries structured fields (``retry_after``, ``current``...)."""
+
+    code: str = "internal"
+
+    def __init__(self, message: str = "", *, ref: Any = None, **extra: Any) -> None:
+        self.message = message or ERROR_SPECS[self.code].text
+        self.ref = ref
+        self.extra = extra
+        super().__init__(f"{self.code}: {self.message}")
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return ERROR_SPECS[self.code]
+
+    def to_frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {
+            "type": ERROR,
+            "code": self.code,
+            "message": self.message,
+            "advice": self.spec.advice,
+        }
+        if self.ref is not None:
+            frame["ref"] = self.ref
+        frame.update(self.extra)
+        return frame
+
+    def to_http(self) -> dict[str, Any]:
+        body = self.to_frame()
+        del body["type"]
+        return body
+
+
+class ClientError(LiveroomError):
+    """The client sent something wrong; resending it unchanged will fail."""
+
+
+class BadFrame(ClientError):
+    code = "bad_frame"
+
+
+class UnknownType(ClientError):
+    code = "unknown_type"
+
+
+class MissingField(ClientError):
+    code = "missing_field"
+
+
+class InvalidField(ClientError):
+    code = "invalid_field"
+
+
+class FrameTooLarge(ClientError):
+    code = "frame_too_large"
+
+
+class HelloRequired(ClientError):
+    code = "hello_required"
+
+
+class AlreadyAuthenticated(ClientError):
+    code = "already_authenticated"
+
+
+class Unauthorized(ClientError):
+    code = "unauthorized"
+
+
+class UnsupportedVersion(ClientError):
+    code = "unsupported_version"
+
+
+class Forbidden(ClientError):
+    code = "forbidden"
+
+
+class NotJoined(ClientError):
+    code = "not_joined"
+
+
+class TooManyRooms(ClientError):
+    code = "too_many_rooms"
+
+
+class RateLimited(ClientError):
+    code = "rate_limited"
+
+
+class VersionConflict(ClientError):
+    code = "version_conflict"
+
+
+class NotFound(ClientError):
+    code = "not_found"
+
+
+class ServerError(LiveroomError):
+    """The server failed or is overloaded; the client may retry later."""
+
+
+class Unavailable(ServerError):
+    code = "unavailable"
+
+
+class InternalError(ServerError):
+    code = "internal"
+
+
+# --------------------------------------------------------------------------
+# Codecs
+# --------------------------------------------------------------------------
+MSGPACK: Final = "msgpack"
+JSON: Final = "json"
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_msgpack(obj: Mapping[str, Any]) -> bytes:
+    return _packb(obj)
+
+
+def encode_json(obj: Mapping[str, Any]) -> bytes:
+    return _json_dumps(obj).encode()
+
+
+def encode(obj: Mapping[str, Any], variant: str) -> bytes:
+    return encode_msgpack(obj) if variant == MSGPACK else encode_json(obj)
+
+
+def decode_frame(data: bytes | str, variant: str) -> dict[str, Any]:
+    """Decode one client frame. Raises BadFrame (not a map, not decodable),
+    MissingField (no ``type``) or UnknownType."""
+    try:
+        if variant == MSGPACK:
+            # unpackb bounds every container and string by len(data), so a
+            # small frame cannot claim a huge allocation.
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        else:
+            obj = json.loads(data)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, RecursionError) as exc:
+        raise BadFrame(f"cannot decode {variant}: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise BadFrame("a frame must be a map")
+    ftype = obj.get("type")
+    if ftype is None:
+        raise MissingField("field 'type' is required", ref=_ref_of(obj))
+    if ftype not in CLIENT_FRAME_TYPES:
+        raise UnknownType(f"unknown frame type {str(ftype)[:32]!r}", ref=_ref_of(obj))
+    return obj
+
+
+def _ref_of(obj: Mapping[str, Any]) -> Any:
+    ref = obj.get("ref")
+    return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
+
+
+# --------------------------------------------------------------------------
+# Field access for decoded client frames: each raises the documented error.
+# --------------------------------------------------------------------------
+def ref_of(frame: Mapping[str, Any]) -> Any:
+    return _ref_of(frame)
+
+
+def req_str(frame: Mapping[str, Any], name: str, *, max_len: int = 64,
+            pattern: re.Pattern[str] | None = None) -> str:
+    value = frame.get(name)
+    if value is None:
+        raise MissingField(f"field {name!r} is required", ref=_ref_of(frame), field=name)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidField(f"field {name!r} must be a string of 1..{max_len} chars",
+                           ref=_ref_of(frame), field=name)
+    if pattern is not None and not pattern.match(value):
+        raise InvalidField(f"field {name!r} has invalid characters",
+                           ref=_ref_of(frame), field=name)
+    return value
+
+
+def opt_versions(frame: Mapping[str, Any], name: str) -> dict[str, int]:
+    """An optional map section -> partial version (non-negative ints)."""
+    value = frame.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > 256:
+        raise InvalidField(f"field {name!r} must be a map of section to version",
+                           ref=_ref_of(frame), field=name)
+    for k, v in value.items():
+        if not isinstance(k, str) or type(v) is not int or v < 0:
+            raise InvalidField(f"field {name!r} must map section names to ints >= 0",
+                               ref=_ref_of(frame), field=name)
+    return value
+
+
+def opt_int(frame: Mapping[str, Any], name: str, *, minimum: int = 0) -> int | None:
+    value = frame.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value < minimum:
+        raise InvalidField(f"field {name!r} must be an int >= {minimum}",
+                           ref=_ref_of(frame), field=name)
+    return value
+
+
+# --------------------------------------------------------------------------
+# Pre-built WebSocket frames (RFC 6455 section 5.2). A server frame is never
+# masked, so one frame's bytes fit every recipient: build once, write N times.
+# --------------------------------------------------------------------------
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+_FIN: Final = 0x80
+_pack_h16 = struct.Struct("!BBH").pack
+_pack_h64 = struct.Struct("!BBQ").pack
+
+
+def ws_frame(payload: bytes, opcode: int) -> bytes:
+    """One complete, unmasked, unfragmented, uncompressed WebSocket frame."""
+    n = len(payload)
+    first = _FIN | opcode
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return _pack_h16(first, 126, n) + payload
+    return _pack_h64(first, 127, n) + payload
+
+
+OP_CLOSE: Final = 0x8
+_pack_close = struct.Struct("!H").pack
+
+
+def ws_close_frame(code: int, reason: str) -> bytes:
+    """A close frame; the reason is cut to fit the 125-byte control payload."""
+    return ws_frame(_pack_close(code) + reason.encode()[:123], OP_CLOSE)
+
+
+class Encoded:
+    """One outgoing message, encoded once per variant and framed once.
+
+    ``msgpack`` and ``json`` are complete WebSocket frames, built on first use
+    so that a room with only msgpack clients never pays for JSON, and vice
+    versa. Instances are shared by every recipient and never mutated after
+    the frames are built."""
+
+    __slots__ = ("obj", "priority", "_msgpack", "_json")
+
+    def __init__(self, obj: Mapping[str, Any], priority: Priority = Priority.CONTROL) -> None:
+        self.obj = obj
+        self.priority = priority
+        self._msgpack: bytes | None = None
+        self._json: bytes | None = None
+
+    @classmethod
+    def from_msgpack(cls, payload: bytes, priority: Priority) -> "Encoded":
+        """Wrap a msgpack payload received from elsewhere (the bus) without
+        re-encoding it; the JSON variant is made only if a JSON client needs it."""
+        enc = cls(msgpack.unpackb(payload, raw=False), priority)
+        enc._msgpack = ws_frame(payload, OP_BINARY)
+        return enc
+
+    @property
+    def msgpack_payload(self) -> bytes:
+        return encode_msgpack(self.obj)
+
+    def frame(self, variant: str) -> bytes:
+        if variant == MSGPACK:
+            f = self._msgpack
+            if f is None:
+                f = self._msgpack = ws_frame(encode_msgpack(self.obj), OP_BINARY)
+            return f
+        f = self._json
+        if f is None:
+            f = self._json = ws_frame(encode_json(self.obj), OP_TEXT)
+        return f
+
+
+def error_frame(err: LiveroomError) -> Encoded:
+    return Encoded(err.to_frame())

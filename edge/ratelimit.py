@@ -1,0 +1,68 @@
+"""Token-bucket rate limits, per key (user and room). Pure: time is an argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    per_second: float
+    burst: int
+
+
+class TokenBucket:
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, burst: int, now: float) -> None:
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, rate: Rate, now: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens. Returns 0.0 when allowed, else the seconds to
+        wait until the cost would be available."""
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.tokens = min(float(rate.burst), self.tokens + elapsed * rate.per_second)
+            self.stamp = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / rate.per_second
+
+
+class RateLimiter:
+    """Buckets by key, bounded in number: when ``max_keys`` is reached, the
+    buckets that have refilled completely (idle keys) are forgotten, which is
+    exactly as if they had never been used."""
+
+    __slots__ = ("rate", "max_keys", "_buckets")
+
+    def __init__(self, rate: Rate, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.max_keys = max_keys
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def check(self, user: str, room: str, now: float) -> float:
+        """0.0 if allowed now, else the seconds to wait (``retry_after``)."""
+        key = (user, room)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._forget_idle(now)
+            bucket = self._buckets[key] = TokenBucket(self.rate.burst, now)
+        return bucket.take(self.rate, now)
+
+    def _forget_idle(self, now: float) -> None:
+        full_after = self.rate.burst / self.rate.per_second
+        idle = [k for k, b in self._buckets.items() if now - b.stamp >= full_after]
+        for k in idle:
+            del self._buckets[k]
+        if len(self._buckets) >= self.max_keys:
+            # Every key is busy: drop the oldest half rather than grow without bound.
+            oldest = sorted(self._buckets.items(), key=lambda kv: kv[1].stamp)
+            for k, _ in oldest[: len(oldest) // 2]:
+                del self._buckets[k]
+
+    def __len__(self) -> int:
+        return len(self._buckets)

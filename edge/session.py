@@ -1,0 +1,239 @@
+"""The session state machine: one client connection's frames in, commands out.
+
+Theory of operation
+-------------------
+A session starts in AWAITING_HELLO. The only frame accepted there is
+``hello``; it carries a token, and a valid one moves the session to READY
+with the identity it names. Any other frame before that gets
+``hello_required``; a bad token gets ``unauthorized`` and the adapter closes
+the connection with AUTH_FAILED (4001). In READY every client frame type is
+accepted, validated and authorised here, and turned into one small command
+(a frozen dataclass) that the edge node carries out. CLOSED accepts nothing.
+
+Everything that can be decided without I/O is decided here: field types and
+sizes, the room limit per connection, membership of the room a frame names,
+role permissions and the per-user rate limits. Errors are raised as
+``LiveroomError`` subclasses carrying the offending frame's ``ref``.
+
+Pure: no I/O, no event loop; time comes in as ``now`` (wall clock seconds).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from edge.auth import Identity
+from edge.config import EdgeConfig
+from edge.protocol import (
+    ACTION, COMMENT, CUSTOM_KIND_RE, GIFT, HELLO, JOIN, LEAVE, LIKE, PEER,
+    PEER_ACK, PING, PROTOCOL_VERSION, ROOM_RE, SECTION_RE, STATE, SYNC, USER_RE,
+    AlreadyAuthenticated, Forbidden, HelloRequired, InvalidField, MissingField,
+    NotJoined, RateLimited, TooManyRooms, UnsupportedVersion, opt_int,
+    opt_versions, ref_of, req_str,
+)
+from edge.ratelimit import RateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    identity: Identity
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    known: dict[str, int]
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SendAction:
+    room: str
+    kind: str
+    body: Any
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WriteState:
+    room: str
+    section: str
+    value: Any
+    expected: int | None
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    room: str
+    known: dict[str, int]
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SendPeer:
+    to: str
+    body: Any
+    id: str
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AckPeer:
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    t: Any
+
+
+Command = Authenticate | Join | Leave | SendAction | WriteState | Sync | SendPeer | AckPeer | Ping
+
+
+class Phase(enum.Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+def may_write_section(identity: Identity, section: str) -> bool:
+    """Hosts and moderators write any section; an agent writes only the
+    sections it owns: ``stage.<its user id>``."""
+    if identity.role in ("host", "moderator"):
+        return True
+    return identity.role == "agent" and section == f"stage.{identity.user}"
+
+
+def validate_action(kind: str, body: Any, role: str, ref: Any, max_comment_chars: int) -> Any:
+    """The body to deliver for an action of ``kind`` sent by ``role``, or the
+    documented error. Role ``system`` is the backend publish API."""
+    if kind == COMMENT:
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip() or len(text) > max_comment_chars:
+            raise InvalidField(
+                f"a comment body is {{\"text\": string of 1..{max_comment_chars} chars}}",
+                ref=ref, field="body")
+        return {"text": text}
+    if kind == GIFT:
+        gift = body.get("gift") if isinstance(body, dict) else None
+        count = body.get("count", 1) if isinstance(body, dict) else None
+        if (not isinstance(gift, str) or not 0 < len(gift) <= 32
+                or type(count) is not int or not 0 < count <= 9999):
+            raise InvalidField("a gift body is {\"gift\": string, \"count\": 1..9999}",
+                               ref=ref, field="body")
+        return {"gift": gift, "count": count}
+    if kind == LIKE:
+        count = body.get("count", 1) if isinstance(body, dict) else (1 if body is None else None)
+        if type(count) is not int or not 0 < count <= 100:
+            raise InvalidField("a like body is {\"count\": 1..100} or absent",
+                               ref=ref, field="body")
+        return {"count": count}
+    if kind.startswith("system.") and role != "system":
+        raise Forbidden("system.* actions come only through the backend API", ref=ref)
+    if kind.startswith("agent.") and role not in ("agent", "system"):
+        raise Forbidden("agent.* actions are for agents only", ref=ref)
+    return body
+
+
+class Session:
+    __slots__ = ("config", "phase", "identity", "rooms", "_verify",
+                 "_action_limiter", "_peer_limiter")
+
+    def __init__(self, config: EdgeConfig, verify: Callable[[object, float], Identity],
+                 action_limiter: RateLimiter, peer_limiter: RateLimiter,
+                 rooms: set[str]) -> None:
+        self.config = config
+        self.phase = Phase.AWAITING_HELLO
+        self.identity: Identity | None = None
+        # The rooms this connection is a member of. The set belongs to the
+        # connection (the hub adds and removes); the session only reads it.
+        self.rooms = rooms
+        self._verify = verify
+        self._action_limiter = action_limiter
+        self._peer_limiter = peer_limiter
+
+    def receive(self, frame: Mapping[str, Any], now: float) -> Command:
+        ftype = frame["type"]
+        ref = ref_of(frame)
+        if self.phase is Phase.AWAITING_HELLO:
+            if ftype != HELLO:
+                raise HelloRequired(ref=ref)
+            version = frame.get("v", PROTOCOL_VERSION)
+            if version != PROTOCOL_VERSION:
+                raise UnsupportedVersion(
+                    f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}",
+                    ref=ref, supported=[PROTOCOL_VERSION])
+            if "token" not in frame:
+                raise MissingField("field 'token' is required", ref=ref, field="token")
+            identity = self._verify(frame["token"], now)
+            self.identity = identity
+            self.phase = Phase.READY
+            return Authenticate(identity, ref)
+        identity = self.identity
+        assert identity is not None and self.phase is Phase.READY
+        if ftype == HELLO:
+            raise AlreadyAuthenticated(ref=ref)
+        if ftype == PING:
+            return Ping(frame.get("t"))
+        if ftype == PEER_ACK:
+            upto = opt_int(frame, "upto", minimum=1)
+            if upto is None:
+                raise MissingField("field 'upto' is required", ref=ref, field="upto")
+            return AckPeer(upto)
+        if ftype == PEER:
+            to = req_str(frame, "to", pattern=USER_RE)
+            msg_id = req_str(frame, "id")
+            if "body" not in frame:
+                raise MissingField("field 'body' is required", ref=ref, field="body")
+            wait = self._peer_limiter.check(identity.user, "", now)
+            if wait:
+                raise RateLimited(ref=ref, retry_after=round(wait, 3))
+            return SendPeer(to, frame["body"], msg_id, ref)
+        room = req_str(frame, "room", pattern=ROOM_RE)
+        if ftype == JOIN:
+            known = opt_versions(frame, "known")
+            if room not in self.rooms and len(self.rooms) >= self.config.max_rooms_per_conn:
+                raise TooManyRooms(
+                    f"at most {self.config.max_rooms_per_conn} rooms per connection",
+                    ref=ref, limit=self.config.max_rooms_per_conn)
+            return Join(room, known, ref)
+        if room not in self.rooms:
+            raise NotJoined(f"not a member of room {room!r}", ref=ref, room=room)
+        if ftype == LEAVE:
+            return Leave(room, ref)
+        if ftype == SYNC:
+            return Sync(room, opt_versions(frame, "known"), ref)
+        if ftype == ACTION:
+            kind = req_str(frame, "kind", max_len=32)
+            if not CUSTOM_KIND_RE.match(kind):
+                raise InvalidField("field 'kind' must match [a-z][a-z0-9_.-]{0,31}",
+                                   ref=ref, field="kind")
+            body = validate_action(kind, frame.get("body"), identity.role, ref,
+                                   self.config.max_comment_chars)
+            wait = self._action_limiter.check(identity.user, room, now)
+            if wait:
+                raise RateLimited(ref=ref, retry_after=round(wait, 3))
+            return SendAction(room, kind, body, ref)
+        if ftype == STATE:
+            section = req_str(frame, "section", pattern=SECTION_RE, max_len=97)
+            if not may_write_section(identity, section):
+                raise Forbidden(f"role {identity.role!r} may not write section {section!r}",
+                                ref=ref, section=section)
+            if "value" not in frame:
+                raise MissingField("field 'value' is required", ref=ref, field="value")
+            expected = opt_int(frame, "expect")
+            return WriteState(room, section, frame["value"], expected, ref)
+        raise AssertionError(f"unhandled frame type {ftype}")  # decode_frame filters
+
+    def close(self) -> None:
+        self.phase = Phase.CLOSED

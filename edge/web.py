@@ -1,0 +1,200 @@
+"""HTTP routes of the edge: the demo page, health, metrics, dev tokens, the
+backend publish API and the state reads for polling clients.
+
+Every error answer is JSON ``{"code", "message", "advice", ...}`` with the
+HTTP status of its code (``edge.protocol.ERROR_SPECS``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from edge.auth import mint_token
+from edge.node import SYSTEM_SENDER, EdgeNode
+from edge.protocol import (
+    CUSTOM_KIND_RE, ROLES, ROOM_RE, SECTION_RE, USER_RE, Forbidden, InvalidField,
+    LiveroomError, MissingField, NotFound, Unauthorized, Unavailable, opt_int,
+)
+from edge.session import validate_action
+from edge.ws import handle_ws
+
+log = logging.getLogger("liveroom.http")
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_API_BODY = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(err: LiveroomError) -> web.Response:
+    return web.json_response(err.to_http(), status=err.spec.http_status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except LiveroomError as err:
+        return error_response(err)
+
+
+def _node(request: web.Request) -> EdgeNode:
+    node: EdgeNode = request.app["node"]
+    return node
+
+
+def _room(request: web.Request) -> str:
+    room = request.match_info["room"]
+    if not ROOM_RE.match(room):
+        raise InvalidField("room ids are 1..64 of [A-Za-z0-9_.:-]", field="room")
+    return room
+
+
+def _section(request: web.Request) -> str:
+    section = request.match_info["section"]
+    if len(section) > 97 or not SECTION_RE.match(section):
+        raise InvalidField("invalid section name", field="section")
+    return section
+
+
+def _require_api_key(request: web.Request) -> None:
+    key: str | None = request.app["api_key"]
+    if not key:
+        raise Unavailable("the backend API is disabled: set LIVEROOM_API_KEY")
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    if not given or not hmac.compare_digest(given.encode(), key.encode()):
+        raise Unauthorized("Authorization: Bearer <LIVEROOM_API_KEY> is required")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_API_BODY:
+        raise InvalidField(f"the body is over {MAX_API_BODY} bytes", field="body")
+    raw = await request.content.read(MAX_API_BODY + 1)
+    if len(raw) > MAX_API_BODY:
+        raise InvalidField(f"the body is over {MAX_API_BODY} bytes", field="body")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidField("the body must be JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidField("the body must be a JSON object", field="body")
+    return body
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    node = _node(request)
+    return web.json_response({"status": "ok", "node": node.node_id,
+                              "rooms": len(node.hub.rooms)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=_node(request).metrics.render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    user = body.get("user")
+    if not isinstance(user, str) or not USER_RE.match(user):
+        raise InvalidField("user must be 1..64 of [A-Za-z0-9_.:@-]", field="user")
+    name = body.get("name", user)
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise InvalidField("name must be a string of 1..64 chars", field="name")
+    role = body.get("role", "viewer")
+    if role not in ROLES:
+        raise InvalidField(f"role must be one of {', '.join(ROLES)}", field="role")
+    ttl = body.get("ttl", 3600)
+    if type(ttl) is not int or not 0 < ttl <= 86400:
+        raise InvalidField("ttl must be 1..86400 seconds", field="ttl")
+    node = _node(request)
+    token = mint_token(request.app["jwt_secret"], user, name, role, node.clock(), ttl)
+    return web.json_response({"token": token})
+
+
+async def publish_action(request: web.Request) -> web.Response:
+    _require_api_key(request)
+    room = _room(request)
+    body = await _json_body(request)
+    kind = body.get("kind")
+    if kind is None:
+        raise MissingField("field 'kind' is required", field="kind")
+    if not isinstance(kind, str) or not CUSTOM_KIND_RE.match(kind):
+        raise InvalidField("field 'kind' must match [a-z][a-z0-9_.-]{0,31}", field="kind")
+    node = _node(request)
+    value = validate_action(kind, body.get("body"), "system", None,
+                            node.config.max_comment_chars)
+    sender = dict(SYSTEM_SENDER)
+    given = body.get("sender")
+    if isinstance(given, str) and USER_RE.match(given):
+        sender = {"id": given, "name": given, "role": "system"}
+    elif isinstance(given, dict):
+        sid, sname = given.get("id"), given.get("name", given.get("id"))
+        if not (isinstance(sid, str) and USER_RE.match(sid) and isinstance(sname, str)
+                and 0 < len(sname) <= 64):
+            raise InvalidField("sender is a user id or {\"id\", \"name\"}", field="sender")
+        sender = {"id": sid, "name": sname, "role": "system"}
+    elif given is not None:
+        raise InvalidField("sender is a user id or {\"id\", \"name\"}", field="sender")
+    seq = node.publish_action(room, kind, value, sender)
+    return web.json_response({"room": room, "seq": seq}, status=202)
+
+
+async def read_head(request: web.Request) -> web.Response:
+    room = _room(request)
+    total, versions = await _node(request).store.versions(room)
+    return web.json_response({"room": room, "total": total, "versions": versions})
+
+
+async def read_section(request: web.Request) -> web.Response:
+    room, section = _room(request), _section(request)
+    found = await _node(request).store.section(room, section)
+    if found is None:
+        raise NotFound(f"room {room!r} has no section {section!r}")
+    return web.json_response({"room": room, "section": section,
+                              "partial": found.partial, "value": found.value})
+
+
+async def write_section(request: web.Request) -> web.Response:
+    _require_api_key(request)
+    room, section = _room(request), _section(request)
+    body = await _json_body(request)
+    if "value" not in body:
+        raise MissingField("field 'value' is required", field="value")
+    expected = opt_int(body, "expect")
+    partial, total = await _node(request).write_state(room, section, body["value"], expected)
+    return web.json_response({"room": room, "section": section, "partial": partial,
+                              "total": total})
+
+
+async def not_dev(request: web.Request) -> web.Response:
+    raise Forbidden("dev tokens are minted only in --dev mode")
+
+
+def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
+              dev: bool) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_API_BODY)
+    app["node"] = node
+    app["jwt_secret"] = jwt_secret
+    app["api_key"] = api_key
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/ws", handle_ws)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/dev/token", dev_token if dev else not_dev)
+    app.router.add_post("/v1/rooms/{room}/actions", publish_action)
+    app.router.add_get("/v1/rooms/{room}/state", read_head)
+    app.router.add_get("/v1/rooms/{room}/state/{section}", read_section)
+    app.router.add_post("/v1/rooms/{room}/state/{section}", write_section)
+    return app

@@ -1,0 +1,107 @@
+"""The aiohttp WebSocket adapter: ``GET /ws``.
+
+aiohttp does the handshake, reads and unmasks client frames, answers pings and
+keeps the heartbeat (``call_at`` timers, no task per connection). Server
+frames take a shorter road: they are pre-built once per message
+(``edge.protocol.ws_frame``) and written straight to the connection's
+transport by ``WsSink.write`` below, the one place that bypasses aiohttp's
+``WebSocketWriter``. Why: ``send_bytes`` is a coroutine that frames the
+payload again for every recipient and may await a slow client; the fan-out
+loop must do neither. Safe because we never enable permessage-deflate
+(``compress=False``: a compressed stream would need per-connection framing),
+and every write is one whole frame, so ours never interleave with aiohttp's
+control frames. ``tests/integration/test_ws_writer_pin.py`` pins this to the
+aiohttp version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from edge.node import EdgeNode
+from edge.protocol import JSON, MSGPACK, CloseCode, ws_close_frame
+from edge.session import Phase
+
+log = logging.getLogger("liveroom.ws")
+
+# A closed connection whose peer does not read gets this long to take the
+# close frame before the socket is aborted.
+_CLOSE_LINGER_S = 5.0
+
+
+class WsSink:
+    __slots__ = ("transport", "_loop")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+
+    def write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(ws_close_frame(code, reason))
+        # close() flushes what is buffered first; a peer that reads nothing
+        # would keep it open forever, hence the abort after a linger.
+        transport.close()
+        self._loop.call_later(_CLOSE_LINGER_S, transport.abort)
+
+
+async def handle_ws(request: web.Request) -> web.StreamResponse:
+    node: EdgeNode = request.app["node"]
+    cfg = node.config
+    ws = web.WebSocketResponse(
+        heartbeat=cfg.heartbeat,
+        max_msg_size=cfg.max_frame_bytes * cfg.hard_frame_factor,
+        compress=False,
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    loop = asyncio.get_running_loop()
+    conn, session = node.open(WsSink(transport, loop))
+
+    def hello_timeout() -> None:
+        if session.phase is Phase.AWAITING_HELLO:
+            node.close_connection(conn, CloseCode.HELLO_TIMEOUT, "no hello in time")
+
+    hello_timer = loop.call_later(cfg.hello_timeout, hello_timeout)
+    expiry_timer: asyncio.TimerHandle | None = None
+    try:
+        async for msg in ws:
+            if conn.closed:
+                # Closed by us (slow, auth, expiry): read until the transport
+                # is gone, but act on nothing more.
+                continue
+            if msg.type is WSMsgType.BINARY:
+                await node.receive(conn, session, msg.data, MSGPACK)
+            elif msg.type is WSMsgType.TEXT:
+                await node.receive(conn, session, msg.data, JSON)
+            else:
+                break
+            if expiry_timer is None and session.identity is not None:
+                hello_timer.cancel()
+                delay = max(0.0, session.identity.exp - time.time())
+                expiry_timer = loop.call_later(
+                    delay, node.close_connection, conn, CloseCode.TOKEN_EXPIRED,
+                    "token expired")
+    except Exception:  # the transport broke under us: same as a disconnect
+        log.debug("connection %d ended with an error", conn.cid, exc_info=True)
+    finally:
+        hello_timer.cancel()
+        if expiry_timer is not None:
+            expiry_timer.cancel()
+        await node.close(conn, session)
+    return ws

@@ -1,0 +1,108 @@
+"""Composition root of ``liveroom serve``: the embedded deployment, every role
+in one process on in-process defaults (memory bus, memory state and
+registries, a SQLite inbox under the data directory)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from edge.config import EdgeConfig
+from edge.metrics import Metrics
+from edge.node import EdgeNode
+from edge.web import build_app
+from room_router.bus import MemoryBus
+from room_router.inbox import SqliteInbox
+from room_router.registry import MemoryConnectionRegistry
+from state_versions.store import MemoryStateStore
+
+log = logging.getLogger("liveroom")
+
+DEMO_ROOM = "demo"
+DEMO_STATE = {
+    "meta": {"title": "Welcome to liveroom", "host": "host"},
+    "pinned": {"text": "Be kind. Gifts light up the stage."},
+    "scoreboard": {"gifts": 0, "likes": 0},
+}
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dev: bool = False
+    data_dir: Path = Path("data")
+    jwt_secret: str | None = None
+    api_key: str | None = None
+    demo_room: bool = True
+    node_id: str = field(default_factory=lambda: f"edge-{uuid.uuid4().hex[:8]}")
+    config: EdgeConfig = field(default_factory=EdgeConfig)
+
+
+def _dev_secret(path: Path) -> str:
+    """A random secret kept in the data directory, so that tokens minted in
+    dev mode stay valid across restarts of the process."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        path.write_text(secret)
+        path.chmod(0o600)
+        return secret
+
+
+def make_app(opts: ServeOptions) -> web.Application:
+    """The whole embedded service as one aiohttp application."""
+    jwt_secret = opts.jwt_secret
+    if not jwt_secret:
+        if not opts.dev:
+            raise SystemExit("LIVEROOM_JWT_SECRET is required (or run with --dev)")
+        jwt_secret = _dev_secret(opts.data_dir / "dev-jwt-secret")
+        log.warning("dev mode: JWT secret from %s (set LIVEROOM_JWT_SECRET in production)",
+                    opts.data_dir / "dev-jwt-secret")
+    api_key = opts.api_key
+    if not api_key and opts.dev:
+        api_key = secrets.token_urlsafe(24)
+        log.warning("dev mode: generated backend API key %s", api_key)
+    elif not api_key:
+        log.warning("LIVEROOM_API_KEY is not set: the backend publish API answers 503")
+    store = MemoryStateStore()
+    inbox = SqliteInbox(opts.data_dir / "inbox.sqlite3")
+    node = EdgeNode(node_id=opts.node_id, config=opts.config, jwt_secret=jwt_secret,
+                    store=store, bus=MemoryBus(), registry=MemoryConnectionRegistry(),
+                    inbox=inbox, metrics=Metrics())
+    app = build_app(node, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await inbox.open()
+        node.start()
+        if opts.demo_room:
+            for section, value in DEMO_STATE.items():
+                await node.write_state(DEMO_ROOM, section, value, None)
+        loop = asyncio.get_running_loop()
+        interval = opts.config.online_interval
+
+        # The online count is one timer for the whole node, not a task per room.
+        def tick() -> None:
+            nonlocal handle
+            try:
+                node.tick_online()
+            finally:
+                handle = loop.call_later(interval, tick)
+
+        handle = loop.call_later(interval, tick)
+        yield
+        handle.cancel()
+        node.stop()
+        await inbox.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

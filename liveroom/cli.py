@@ -1,0 +1,130 @@
+"""The ``liveroom`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from edge.config import EdgeConfig
+from edge.fanout import Budget
+from edge.ratelimit import Rate
+from liveroom.app import ServeOptions, make_app
+
+log = logging.getLogger("liveroom")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"LIVEROOM_{name}", default)
+
+
+def _install_uvloop() -> str:
+    """uvloop when installed: a faster loop, same semantics."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liveroom", description="The interactive half of a "
+                                "live-streaming platform.")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run every role in one process on embedded defaults")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8080")),
+                       help="TCP port; 0 picks a free one (logged at start)")
+    serve.add_argument("--dev", action="store_true",
+                       help="development mode: POST /v1/dev/token mints tokens; a JWT secret "
+                            "(kept in the data dir) and an API key are made when not set")
+    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")),
+                       help="where the durable files live (the peer inbox)")
+    serve.add_argument("--no-demo-room", action="store_true",
+                       help="do not seed the 'demo' room's state")
+    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    d = EdgeConfig()
+    lim = serve.add_argument_group("limits (see docs/PROTOCOL.md)")
+    lim.add_argument("--max-frame-bytes", type=int,
+                     default=int(_env("MAX_FRAME_BYTES", str(d.max_frame_bytes))))
+    lim.add_argument("--max-rooms", type=int,
+                     default=int(_env("MAX_ROOMS", str(d.max_rooms_per_conn))),
+                     help="rooms one connection may join")
+    lim.add_argument("--action-rate", type=float,
+                     default=float(_env("ACTION_RATE", str(d.action_rate.per_second))),
+                     help="actions per second per user per room")
+    lim.add_argument("--action-burst", type=int,
+                     default=int(_env("ACTION_BURST", str(d.action_rate.burst))))
+    lim.add_argument("--outbound-budget", type=int,
+                     default=int(_env("OUTBOUND_BUDGET", str(d.budget.bytes))),
+                     help="bytes a connection may have unsent before shedding starts")
+    lim.add_argument("--slow-grace", type=float,
+                     default=float(_env("SLOW_GRACE", str(d.budget.slow_grace))),
+                     help="seconds over budget before the slow-consumer close")
+    lim.add_argument("--hello-timeout", type=float,
+                     default=float(_env("HELLO_TIMEOUT", str(d.hello_timeout))))
+    lim.add_argument("--online-interval", type=float,
+                     default=float(_env("ONLINE_INTERVAL", str(d.online_interval))))
+    return p
+
+
+def _config(args: argparse.Namespace) -> EdgeConfig:
+    d = EdgeConfig()
+    return EdgeConfig(
+        max_frame_bytes=args.max_frame_bytes,
+        max_rooms_per_conn=args.max_rooms,
+        action_rate=Rate(args.action_rate, args.action_burst),
+        peer_rate=d.peer_rate,
+        budget=Budget(bytes=args.outbound_budget, slow_grace=args.slow_grace,
+                      hard_factor=d.budget.hard_factor),
+        hello_timeout=args.hello_timeout,
+        online_interval=args.online_interval,
+    )
+
+
+async def _serve(opts: ServeOptions) -> None:
+    runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, opts.host, opts.port)
+    await site.start()
+    server = site._server
+    port = opts.port
+    if server is not None and getattr(server, "sockets", None):
+        port = server.sockets[0].getsockname()[1]
+    log.info("listening on http://%s:%d (node %s, dev=%s, data=%s)", opts.host, port,
+             opts.node_id, opts.dev, opts.data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        log.info("event loop: %s", _install_uvloop())
+        opts = ServeOptions(
+            host=args.host, port=args.port, dev=args.dev, data_dir=args.data_dir,
+            jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
+            api_key=os.environ.get("LIVEROOM_API_KEY"),
+            demo_room=not args.no_demo_room, config=_config(args),
+        )
+        asyncio.run(_serve(opts))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
