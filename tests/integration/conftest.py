@@ -1,0 +1,60 @@
+"""Integration fixtures: real servers on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from edge.client import LiveroomClient
+from tests.support import LiveServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One shared server for a test module, with roomy defaults."""
+    with LiveServer(tmp_path_factory.mktemp("data"), "--action-burst", "200",
+                    "--action-rate", "200") as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start a server with its own arguments (and data dir) for one test."""
+    started: list[LiveServer] = []
+
+    def make(*args: str, data_dir: Path | None = None, **kw: object) -> LiveServer:
+        srv = LiveServer(data_dir or tmp_path / f"data{len(started)}", *args, **kw)  # type: ignore[arg-type]
+        started.append(srv)
+        return srv.start()
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def connect(http: aiohttp.ClientSession) -> AsyncIterator[Callable[..., object]]:
+    """``await connect(server, user, role=..., codec=...)`` -> a client after
+    hello; every client is closed at the end of the test."""
+    clients: list[LiveroomClient] = []
+
+    async def _connect(srv: LiveServer, user: str, role: str = "viewer",
+                       codec: str = "msgpack") -> LiveroomClient:
+        c = await LiveroomClient.connect(srv.ws_url, srv.token(user, role), codec=codec,
+                                         session=http)
+        clients.append(c)
+        return c
+
+    yield _connect
+    for c in clients:
+        if not c.ws.closed:
+            await c.close()

@@ -1,0 +1,116 @@
+"""Test support: a real ``liveroom serve`` process on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.auth import mint_token
+
+JWT_SECRET = "integration-test-secret-0123456789abcdef"
+API_KEY = "integration-test-api-key"
+_LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+REPO = Path(__file__).resolve().parent.parent
+
+
+class LiveServer:
+    """``liveroom serve`` in a child process. ``start()`` returns once the
+    server logs the port it bound; its log is kept in ``self.log``."""
+
+    def __init__(self, data_dir: Path, *args: str, dev: bool = True,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.dev = dev
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        self.port = 0
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 15.0) -> "LiveServer":
+        env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
+               "PYTHONUNBUFFERED": "1", **self.extra_env}
+        cmd = [sys.executable, "-m", "liveroom.cli", "serve", "--host", "127.0.0.1",
+               "--port", "0", "--data-dir", str(self.data_dir), *self.args]
+        if self.dev:
+            cmd.append("--dev")
+        self._ready.clear()
+        self.log = []
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+        return self
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.log.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                self.port = int(m.group(2))
+                self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def token(self, user: str, role: str = "viewer", name: str | None = None,
+              ttl: float = 3600.0) -> str:
+        return mint_token(JWT_SECRET, user, name or user, role, time.time(), ttl)
+
+    def logs(self) -> str:
+        return "".join(self.log)
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+async def metric(session: Any, url: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample from ``url``/metrics (0 if absent)."""
+    async with session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    want = name
+    if labels:
+        want += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
