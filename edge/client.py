@@ -129,18 +129,24 @@ class LiveroomClient:
     async def request(self, frame: dict[str, Any], reply: str,
                       timeout: float = 5.0) -> dict[str, Any]:
         """Send ``frame`` with a fresh ``ref``; the reply of type ``reply`` or
-        the ``error`` with that ref, whichever comes first."""
+        the ``error`` with that ref, whichever comes first. Frames that arrive
+        meanwhile are kept, in order, for the next ``recv``."""
         ref = self.next_ref()
         await self.send({**frame, "ref": ref})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise TimeoutError(f"no reply to {frame.get('type')} in {timeout}s")
-            got = await self.recv(left)
-            if got.get("ref") == ref and got.get("type") in (reply, "error"):
-                return got
+        kept: list[dict[str, Any]] = []
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"no reply to {frame.get('type')} in {timeout}s")
+                got = await self.recv(left)
+                if got.get("ref") == ref and got.get("type") in (reply, "error"):
+                    return got
+                kept.append(got)
+        finally:
+            self._pending.extendleft(reversed(kept))
 
     async def join(self, room: str, known: dict[str, int] | None = None) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": "join", "room": room}

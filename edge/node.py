@@ -187,7 +187,8 @@ class EdgeNode:
         elif isinstance(cmd, AckPeer):
             await self.inbox.ack(conn.user, cmd.upto)
         elif isinstance(cmd, Ping):
-            conn.send({"type": "pong", "t": cmd.t, "ts": self.clock()}, self._monotonic())
+            conn.send({"type": "pong", "t": cmd.t, "ts": self.clock(), "ref": cmd.ref},
+                      self._monotonic())
         elif isinstance(cmd, Authenticate):
             await self._authenticate(conn, cmd)
 

@@ -95,6 +95,7 @@ class AckPeer:
 @dataclass(frozen=True, slots=True)
 class Ping:
     t: Any
+    ref: Any
 
 
 Command = Authenticate | Join | Leave | SendAction | WriteState | Sync | SendPeer | AckPeer | Ping
@@ -184,7 +185,7 @@ class Session:
         if ftype == HELLO:
             raise AlreadyAuthenticated(ref=ref)
         if ftype == PING:
-            return Ping(frame.get("t"))
+            return Ping(frame.get("t"), ref)
         if ftype == PEER_ACK:
             upto = opt_int(frame, "upto", minimum=1)
             if upto is None:

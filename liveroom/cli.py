@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="actions per second per user per room")
     lim.add_argument("--action-burst", type=int,
                      default=int(_env("ACTION_BURST", str(d.action_rate.burst))))
+    lim.add_argument("--peer-rate", type=float,
+                     default=float(_env("PEER_RATE", str(d.peer_rate.per_second))),
+                     help="peer messages per second per user")
+    lim.add_argument("--peer-burst", type=int,
+                     default=int(_env("PEER_BURST", str(d.peer_rate.burst))))
     lim.add_argument("--outbound-budget", type=int,
                      default=int(_env("OUTBOUND_BUDGET", str(d.budget.bytes))),
                      help="bytes a connection may have unsent before shedding starts")
@@ -81,7 +86,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         max_frame_bytes=args.max_frame_bytes,
         max_rooms_per_conn=args.max_rooms,
         action_rate=Rate(args.action_rate, args.action_burst),
-        peer_rate=d.peer_rate,
+        peer_rate=Rate(args.peer_rate, args.peer_burst),
         budget=Budget(bytes=args.outbound_budget, slow_grace=args.slow_grace,
                       hard_factor=d.budget.hard_factor),
         hello_timeout=args.hello_timeout,

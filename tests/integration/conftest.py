@@ -16,7 +16,7 @@ from tests.support import LiveServer
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One shared server for a test module, with roomy defaults."""
     with LiveServer(tmp_path_factory.mktemp("data"), "--action-burst", "200",
-                    "--action-rate", "200") as srv:
+                    "--action-rate", "200", "--peer-burst", "200", "--peer-rate", "200") as srv:
         yield srv
 
 

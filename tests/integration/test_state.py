@@ -1,0 +1,89 @@
+"""State over real WebSockets and HTTP: push, join/sync diffs, compare-and-set."""
+
+from __future__ import annotations
+
+from tests.support import API_KEY, LiveServer
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+async def test_state_push_reaches_members_with_versions(server: LiveServer, connect) -> None:
+    host = await connect(server, "st-host", "host")
+    viewer = await connect(server, "st-viewer", codec="json")
+    j = await host.join("st-1")
+    assert j["total"] == 0 and j["state"] == [] and j["versions"] == {}
+    await viewer.join("st-1")
+    await host.set_state("st-1", "meta", {"title": "One"})
+    await host.set_state("st-1", "pinned", {"text": "pin"})
+    await host.set_state("st-1", "meta", {"title": "Two"})
+    pushes = [await viewer.expect("state") for _ in range(3)]
+    assert [(p["section"], p["partial"], p["total"]) for p in pushes] == [
+        ("meta", 1, 1), ("pinned", 1, 2), ("meta", 2, 3)]
+    assert pushes[-1]["value"] == {"title": "Two"}
+
+
+async def test_join_and_sync_send_only_outdated_sections(server: LiveServer, connect,
+                                                         http) -> None:
+    host = await connect(server, "sy-host", "host")
+    await host.join("sy")
+    for section, value in (("meta", {"title": "t"}), ("pinned", "p"), ("scoreboard", {"a": 1})):
+        await host.set_state("sy", section, value)
+        await host.expect("state", section=section)
+    late = await connect(server, "sy-late")
+    joined = await late.join("sy", known={"meta": 1, "pinned": 0})
+    assert joined["total"] == 3
+    assert joined["versions"] == {"meta": 1, "pinned": 1, "scoreboard": 1}
+    assert sorted(s["section"] for s in joined["state"]) == ["pinned", "scoreboard"]
+    # The client missed a change (it saw a total it did not expect): it syncs.
+    await host.set_state("sy", "scoreboard", {"a": 2})
+    reply = await late.request({"type": "sync", "room": "sy",
+                                "known": {"meta": 1, "pinned": 1, "scoreboard": 1}}, "sync")
+    assert reply["total"] == 4
+    assert reply["sections"] == [{"section": "scoreboard", "partial": 2, "value": {"a": 2}}]
+    up_to_date = await late.request({"type": "sync", "room": "sy",
+                                     "known": {"meta": 1, "pinned": 1, "scoreboard": 2}}, "sync")
+    assert up_to_date["sections"] == []
+    # HTTP reads for polling clients see the same versions.
+    async with http.get(f"{server.url}/v1/rooms/sy/state") as r:
+        head = await r.json()
+    assert head == {"room": "sy", "total": 4,
+                    "versions": {"meta": 1, "pinned": 1, "scoreboard": 2}}
+    async with http.get(f"{server.url}/v1/rooms/sy/state/scoreboard") as r:
+        assert (await r.json())["value"] == {"a": 2}
+
+
+async def test_compare_and_set(server: LiveServer, connect) -> None:
+    host = await connect(server, "cas-host", "host")
+    await host.join("cas")
+    await host.set_state("cas", "scoreboard", {"n": 1}, expect=0)
+    assert (await host.expect("state"))["partial"] == 1
+    err = await host.request({"type": "state", "room": "cas", "section": "scoreboard",
+                              "value": {"n": 99}, "expect": 0}, "x")
+    assert err["code"] == "version_conflict" and err["current"] == 1
+    assert err["advice"] == "resync"
+    await host.set_state("cas", "scoreboard", {"n": 2}, expect=1)
+    assert (await host.expect("state"))["value"] == {"n": 2}
+
+
+async def test_backend_state_write_is_pushed(server: LiveServer, connect, http) -> None:
+    viewer = await connect(server, "bs-viewer")
+    await viewer.join("bs")
+    async with http.post(f"{server.url}/v1/rooms/bs/state/pinned", headers=AUTH,
+                         json={"value": {"text": "from moderation"}}) as r:
+        assert r.status == 200
+        assert await r.json() == {"room": "bs", "section": "pinned", "partial": 1, "total": 1}
+    got = await viewer.expect("state", section="pinned")
+    assert got["value"] == {"text": "from moderation"}
+    async with http.post(f"{server.url}/v1/rooms/bs/state/pinned", headers=AUTH,
+                         json={"value": "x", "expect": 0}) as r:
+        assert r.status == 409 and (await r.json())["code"] == "version_conflict"
+
+
+async def test_agent_writes_only_its_own_stage_section(server: LiveServer, connect) -> None:
+    bot = await connect(server, "quizbot", "agent")
+    await bot.join("ag")
+    await bot.set_state("ag", "stage.quizbot", {"mood": "happy", "x": 3})
+    assert (await bot.expect("state"))["section"] == "stage.quizbot"
+    err = await bot.request({"type": "state", "room": "ag", "section": "stage.other",
+                             "value": {}}, "x")
+    assert err["code"] == "forbidden"

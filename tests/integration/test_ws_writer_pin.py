@@ -1,0 +1,66 @@
+"""Pins the one place that bypasses aiohttp's WebSocket writer (edge/ws.py).
+
+The fan-out writes pre-built frames straight to the request's transport. That
+is only right while (1) ``request.transport`` is the transport aiohttp's
+WebSocket writer writes to, (2) the writer writes whole frames synchronously
+with no buffering of its own, and (3) no compression is negotiated. If an
+aiohttp upgrade changes any of this, this test fails before users see
+interleaved or corrupt frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import aiohttp
+from aiohttp import web
+from aiohttp._websocket import writer as ws_writer
+
+from edge.protocol import OP_BINARY, ws_frame
+from edge.ws import WsSink
+
+TESTED_AIOHTTP = (3, 10)
+
+
+def test_aiohttp_version_is_one_we_checked() -> None:
+    major, minor = (int(x) for x in aiohttp.__version__.split(".")[:2])
+    assert major == 3 and (major, minor) >= TESTED_AIOHTTP, aiohttp.__version__
+
+
+def test_writer_writes_frames_straight_to_its_transport() -> None:
+    src = inspect.getsource(ws_writer.WebSocketWriter._write_websocket_frame)
+    assert "self.transport.write(" in src
+
+
+async def test_prebuilt_frames_interleave_safely_with_aiohttp_frames() -> None:
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        seen["same_transport"] = request.transport is ws._writer.transport  # type: ignore[union-attr]
+        seen["compress"] = ws.compress
+        assert request.transport is not None
+        sink = WsSink(request.transport, asyncio.get_running_loop())
+        sink.write(ws_frame(b"pre-1", OP_BINARY))
+        await ws.send_bytes(b"aiohttp-2")
+        sink.write(ws_frame(b"pre-3", OP_BINARY))
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as s, s.ws_connect(
+                f"ws://127.0.0.1:{port}/ws", compress=15) as ws:
+            got = [(await ws.receive(timeout=5)).data for _ in range(3)]
+    finally:
+        await runner.cleanup()
+    assert got == [b"pre-1", b"aiohttp-2", b"pre-3"]
+    assert seen == {"same_transport": True, "compress": False}
