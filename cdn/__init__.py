@@ -1,0 +1,1 @@
+"""HTTP origin for CDN-served state polling (issue: CDN-served state)."""

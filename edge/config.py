@@ -18,8 +18,8 @@ class EdgeConfig:
     max_rooms_per_conn: int = 10
     max_comment_chars: int = 500
     # Actions per user per room; peer messages per user.
-    action_rate: Rate = Rate(per_second=5.0, burst=20)
-    peer_rate: Rate = Rate(per_second=2.0, burst=10)
+    action_rate: Rate = field(default_factory=lambda: Rate(per_second=5.0, burst=20))
+    peer_rate: Rate = field(default_factory=lambda: Rate(per_second=2.0, burst=10))
     budget: Budget = field(default_factory=Budget)
     hello_timeout: float = 10.0
     heartbeat: float = 30.0

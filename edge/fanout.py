@@ -27,8 +27,9 @@ event loop.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from edge.protocol import CloseCode, Encoded, Priority
 
@@ -70,9 +71,21 @@ class Conn:
     """One client connection as the core sees it: who, which wire variant,
     which rooms, and its backpressure state."""
 
-    __slots__ = ("cid", "sink", "variant", "user", "name", "role", "rooms",
-                 "over_since", "closed", "budget", "peer_syncing", "peer_skipped",
-                 "peer_upto")
+    __slots__ = (
+        "budget",
+        "cid",
+        "closed",
+        "name",
+        "over_since",
+        "peer_skipped",
+        "peer_syncing",
+        "peer_upto",
+        "role",
+        "rooms",
+        "sink",
+        "user",
+        "variant",
+    )
 
     def __init__(self, cid: int, sink: Sink, budget: Budget) -> None:
         self.cid = cid
@@ -132,7 +145,7 @@ class FanoutResult:
 
 
 class LocalRoom:
-    __slots__ = ("room", "members", "seq", "reported_count")
+    __slots__ = ("members", "reported_count", "room", "seq")
 
     def __init__(self, room: str) -> None:
         self.room = room

@@ -21,21 +21,43 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.fanout import Conn, Hub, Sink
 from edge.metrics import Metrics
 from edge.protocol import (
-    ACTION, JSON, MSGPACK, PROTOCOL_VERSION, CloseCode, Encoded, FrameTooLarge,
-    InternalError, LiveroomError, Priority, Unauthorized, UnsupportedVersion,
-    action_priority, decode_frame, encode_msgpack,
+    ACTION,
+    JSON,
+    MSGPACK,
+    PROTOCOL_VERSION,
+    CloseCode,
+    Encoded,
+    FrameTooLarge,
+    InternalError,
+    LiveroomError,
+    Priority,
+    Unauthorized,
+    UnsupportedVersion,
+    action_priority,
+    decode_frame,
+    encode_msgpack,
 )
 from edge.ratelimit import RateLimiter
 from edge.session import (
-    AckPeer, Authenticate, Join, Leave, Phase, Ping, SendAction, SendPeer, Session,
-    Sync, WriteState,
+    AckPeer,
+    Authenticate,
+    Join,
+    Leave,
+    Phase,
+    Ping,
+    SendAction,
+    SendPeer,
+    Session,
+    Sync,
+    WriteState,
 )
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.inbox import Inbox, PeerMessage
@@ -322,7 +344,7 @@ class EdgeNode:
 
     def _on_node_message(self, subject: str, payload: bytes) -> None:
         enc = Encoded.from_msgpack(payload, Priority.CONTROL)
-        to, seq = enc.obj.get("to"), enc.obj.get("seq", 0)
+        to, seq = str(enc.obj.get("to", "")), int(enc.obj.get("seq", 0))
         now = self._monotonic()
         for conn in self._users.get(to, ()):
             if conn.peer_syncing:

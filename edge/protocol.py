@@ -27,8 +27,9 @@ import enum
 import json
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Mapping
+from typing import Any, Final
 
 import msgpack
 
@@ -301,7 +302,8 @@ _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def encode_msgpack(obj: Mapping[str, Any]) -> bytes:
-    return _packb(obj)
+    out: bytes = _packb(obj)
+    return out
 
 
 def encode_json(obj: Mapping[str, Any]) -> bytes:
@@ -425,7 +427,7 @@ class Encoded:
     versa. Instances are shared by every recipient and never mutated after
     the frames are built."""
 
-    __slots__ = ("obj", "priority", "_msgpack", "_json")
+    __slots__ = ("_json", "_msgpack", "obj", "priority")
 
     def __init__(self, obj: Mapping[str, Any], priority: Priority = Priority.CONTROL) -> None:
         self.obj = obj
@@ -434,7 +436,7 @@ class Encoded:
         self._json: bytes | None = None
 
     @classmethod
-    def from_msgpack(cls, payload: bytes, priority: Priority) -> "Encoded":
+    def from_msgpack(cls, payload: bytes, priority: Priority) -> Encoded:
         """Wrap a msgpack payload received from elsewhere (the bus) without
         re-encoding it; the JSON variant is made only if a JSON client needs it."""
         enc = cls(msgpack.unpackb(payload, raw=False), priority)

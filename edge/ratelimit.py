@@ -12,7 +12,7 @@ class Rate:
 
 
 class TokenBucket:
-    __slots__ = ("tokens", "stamp")
+    __slots__ = ("stamp", "tokens")
 
     def __init__(self, burst: int, now: float) -> None:
         self.tokens = float(burst)
@@ -36,7 +36,7 @@ class RateLimiter:
     buckets that have refilled completely (idle keys) are forgotten, which is
     exactly as if they had never been used."""
 
-    __slots__ = ("rate", "max_keys", "_buckets")
+    __slots__ = ("_buckets", "max_keys", "rate")
 
     def __init__(self, rate: Rate, max_keys: int = 100_000) -> None:
         self.rate = rate

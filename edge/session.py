@@ -21,17 +21,43 @@ Pure: no I/O, no event loop; time comes in as ``now`` (wall clock seconds).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from edge.auth import Identity
 from edge.config import EdgeConfig
 from edge.protocol import (
-    ACTION, COMMENT, CUSTOM_KIND_RE, GIFT, HELLO, JOIN, LEAVE, LIKE, PEER,
-    PEER_ACK, PING, PROTOCOL_VERSION, ROOM_RE, SECTION_RE, STATE, SYNC, USER_RE,
-    AlreadyAuthenticated, Forbidden, HelloRequired, InvalidField, MissingField,
-    NotJoined, RateLimited, TooManyRooms, UnsupportedVersion, opt_int,
-    opt_versions, ref_of, req_str,
+    ACTION,
+    COMMENT,
+    CUSTOM_KIND_RE,
+    GIFT,
+    HELLO,
+    JOIN,
+    LEAVE,
+    LIKE,
+    PEER,
+    PEER_ACK,
+    PING,
+    PROTOCOL_VERSION,
+    ROOM_RE,
+    SECTION_RE,
+    STATE,
+    SYNC,
+    USER_RE,
+    AlreadyAuthenticated,
+    Forbidden,
+    HelloRequired,
+    InvalidField,
+    MissingField,
+    NotJoined,
+    RateLimited,
+    TooManyRooms,
+    UnsupportedVersion,
+    opt_int,
+    opt_versions,
+    ref_of,
+    req_str,
 )
 from edge.ratelimit import RateLimiter
 
@@ -147,8 +173,15 @@ def validate_action(kind: str, body: Any, role: str, ref: Any, max_comment_chars
 
 
 class Session:
-    __slots__ = ("config", "phase", "identity", "rooms", "_verify",
-                 "_action_limiter", "_peer_limiter")
+    __slots__ = (
+        "_action_limiter",
+        "_peer_limiter",
+        "_verify",
+        "config",
+        "identity",
+        "phase",
+        "rooms",
+    )
 
     def __init__(self, config: EdgeConfig, verify: Callable[[object, float], Identity],
                  action_limiter: RateLimiter, peer_limiter: RateLimiter,
@@ -176,10 +209,10 @@ class Session:
                     ref=ref, supported=[PROTOCOL_VERSION])
             if "token" not in frame:
                 raise MissingField("field 'token' is required", ref=ref, field="token")
-            identity = self._verify(frame["token"], now)
-            self.identity = identity
+            verified = self._verify(frame["token"], now)
+            self.identity = verified
             self.phase = Phase.READY
-            return Authenticate(identity, ref)
+            return Authenticate(verified, ref)
         identity = self.identity
         assert identity is not None and self.phase is Phase.READY
         if ftype == HELLO:

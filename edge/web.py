@@ -10,16 +10,28 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
 from edge.protocol import (
-    CUSTOM_KIND_RE, ROLES, ROOM_RE, SECTION_RE, USER_RE, Forbidden, InvalidField,
-    LiveroomError, MissingField, NotFound, Unauthorized, Unavailable, opt_int,
+    CUSTOM_KIND_RE,
+    ROLES,
+    ROOM_RE,
+    SECTION_RE,
+    USER_RE,
+    Forbidden,
+    InvalidField,
+    LiveroomError,
+    MissingField,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    opt_int,
 )
 from edge.session import validate_action
 from edge.ws import handle_ws

@@ -34,7 +34,7 @@ _CLOSE_LINGER_S = 5.0
 
 
 class WsSink:
-    __slots__ = ("transport", "_loop")
+    __slots__ = ("_loop", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport

@@ -8,9 +8,9 @@ import asyncio
 import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 from aiohttp import web
 
@@ -90,6 +90,8 @@ def make_app(opts: ServeOptions) -> web.Application:
         loop = asyncio.get_running_loop()
         interval = opts.config.online_interval
 
+        handle: asyncio.TimerHandle | None = None
+
         # The online count is one timer for the whole node, not a task per room.
         def tick() -> None:
             nonlocal handle
@@ -100,7 +102,8 @@ def make_app(opts: ServeOptions) -> web.Application:
 
         handle = loop.call_later(interval, tick)
         yield
-        handle.cancel()
+        if handle is not None:
+            handle.cancel()
         node.stop()
         await inbox.close()
 

@@ -99,10 +99,8 @@ async def _serve(opts: ServeOptions) -> None:
     await runner.setup()
     site = web.TCPSite(runner, opts.host, opts.port)
     await site.start()
-    server = site._server
-    port = opts.port
-    if server is not None and getattr(server, "sockets", None):
-        port = server.sockets[0].getsockname()[1]
+    # With --port 0 the kernel picks the port: report the one actually bound.
+    port = int(runner.addresses[0][1]) if runner.addresses else opts.port
     log.info("listening on http://%s:%d (node %s, dev=%s, data=%s)", opts.host, port,
              opts.node_id, opts.dev, opts.data_dir)
     stop = asyncio.Event()

@@ -1,0 +1,1 @@
+"""LLM-driven characters that join rooms as agents (issue: LLM characters)."""

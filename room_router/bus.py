@@ -11,7 +11,8 @@ one puts NATS behind the same interface.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 Handler = Callable[[str, bytes], None]
 
@@ -36,9 +37,9 @@ class Bus(Protocol):
 
 
 class _MemorySubscription:
-    __slots__ = ("_bus", "subject", "handler")
+    __slots__ = ("_bus", "handler", "subject")
 
-    def __init__(self, bus: "MemoryBus", subject: str, handler: Handler) -> None:
+    def __init__(self, bus: MemoryBus, subject: str, handler: Handler) -> None:
         self._bus = bus
         self.subject = subject
         self.handler = handler

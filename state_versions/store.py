@@ -6,7 +6,8 @@ distributed deployment implement the same ``StateStore`` protocol.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from state_versions.versions import Change, RoomState, Section, Snapshot
 

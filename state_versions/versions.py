@@ -23,8 +23,9 @@ Pure code: no I/O, no clock, no event loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from edge.protocol import VersionConflict
 
@@ -64,7 +65,7 @@ class Snapshot:
 class RoomState:
     """The state of one room. Not thread-safe; one owner applies changes."""
 
-    __slots__ = ("room", "total", "_sections", "_snapshot")
+    __slots__ = ("_sections", "_snapshot", "room", "total")
 
     def __init__(self, room: str) -> None:
         self.room = room

@@ -43,7 +43,7 @@ class LiveServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self, timeout: float = 15.0) -> "LiveServer":
+    def start(self, timeout: float = 15.0) -> LiveServer:
         env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
                "PYTHONUNBUFFERED": "1", **self.extra_env}
         cmd = [sys.executable, "-m", "liveroom.cli", "serve", "--host", "127.0.0.1",
@@ -96,7 +96,7 @@ class LiveServer:
     def logs(self) -> str:
         return "".join(self.log)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

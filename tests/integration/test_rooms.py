@@ -117,7 +117,7 @@ async def test_backend_api_publishes_through_the_same_fanout(server: LiveServer,
     v = await connect(server, "api-viewer", codec="json")
     await v.join("api-room")
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    for i in range(30):  # well over any per-user limit: the API has none
+    for _i in range(30):  # well over any per-user limit: the API has none
         async with http.post(f"{server.url}/v1/rooms/api-room/actions", headers=headers,
                              json={"kind": "gift", "body": {"gift": "car", "count": 1},
                                    "sender": {"id": "pay-svc", "name": "Payments"}}) as r:

@@ -124,7 +124,7 @@ def test_hub_broadcast_reaches_only_members_of_the_room() -> None:
 def test_hub_reports_closed_connections_and_empty_rooms() -> None:
     hub = Hub()
     a, sa = conn(1)
-    b, sb = conn(2)
+    b, _sb = conn(2)
     hub.join(a, "r")
     hub.join(b, "r")
     sa.pending = 10**6

@@ -10,8 +10,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.protocol import (
-    ERROR_SPECS, JSON, MSGPACK, OP_BINARY, OP_TEXT, BadFrame, CloseCode, Encoded,
-    LiveroomError, MissingField, UnknownType, close_advice, decode_frame, ws_close_frame,
+    ERROR_SPECS,
+    JSON,
+    MSGPACK,
+    OP_BINARY,
+    OP_TEXT,
+    BadFrame,
+    CloseCode,
+    Encoded,
+    LiveroomError,
+    MissingField,
+    UnknownType,
+    close_advice,
+    decode_frame,
+    ws_close_frame,
     ws_frame,
 )
 

@@ -7,12 +7,29 @@ import pytest
 from edge.auth import Identity, mint_token, verify_token
 from edge.config import EdgeConfig
 from edge.protocol import (
-    AlreadyAuthenticated, Forbidden, HelloRequired, InvalidField, LiveroomError,
-    MissingField, NotJoined, RateLimited, TooManyRooms, Unauthorized, UnsupportedVersion,
+    AlreadyAuthenticated,
+    Forbidden,
+    HelloRequired,
+    InvalidField,
+    LiveroomError,
+    MissingField,
+    NotJoined,
+    RateLimited,
+    TooManyRooms,
+    Unauthorized,
+    UnsupportedVersion,
 )
 from edge.ratelimit import Rate, RateLimiter
 from edge.session import (
-    AckPeer, Authenticate, Join, Phase, SendAction, SendPeer, Session, Sync, WriteState,
+    AckPeer,
+    Authenticate,
+    Join,
+    Phase,
+    SendAction,
+    SendPeer,
+    Session,
+    Sync,
+    WriteState,
 )
 
 SECRET = "unit-secret-unit-secret-unit-secret!"

@@ -1,0 +1,755 @@
+/* liveroom demo page: plain JS, no build step, no dependencies.
+ *
+ * Speaks the liveroom wire protocol (JSON text frames) over /ws:
+ *   hello -> welcome, join -> joined, action, state, sync, peer/peer_ack, online, error,
+ *   batch (a list of frames, handled in order).
+ * Keeps the state versions of each joined room (total + one partial per section), resyncs
+ * when a pushed state frame shows a gap, reconnects with backoff according to the close
+ * code and rejoins with the versions it knows, so that only changed sections come back.
+ */
+"use strict";
+
+(() => {
+  const USER_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
+  const ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+  const MAX_FEED = 300;
+  const MAX_PM = 200;
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const GIFT_ICONS = { rose: "🌹", star: "⭐", rocket: "🚀" };
+
+  const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
+
+  const app = {
+    ident: null,          // {user, name, role} the token is for
+    token: null,
+    me: null,             // welcome.user: {id, name, role}
+    ws: null,
+    wanted: false,        // true while the user wants to be in the room
+    welcomed: false,
+    helloExpired: false,  // the hello was refused because the token had expired
+    attempt: 0,           // reconnect attempts since the last welcome
+    reconnectTimer: null,
+    ref: 0,
+    refs: new Map(),      // ref -> what it was for ({kind: "peer", id} | {kind: "state", ...})
+    rooms: new Map(),     // room -> room state (see newRoom)
+    current: null,        // the room on screen
+    outbox: new Map(),    // peer message id -> frame, until the server acks it
+    peerSeen: new Set(),  // seqs of received peer messages (redelivery after reconnect)
+    peerAcked: 0,
+    errorTimer: null,
+  };
+
+  function newRoom(name) {
+    return {
+      name,
+      joined: false,
+      total: 0,          // total state version we are at
+      versions: {},      // section -> partial
+      values: {},        // section -> value
+      syncing: false,
+      syncAgain: false,
+      online: 0,
+    };
+  }
+
+  // ------------------------------------------------------------------ helpers
+  function nextRef() {
+    app.ref += 1;
+    return app.ref;
+  }
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function isObject(v) {
+    return v !== null && typeof v === "object" && !Array.isArray(v);
+  }
+
+  function fmtTime(ts) {
+    const d = typeof ts === "number" ? new Date(ts * 1000) : new Date();
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function deriveUserId(name) {
+    const id = name
+      .normalize("NFKD")
+      .replace(/[\u0300-\u036f]/g, "")
+      .toLowerCase()
+      .replace(/[^a-z0-9_.:@-]+/g, "-")
+      .replace(/^-+|-+$/g, "")
+      .slice(0, 64);
+    return id;
+  }
+
+  function randomId(prefix) {
+    const rnd = Math.random().toString(36).slice(2, 10);
+    return `${prefix}-${Date.now().toString(36)}-${rnd}`;
+  }
+
+  function send(frame) {
+    const ws = app.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // ------------------------------------------------------------ status line
+  function setConn(state, text) {
+    const badge = $("conn-status");
+    badge.dataset.state = state;
+    badge.textContent = text;
+  }
+
+  function showError(text, level) {
+    const line = $("error-line");
+    line.textContent = text;
+    line.dataset.level = level || "error";
+    line.classList.add("visible");
+    clearTimeout(app.errorTimer);
+    app.errorTimer = setTimeout(() => line.classList.remove("visible"), 8000);
+  }
+
+  function describeError(frame) {
+    let text = `${frame.code || "error"}: ${frame.message || ""}`.trim();
+    if (typeof frame.retry_after === "number") text += ` (retry in ${frame.retry_after}s)`;
+    if (frame.advice && frame.advice !== "fix") text += ` [${frame.advice}]`;
+    return text;
+  }
+
+  // ------------------------------------------------------------ connection
+  async function fetchToken(ident) {
+    const resp = await fetch("/v1/dev/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user: ident.user, name: ident.name, role: ident.role }),
+    });
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!resp.ok || !body || typeof body.token !== "string") {
+      const why = body && body.code ? `${body.code}: ${body.message}` : `HTTP ${resp.status}`;
+      throw new Error(`cannot get a token (${why})`);
+    }
+    return body.token;
+  }
+
+  function connect() {
+    clearTimeout(app.reconnectTimer);
+    app.reconnectTimer = null;
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    let ws;
+    try {
+      ws = new WebSocket(`${proto}//${location.host}/ws`);
+    } catch (err) {
+      showError(`cannot open the socket: ${err}`);
+      scheduleReconnect(1006, "");
+      return;
+    }
+    app.ws = ws;
+    app.welcomed = false;
+    app.helloExpired = false;
+    setConn("connecting", app.attempt ? `reconnecting… (try ${app.attempt + 1})` : "connecting…");
+    ws.onopen = () => {
+      if (ws !== app.ws) return;
+      send({ type: "hello", token: app.token, v: 1, ref: nextRef() });
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== app.ws) return;
+      if (typeof ev.data !== "string") {
+        showError("got a binary frame; this page speaks JSON only");
+        return;
+      }
+      let frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch (_) {
+        showError("got a frame that is not JSON");
+        return;
+      }
+      handle(frame);
+    };
+    ws.onclose = (ev) => {
+      if (ws !== app.ws) return;
+      app.ws = null;
+      onClosed(ev.code, ev.reason);
+    };
+  }
+
+  /** What to do after a close with `code`: reconnect, renew_token or give_up. */
+  function closeAdvice(code) {
+    if (code >= 4000 && code < 4100) {
+      // An expired token at hello closes with 4001; a fresh token fixes that.
+      return app.helloExpired ? "renew_token" : "give_up";
+    }
+    if (code >= 4100 && code < 4200) return "reconnect";
+    if (code >= 4200 && code < 4300) return "renew_token";
+    if (code === 1000) return "give_up";
+    return "reconnect"; // 1001 going away, 1006 abnormal, 1011, 1009 ...
+  }
+
+  function onClosed(code, reason) {
+    for (const room of app.rooms.values()) {
+      room.joined = false;
+      room.syncing = false;
+    }
+    $("room-view").dataset.joined = "false";
+    if (!app.wanted) {
+      setConn("idle", "not connected");
+      return;
+    }
+    const advice = closeAdvice(code);
+    const why = `closed ${code}${reason ? ` (${reason})` : ""}`;
+    if (advice === "give_up") {
+      app.wanted = false;
+      setConn("failed", `disconnected: ${why}`);
+      showError(`connection ${why}; not reconnecting. Leave and join again.`);
+      return;
+    }
+    if (advice === "renew_token") {
+      renewThenReconnect(why);
+      return;
+    }
+    scheduleReconnect(code, why);
+  }
+
+  function backoffDelay() {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** app.attempt);
+    return Math.round(base / 2 + Math.random() * (base / 2)); // jitter in [base/2, base]
+  }
+
+  function scheduleReconnect(code, why) {
+    if (!app.wanted) return;
+    const delay = backoffDelay();
+    app.attempt += 1;
+    setConn("waiting", `${why || "disconnected"}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    clearTimeout(app.reconnectTimer);
+    app.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  async function renewThenReconnect(why) {
+    setConn("waiting", `${why}; renewing the token…`);
+    try {
+      app.token = await fetchToken(app.ident);
+    } catch (err) {
+      showError(String(err.message || err));
+      // Retry the renewal later, with backoff.
+      const delay = backoffDelay();
+      app.attempt += 1;
+      clearTimeout(app.reconnectTimer);
+      app.reconnectTimer = setTimeout(() => app.wanted && renewThenReconnect(why), delay);
+      return;
+    }
+    if (app.wanted) scheduleReconnect(4200, `${why}; token renewed`);
+  }
+
+  // ------------------------------------------------------------ frames in
+  function handle(frame) {
+    if (!isObject(frame)) return;
+    switch (frame.type) {
+      case "batch":
+        if (Array.isArray(frame.frames)) frame.frames.forEach(handle);
+        break;
+      case "welcome":
+        onWelcome(frame);
+        break;
+      case "joined":
+        onJoined(frame);
+        break;
+      case "action":
+        onAction(frame);
+        break;
+      case "state":
+        onState(frame);
+        break;
+      case "sync":
+        onSync(frame);
+        break;
+      case "online":
+        onOnline(frame);
+        break;
+      case "peer":
+        onPeer(frame);
+        break;
+      case "peer_ack":
+        onPeerAck(frame);
+        break;
+      case "error":
+        onError(frame);
+        break;
+      default:
+        break; // pong, left, and anything newer: nothing to do
+    }
+  }
+
+  function onWelcome(frame) {
+    app.welcomed = true;
+    app.attempt = 0;
+    app.me = frame.user || { id: app.ident.user, name: app.ident.name, role: app.ident.role };
+    setConn("online", "online");
+    const me = $("me");
+    me.textContent = `${app.me.name} (${app.me.id}) · ${app.me.role}`;
+    me.hidden = false;
+    $("host-panel").hidden = !(app.me.role === "host" || app.me.role === "moderator");
+    for (const room of app.rooms.values()) sendJoin(room);
+    for (const msg of app.outbox.values()) sendPeerFrame(msg);
+  }
+
+  function sendJoin(room) {
+    const frame = { type: "join", room: room.name, ref: nextRef() };
+    if (Object.keys(room.versions).length) frame.known = { ...room.versions };
+    send(frame);
+  }
+
+  function setSection(room, section, partial, value) {
+    room.versions[section] = partial;
+    room.values[section] = value;
+  }
+
+  function onJoined(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room) return;
+    room.joined = true;
+    room.total = typeof frame.total === "number" ? frame.total : room.total;
+    for (const s of frame.state || []) {
+      if (isObject(s) && typeof s.section === "string") {
+        setSection(room, s.section, s.partial, s.value);
+      }
+    }
+    if (typeof frame.members === "number") room.online = frame.members;
+    // Every section the server has must now be at the partial it names; if not
+    // (a change raced the join), ask for what differs.
+    const versions = isObject(frame.versions) ? frame.versions : {};
+    const behind = Object.keys(versions).some((s) => (room.versions[s] || 0) < versions[s]);
+    if (behind) requestSync(room);
+    if (room.name === app.current) {
+      $("room-view").dataset.joined = "true";
+      renderRoom(room);
+      $("online-count").textContent = String(room.online);
+    }
+  }
+
+  function onState(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room || !room.joined || typeof frame.section !== "string") return;
+    const known = room.versions[frame.section] || 0;
+    if (typeof frame.partial === "number" && frame.partial > known) {
+      setSection(room, frame.section, frame.partial, frame.value);
+    }
+    if (typeof frame.total === "number") {
+      if (frame.total === room.total + 1) {
+        room.total = frame.total;
+      } else if (frame.total > room.total + 1) {
+        // A gap: some change did not reach us. Ask for what differs.
+        room.total = frame.total;
+        requestSync(room);
+      } // else: an old or repeated change; the section check above ignored it.
+    }
+    if (room.name === app.current) renderRoom(room);
+  }
+
+  function requestSync(room) {
+    if (room.syncing) {
+      room.syncAgain = true;
+      return;
+    }
+    room.syncing = true;
+    room.syncAgain = false;
+    send({ type: "sync", room: room.name, known: { ...room.versions }, ref: nextRef() });
+  }
+
+  function onSync(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room) return;
+    for (const s of frame.sections || []) {
+      if (isObject(s) && typeof s.section === "string" &&
+          s.partial > (room.versions[s.section] || 0)) {
+        setSection(room, s.section, s.partial, s.value);
+      }
+    }
+    if (typeof frame.total === "number") room.total = Math.max(room.total, frame.total);
+    room.syncing = false;
+    if (room.syncAgain) requestSync(room);
+    if (room.name === app.current) renderRoom(room);
+  }
+
+  function onOnline(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room || typeof frame.count !== "number") return;
+    room.online = frame.count;
+    if (room.name === app.current) $("online-count").textContent = String(frame.count);
+  }
+
+  function onAction(frame) {
+    if (frame.room !== app.current) return;
+    const feed = $("feed");
+    const nearBottom = feed.scrollHeight - feed.scrollTop - feed.clientHeight < 40;
+    feed.appendChild(renderAction(frame));
+    while (feed.children.length > MAX_FEED) feed.removeChild(feed.firstChild);
+    if (nearBottom) feed.scrollTop = feed.scrollHeight;
+  }
+
+  function renderAction(frame) {
+    const kind = typeof frame.kind === "string" ? frame.kind : "custom";
+    const from = isObject(frame.from) ? frame.from : {};
+    const body = frame.body;
+    const li = el("li", `feed-item kind-${kind.replace(/[^a-z0-9_-]/g, "_")}`);
+    li.dataset.testid = "feed-item";
+    li.dataset.kind = kind;
+    if (typeof frame.seq === "number") li.dataset.seq = String(frame.seq);
+    if (app.me && from.id === app.me.id) li.classList.add("mine");
+    li.appendChild(el("time", "ts", fmtTime(frame.ts)));
+    const who = el("span", "who", from.name || from.id || "someone");
+    who.title = from.id || "";
+    if (from.role && from.role !== "viewer") who.appendChild(el("span", "role", from.role));
+    li.appendChild(who);
+    let text;
+    if (kind === "comment") {
+      text = isObject(body) ? body.text : "";
+    } else if (kind === "gift") {
+      const gift = isObject(body) ? String(body.gift) : "gift";
+      const count = isObject(body) ? body.count : 1;
+      text = `sent ${GIFT_ICONS[gift] || "🎁"} ${gift}${count > 1 ? ` ×${count}` : ""}`;
+    } else if (kind === "like") {
+      const count = isObject(body) ? body.count : 1;
+      text = `liked ❤${count > 1 ? ` ×${count}` : ""}`;
+    } else {
+      text = `[${kind}] ${isObject(body) && typeof body.text === "string"
+        ? body.text : JSON.stringify(body)}`;
+    }
+    li.appendChild(el("span", "text", text));
+    return li;
+  }
+
+  function onPeer(frame) {
+    const seq = frame.seq;
+    if (typeof seq !== "number") return;
+    if (!app.peerSeen.has(seq)) {
+      app.peerSeen.add(seq);
+      const from = isObject(frame.from) ? frame.from : {};
+      const body = frame.body;
+      const text = isObject(body) && typeof body.text === "string"
+        ? body.text : JSON.stringify(body);
+      addPm("in", from.name || from.id || "?", from.id || "", text, `#${seq}`, frame.ts);
+    }
+    // Acknowledge, so the message is not redelivered on the next connect.
+    if (seq > app.peerAcked) {
+      app.peerAcked = seq;
+      send({ type: "peer_ack", upto: seq });
+    }
+  }
+
+  function onPeerAck(frame) {
+    app.outbox.delete(frame.id);
+    if (frame.ref !== undefined) app.refs.delete(frame.ref);
+    const li = document.querySelector(`[data-pm-id="${CSS.escape(String(frame.id))}"]`);
+    if (li) {
+      li.querySelector(".pm-status").textContent = `sent ✓ #${frame.seq}`;
+      li.dataset.status = "sent";
+    }
+  }
+
+  function onError(frame) {
+    const what = frame.ref !== undefined ? app.refs.get(frame.ref) : undefined;
+    if (frame.ref !== undefined) app.refs.delete(frame.ref);
+    if (!app.welcomed && frame.code === "unauthorized" && frame.expired) {
+      app.helloExpired = true;
+    }
+    if (what && what.kind === "peer") {
+      const msg = app.outbox.get(what.id);
+      if (msg && frame.code === "rate_limited") {
+        // Same id again later: the server deduplicates by id.
+        const wait = Math.max(0.2, Number(frame.retry_after) || 1);
+        setTimeout(() => app.outbox.has(what.id) && sendPeerFrame(msg), wait * 1000);
+      } else if (msg) {
+        app.outbox.delete(what.id);
+        const li = document.querySelector(`[data-pm-id="${CSS.escape(what.id)}"]`);
+        if (li) {
+          li.querySelector(".pm-status").textContent = `failed: ${frame.code}`;
+          li.dataset.status = "failed";
+        }
+      }
+    }
+    if (frame.advice === "resync") {
+      const room = app.rooms.get((what && what.room) || frame.room || app.current);
+      if (room && room.joined) requestSync(room);
+    }
+    let text = describeError(frame);
+    if (frame.code === "version_conflict" && what && what.kind === "state") {
+      text = `someone else changed "${what.section}" meanwhile; reloaded it, please try again`;
+    }
+    showError(text, frame.code === "rate_limited" ? "warn" : "error");
+  }
+
+  // ------------------------------------------------------------ rendering
+  function renderRoom(room) {
+    const meta = isObject(room.values.meta) ? room.values.meta : {};
+    const pinned = isObject(room.values.pinned) ? room.values.pinned : {};
+    const title = typeof meta.title === "string" && meta.title ? meta.title : room.name;
+    $("room-title").textContent = title;
+    document.title = `${title} · liveroom`;
+    const pinText = typeof pinned.text === "string" ? pinned.text : "";
+    $("pinned").textContent = pinText;
+    $("pinned-box").hidden = !pinText;
+    $("state-version").textContent = `· state v${room.total}`;
+    renderScoreboard(room.values.scoreboard);
+    refreshInput($("title-input"), typeof meta.title === "string" ? meta.title : "");
+    refreshInput($("pinned-input"), pinText);
+  }
+
+  /** Show the current value in a host input unless the host is editing it. */
+  function refreshInput(input, value) {
+    const edited = input.value !== (input.dataset.shown || "");
+    if (edited) return; // unsaved edit: keep it (the write is compare-and-set anyway)
+    input.value = value;
+    input.dataset.shown = value;
+  }
+
+  function renderScoreboard(board) {
+    const dl = $("scoreboard");
+    dl.replaceChildren();
+    if (!isObject(board) || !Object.keys(board).length) {
+      dl.appendChild(el("div", "empty", "nothing yet"));
+      return;
+    }
+    for (const [key, value] of Object.entries(board)) {
+      const row = el("div", "score");
+      row.dataset.key = key;
+      row.appendChild(el("dt", "", key));
+      row.appendChild(el("dd", "", typeof value === "object" ? JSON.stringify(value) : value));
+      dl.appendChild(row);
+    }
+  }
+
+  function addPm(dir, who, whoId, text, status, ts, id) {
+    const list = $("pm-list");
+    const li = el("li", `pm-item ${dir}`);
+    li.dataset.testid = "pm-item";
+    li.dataset.dir = dir;
+    if (id) li.dataset.pmId = id;
+    li.appendChild(el("span", "pm-who", dir === "in" ? `from ${who}` : `to ${who}`));
+    if (dir === "in" && whoId) {
+      li.title = "click to reply";
+      li.addEventListener("click", () => {
+        $("pm-to").value = whoId;
+        $("pm-text").focus();
+      });
+    }
+    li.appendChild(el("span", "pm-text", text));
+    const meta = el("span", "pm-meta");
+    meta.appendChild(el("time", "ts", fmtTime(ts)));
+    meta.appendChild(el("span", "pm-status", status));
+    li.appendChild(meta);
+    list.appendChild(li);
+    while (list.children.length > MAX_PM) list.removeChild(list.firstChild);
+    list.scrollTop = list.scrollHeight;
+  }
+
+  // ------------------------------------------------------------ frames out
+  function currentRoom() {
+    const room = app.rooms.get(app.current);
+    if (!room || !room.joined || !app.ws) {
+      showError("not connected to the room yet; try again in a moment", "warn");
+      return null;
+    }
+    return room;
+  }
+
+  function sendAction(kind, body) {
+    const room = currentRoom();
+    if (!room) return false;
+    return send({ type: "action", room: room.name, kind, body, ref: nextRef() });
+  }
+
+  function writeState(section, value) {
+    const room = currentRoom();
+    if (!room) return false;
+    const ref = nextRef();
+    app.refs.set(ref, { kind: "state", room: room.name, section });
+    // Compare-and-set against the version we edited, so that a concurrent
+    // change is not overwritten unseen.
+    return send({ type: "state", room: room.name, section, value,
+                  expect: room.versions[section] || 0, ref });
+  }
+
+  function sendPeerFrame(msg) {
+    const ref = nextRef();
+    app.refs.set(ref, { kind: "peer", id: msg.id });
+    return send({ ...msg, ref });
+  }
+
+  // ------------------------------------------------------------ UI wiring
+  function showRoomView(show) {
+    $("join-view").hidden = show;
+    $("room-view").hidden = !show;
+    $("leave").hidden = !show;
+  }
+
+  function resetRoomView(roomName) {
+    $("feed").replaceChildren();
+    $("pm-list").replaceChildren();
+    $("room-title").textContent = "…";
+    $("room-name").textContent = roomName;
+    $("pinned").textContent = "";
+    $("pinned-box").hidden = true;
+    $("online-count").textContent = "0";
+    $("state-version").textContent = "";
+    $("scoreboard").replaceChildren();
+    $("host-panel").hidden = true;
+    $("room-view").dataset.joined = "false";
+    for (const id of ["title-input", "pinned-input"]) {
+      $(id).value = "";
+      $(id).dataset.shown = "";
+    }
+  }
+
+  function wireJoinForm() {
+    const form = $("join-form");
+    const name = $("join-name");
+    const user = $("join-user");
+    let userEdited = false;
+    const params = new URLSearchParams(location.search);
+    if (params.get("name")) name.value = params.get("name");
+    if (params.get("user")) {
+      user.value = params.get("user");
+      userEdited = true;
+    }
+    if (params.get("room")) $("join-room").value = params.get("room");
+    if (params.get("role")) $("join-role").value = params.get("role");
+    if (!userEdited && name.value) user.value = deriveUserId(name.value);
+
+    name.addEventListener("input", () => {
+      if (!userEdited) user.value = deriveUserId(name.value);
+    });
+    user.addEventListener("input", () => {
+      userEdited = user.value !== "";
+    });
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const err = $("join-error");
+      err.textContent = "";
+      const ident = {
+        name: name.value.trim(),
+        user: user.value.trim() || deriveUserId(name.value),
+        role: $("join-role").value,
+      };
+      const roomName = $("join-room").value.trim();
+      if (!ident.name) {
+        err.textContent = "Please enter a display name.";
+        return;
+      }
+      if (!USER_RE.test(ident.user)) {
+        err.textContent = "The user id must be 1-64 of A-Z a-z 0-9 _ . : @ -";
+        return;
+      }
+      if (!ROOM_RE.test(roomName)) {
+        err.textContent = "The room must be 1-64 of A-Z a-z 0-9 _ . : -";
+        return;
+      }
+      const button = $("join-submit");
+      button.disabled = true;
+      try {
+        app.token = await fetchToken(ident);
+      } catch (e) {
+        err.textContent = String(e.message || e);
+        return;
+      } finally {
+        button.disabled = false;
+      }
+      app.ident = ident;
+      app.me = null;
+      app.rooms = new Map([[roomName, newRoom(roomName)]]);
+      app.current = roomName;
+      app.outbox.clear();
+      app.refs.clear();
+      app.peerSeen.clear();
+      app.peerAcked = 0;
+      app.attempt = 0;
+      app.wanted = true;
+      resetRoomView(roomName);
+      showRoomView(true);
+      connect();
+      $("comment-input").focus();
+    });
+  }
+
+  function leave() {
+    app.wanted = false;
+    clearTimeout(app.reconnectTimer);
+    const ws = app.ws;
+    app.ws = null;
+    if (ws) ws.close(1000, "left");
+    app.rooms.clear();
+    app.current = null;
+    $("me").hidden = true;
+    setConn("idle", "not connected");
+    showRoomView(false);
+    document.title = "liveroom demo";
+  }
+
+  function wireRoom() {
+    $("comment-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const input = $("comment-input");
+      const text = input.value.trim();
+      if (!text) return;
+      if (sendAction("comment", { text })) input.value = "";
+    });
+    $("gift-send").addEventListener("click", () => {
+      const count = Math.max(1, Math.min(9999, parseInt($("gift-count").value, 10) || 1));
+      sendAction("gift", { gift: $("gift-select").value, count });
+    });
+    $("like-send").addEventListener("click", () => sendAction("like", { count: 1 }));
+
+    $("title-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const room = app.rooms.get(app.current);
+      const input = $("title-input");
+      const title = input.value.trim();
+      if (!room || !title) return;
+      // Keep the other fields of meta (host, ...): write the whole section.
+      const meta = isObject(room.values.meta) ? { ...room.values.meta } : {};
+      meta.title = title;
+      if (writeState("meta", meta)) input.dataset.shown = input.value;
+    });
+    $("pinned-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const room = app.rooms.get(app.current);
+      const input = $("pinned-input");
+      if (!room) return;
+      const pinned = isObject(room.values.pinned) ? { ...room.values.pinned } : {};
+      pinned.text = input.value.trim();
+      if (writeState("pinned", pinned)) input.dataset.shown = input.value;
+    });
+
+    $("pm-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const to = $("pm-to").value.trim();
+      const textInput = $("pm-text");
+      const text = textInput.value.trim();
+      if (!USER_RE.test(to)) {
+        showError("private message: the recipient must be a user id", "warn");
+        return;
+      }
+      if (!text) return;
+      const msg = { type: "peer", to, id: randomId("pm"), body: { text } };
+      app.outbox.set(msg.id, msg);
+      const sent = app.welcomed && sendPeerFrame(msg);
+      addPm("out", to, to, text, sent ? "sending…" : "queued", undefined, msg.id);
+      textInput.value = "";
+    });
+
+    $("leave").addEventListener("click", leave);
+  }
+
+  wireJoinForm();
+  wireRoom();
+})();
