@@ -15,8 +15,8 @@
   const MAX_FEED = 300;
   const MAX_PM = 200;
   const BACKOFF_BASE_MS = 500;
-  const BACKOFF_MAX_MS = 10000;
-  const GIFT_ICONS = { rose: "🌹", star: "⭐", rocket: "🚀" };
+  const BACKOFF_MAX_MS = 5000;
+  const GIFT_ICONS = { rose: "✿", star: "★", rocket: "➶" };
 
   const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
@@ -318,17 +318,28 @@
     if (!room) return;
     room.joined = true;
     room.total = typeof frame.total === "number" ? frame.total : room.total;
+    // The reply is authoritative: it holds every section whose version differs
+    // from what we said we know, newer or (after a server reset) older.
     for (const s of frame.state || []) {
       if (isObject(s) && typeof s.section === "string") {
         setSection(room, s.section, s.partial, s.value);
       }
     }
     if (typeof frame.members === "number") room.online = frame.members;
-    // Every section the server has must now be at the partial it names; if not
-    // (a change raced the join), ask for what differs.
-    const versions = isObject(frame.versions) ? frame.versions : {};
-    const behind = Object.keys(versions).some((s) => (room.versions[s] || 0) < versions[s]);
-    if (behind) requestSync(room);
+    if (isObject(frame.versions)) {
+      const versions = frame.versions;
+      // Sections the room no longer has are gone.
+      for (const s of Object.keys(room.versions)) {
+        if (!(s in versions)) {
+          delete room.versions[s];
+          delete room.values[s];
+        }
+      }
+      // Every section must now be at the partial the server names; if not (a
+      // change raced the join), ask for what differs.
+      const differs = Object.keys(versions).some((s) => room.versions[s] !== versions[s]);
+      if (differs) requestSync(room);
+    }
     if (room.name === app.current) {
       $("room-view").dataset.joined = "true";
       renderRoom(room);
@@ -368,9 +379,10 @@
   function onSync(frame) {
     const room = app.rooms.get(frame.room);
     if (!room) return;
+    // Frames arrive in order on one connection, so the reply is at least as new
+    // as any state frame before it: take its sections as they are.
     for (const s of frame.sections || []) {
-      if (isObject(s) && typeof s.section === "string" &&
-          s.partial > (room.versions[s.section] || 0)) {
+      if (isObject(s) && typeof s.section === "string") {
         setSection(room, s.section, s.partial, s.value);
       }
     }
@@ -416,10 +428,10 @@
     } else if (kind === "gift") {
       const gift = isObject(body) ? String(body.gift) : "gift";
       const count = isObject(body) ? body.count : 1;
-      text = `sent ${GIFT_ICONS[gift] || "🎁"} ${gift}${count > 1 ? ` ×${count}` : ""}`;
+      text = `sent ${GIFT_ICONS[gift] || "✦"} ${gift}${count > 1 ? ` ×${count}` : ""}`;
     } else if (kind === "like") {
       const count = isObject(body) ? body.count : 1;
-      text = `liked ❤${count > 1 ? ` ×${count}` : ""}`;
+      text = `liked ♥${count > 1 ? ` ×${count}` : ""}`;
     } else {
       text = `[${kind}] ${isObject(body) && typeof body.text === "string"
         ? body.text : JSON.stringify(body)}`;
