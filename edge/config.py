@@ -24,5 +24,5 @@ class EdgeConfig:
     hello_timeout: float = 10.0
     heartbeat: float = 30.0
     online_interval: float = 2.0
-    # Pending peer messages replayed at once on connect (the rest follow acks).
+    # Pending peer messages fetched per round of the inbox replay on connect.
     inbox_replay: int = 500

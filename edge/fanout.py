@@ -16,7 +16,13 @@ what its transport still holds unsent (``Sink.buffered()``):
 - from ``budget``     gifts are shed too; only CONTROL frames (state, peer,
                       replies to the connection's own requests) are written;
 - a connection that stays at or over ``budget`` for ``slow_grace`` seconds, or
-  reaches ``hard_factor * budget``, is closed with ``SLOW_CONSUMER`` (4100).
+  reaches ``hard_factor * budget``, is closed with ``SLOW_CONSUMER`` (4100);
+- so is one that is *stalled* for ``slow_grace`` seconds: shedding (at or
+  over ``budget/4``) and its unsent bytes never shrinking between two
+  deliveries. Without this rule a client that stopped reading in a room of
+  comments and likes would sit at ``budget/2`` forever, since shedding keeps
+  its buffer from ever reaching the budget. A slow client that still reads
+  (its buffer shrinks now and then) is only degraded, not closed.
   It reconnects and heals: state through versions, peer messages through the
   inbox; actions are gone by design.
 
@@ -29,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from edge.protocol import CloseCode, Encoded, Priority
 
@@ -75,6 +81,7 @@ class Conn:
         "budget",
         "cid",
         "closed",
+        "last_buffered",
         "name",
         "over_since",
         "peer_skipped",
@@ -102,13 +109,15 @@ class Conn:
         self.peer_syncing = False
         self.peer_skipped = False
         self.peer_upto = 0
+        self.last_buffered = 0
 
     def deliver(self, enc: Encoded, now: float) -> Verdict:
         if self.closed:
             return Verdict.DROPPED
         budget = self.budget
         buffered = self.sink.buffered()
-        if buffered >= budget.bytes:
+        stalled = buffered >= budget.bytes >> 2 and buffered >= self.last_buffered
+        if buffered >= budget.bytes or stalled:
             if self.over_since is None:
                 self.over_since = now
             elif now - self.over_since >= budget.slow_grace:
@@ -120,16 +129,11 @@ class Conn:
         else:
             self.over_since = None
         if budget.sheds(enc.priority, buffered):
+            self.last_buffered = buffered
             return Verdict.DROPPED
         self.sink.write(enc.frame(self.variant))
+        self.last_buffered = self.sink.buffered()
         return Verdict.SENT
-
-    def send(self, obj: dict[str, Any], now: float) -> Verdict:
-        """A one-off CONTROL message to this connection only. A ``ref`` of
-        None (the request carried none) is left out."""
-        if "ref" in obj and obj["ref"] is None:
-            del obj["ref"]
-        return self.deliver(Encoded(obj), now)
 
     def close(self, code: int, reason: str) -> None:
         if not self.closed:
@@ -145,12 +149,11 @@ class FanoutResult:
 
 
 class LocalRoom:
-    __slots__ = ("members", "reported_count", "room", "seq")
+    __slots__ = ("members", "reported_count", "room")
 
     def __init__(self, room: str) -> None:
         self.room = room
         self.members: set[Conn] = set()
-        self.seq = 0
         self.reported_count = 0
 
 
@@ -189,13 +192,6 @@ class Hub:
     def count(self, room: str) -> int:
         local = self.rooms.get(room)
         return 0 if local is None else len(local.members)
-
-    def next_seq(self, room: str) -> int:
-        local = self.rooms.get(room)
-        if local is None:
-            return 0
-        local.seq += 1
-        return local.seq
 
     def broadcast(self, room: str, enc: Encoded, now: float) -> FanoutResult:
         """Write ``enc`` to every local member of ``room``: one synchronous

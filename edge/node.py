@@ -26,7 +26,7 @@ from typing import Any
 
 from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
-from edge.fanout import Conn, Hub, Sink
+from edge.fanout import Conn, Hub, Sink, Verdict
 from edge.metrics import Metrics
 from edge.protocol import (
     ACTION,
@@ -99,7 +99,7 @@ class EdgeNode:
         self._node_sub = self.bus.subscribe(node_subject(self.node_id), self._on_node_message)
 
     def stop(self) -> None:
-        """Close every connection with GOING_AWAY (clients reconnect)."""
+        """Close every connection with SERVER_SHUTDOWN (4101: reconnect)."""
         for conns in list(self._users.values()):
             for conn in list(conns):
                 conn.close(CloseCode.SERVER_SHUTDOWN, "server shutting down")
@@ -168,8 +168,12 @@ class EdgeNode:
             self._send_error(conn, err)
             if isinstance(err, (Unauthorized, UnsupportedVersion)) and \
                     session.phase is Phase.AWAITING_HELLO:
-                code = (CloseCode.AUTH_FAILED if isinstance(err, Unauthorized)
-                        else CloseCode.UNSUPPORTED_VERSION)
+                if isinstance(err, UnsupportedVersion):
+                    code = CloseCode.UNSUPPORTED_VERSION
+                elif err.extra.get("expired"):
+                    code = CloseCode.TOKEN_EXPIRED  # get a new token, then reconnect
+                else:
+                    code = CloseCode.AUTH_FAILED
                 self._close_conn(conn, code, err.message)
         except Exception:
             log.exception("internal error handling a frame from connection %d", conn.cid)
@@ -177,7 +181,22 @@ class EdgeNode:
 
     def _send_error(self, conn: Conn, err: LiveroomError) -> None:
         self.metrics.errors.labels(err.code).inc()
-        conn.send(err.to_frame(), self._monotonic())
+        self._reply(conn, err.to_frame())
+
+    def _reply(self, conn: Conn, obj: dict[str, Any]) -> None:
+        """A CONTROL frame to one connection (replies, errors)."""
+        self._deliver(conn, Encoded(_without_null_ref(obj)), self._monotonic())
+
+    def _deliver(self, conn: Conn, enc: Encoded, now: float) -> None:
+        if conn.deliver(enc, now) is Verdict.CLOSED:
+            self._slow_closed(conn)
+
+    def _slow_closed(self, conn: Conn) -> None:
+        """A connection the budget closed: out of its rooms at once (its
+        transport's end does the rest of the cleanup)."""
+        self.metrics.closes.labels(str(int(CloseCode.SLOW_CONSUMER))).inc()
+        self.metrics.dropped.labels("slow_consumer").inc()
+        self._drop_from_rooms(conn)
 
     def _close_conn(self, conn: Conn, code: int, reason: str) -> None:
         if not conn.closed:
@@ -199,7 +218,7 @@ class EdgeNode:
         elif isinstance(cmd, Leave):
             if self.hub.leave(conn, cmd.room):
                 self._room_emptied(cmd.room)
-            conn.send({"type": "left", "room": cmd.room, "ref": cmd.ref}, self._monotonic())
+            self._reply(conn, {"type": "left", "room": cmd.room, "ref": cmd.ref})
         elif isinstance(cmd, WriteState):
             await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
         elif isinstance(cmd, Sync):
@@ -207,10 +226,13 @@ class EdgeNode:
         elif isinstance(cmd, SendPeer):
             await self._send_peer(conn, cmd)
         elif isinstance(cmd, AckPeer):
-            await self.inbox.ack(conn.user, cmd.upto)
+            # A connection acknowledges only what it was shown: an ack past
+            # that must not make unseen messages vanish.
+            upto = min(cmd.upto, conn.peer_upto)
+            if upto > 0:
+                await self.inbox.ack(conn.user, upto)
         elif isinstance(cmd, Ping):
-            conn.send({"type": "pong", "t": cmd.t, "ts": self.clock(), "ref": cmd.ref},
-                      self._monotonic())
+            self._reply(conn, {"type": "pong", "t": cmd.t, "ts": self.clock(), "ref": cmd.ref})
         elif isinstance(cmd, Authenticate):
             await self._authenticate(conn, cmd)
 
@@ -219,7 +241,7 @@ class EdgeNode:
         ident = cmd.identity
         conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
         self._users.setdefault(ident.user, set()).add(conn)
-        conn.send({
+        self._reply(conn, {
             "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
             "user": {"id": ident.user, "name": ident.name, "role": ident.role},
             "node": self.node_id, "session": conn.cid, "ts": self.clock(),
@@ -230,7 +252,7 @@ class EdgeNode:
                 "actions_per_second": self.config.action_rate.per_second,
                 "actions_burst": self.config.action_rate.burst,
             },
-        }, self._monotonic())
+        })
         await self.registry.add(ident.user, self.node_id, conn.cid)
         await self.replay_inbox(conn)
 
@@ -247,7 +269,7 @@ class EdgeNode:
                 now = self._monotonic()
                 for msg in batch:
                     if msg.seq > conn.peer_upto:
-                        conn.deliver(Encoded(msg.to_frame()), now)
+                        self._deliver(conn, Encoded(msg.to_frame()), now)
                         conn.peer_upto = msg.seq
                 if len(batch) < self.config.inbox_replay and not conn.peer_skipped:
                     break
@@ -260,28 +282,39 @@ class EdgeNode:
         if self.hub.join(conn, room):
             self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
             self.metrics.rooms.set(len(self.hub.rooms))
-        total, outdated = await self.store.changed_since(room, cmd.known)
-        _, versions = await self.store.versions(room)
-        conn.send({
-            "type": "joined", "room": room, "ref": cmd.ref, "total": total,
-            "versions": versions, "members": self.hub.count(room),
-            "state": [{"section": s.name, "partial": s.partial, "value": s.value}
-                      for s in outdated],
-        }, self._monotonic())
+        reply = await self._state_reply(room, cmd.known, cmd.epoch)
+        reply.update(type="joined", ref=cmd.ref, members=self.hub.count(room))
+        self._reply(conn, reply)
 
     async def _sync(self, conn: Conn, cmd: Sync) -> None:
-        total, outdated = await self.store.changed_since(cmd.room, cmd.known)
-        conn.send({
-            "type": "sync", "room": cmd.room, "ref": cmd.ref, "total": total,
+        reply = await self._state_reply(cmd.room, cmd.known, cmd.epoch)
+        reply.update(type="sync", ref=cmd.ref)
+        self._reply(conn, reply)
+
+    async def _state_reply(self, room: str, known: dict[str, int],
+                           epoch: str | None) -> dict[str, Any]:
+        """The body shared by ``joined`` and ``sync``: the room's versions and
+        the sections the client is missing. Versions the client kept from
+        another store epoch (the store was reset) mean nothing: it gets every
+        section again."""
+        if epoch is not None and epoch != self.store.epoch:
+            known = {}
+        total, versions = await self.store.versions(room)
+        _, outdated = await self.store.changed_since(room, known)
+        return {
+            "room": room, "epoch": self.store.epoch, "total": total, "versions": versions,
             "sections": [{"section": s.name, "partial": s.partial, "value": s.value}
                          for s in outdated],
-        }, self._monotonic())
+        }
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
         """Stamp and publish an action; returns its room sequence number.
         Used by client frames and the backend API alike."""
         seq = self._seq.get(room, 0) + 1
-        self._seq[room] = seq
+        if room in self.hub.rooms:
+            # Kept while the room has members here (dropped when it empties),
+            # so the map is bounded by the rooms this edge serves.
+            self._seq[room] = seq
         self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
         self.bus.publish(room_subject(room), encode_msgpack({
             "type": ACTION, "room": room, "kind": kind, "body": body,
@@ -317,9 +350,7 @@ class EdgeNode:
         if result.dropped:
             self.metrics.dropped.labels("backpressure").inc(result.dropped)
         for conn in result.closed:
-            self.metrics.closes.labels(str(int(CloseCode.SLOW_CONSUMER))).inc()
-            self.metrics.dropped.labels("slow_consumer").inc()
-            self._drop_from_rooms(conn)
+            self._slow_closed(conn)
 
     def tick_online(self) -> None:
         """Broadcast each room's member count where it changed (a timer calls
@@ -331,8 +362,8 @@ class EdgeNode:
     async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:
         msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
                                            self.clock())
-        conn.send({"type": "peer_ack", "id": cmd.id, "seq": msg.seq, "ref": cmd.ref,
-                   "duplicate": not new}, self._monotonic())
+        self._reply(conn, {"type": "peer_ack", "id": cmd.id, "seq": msg.seq, "ref": cmd.ref,
+                   "duplicate": not new})
         if new:
             self.metrics.peer_messages.inc()
             await self.deliver_peer(msg)
@@ -350,5 +381,12 @@ class EdgeNode:
             if conn.peer_syncing:
                 conn.peer_skipped = True
             elif seq > conn.peer_upto:
-                conn.deliver(enc, now)
+                self._deliver(conn, enc, now)
                 conn.peer_upto = seq
+
+
+def _without_null_ref(obj: dict[str, Any]) -> dict[str, Any]:
+    """A reply to a frame that carried no ``ref`` carries none either."""
+    if "ref" in obj and obj["ref"] is None:
+        del obj["ref"]
+    return obj

@@ -64,7 +64,9 @@ COMMENT: Final = "comment"
 GIFT: Final = "gift"
 LIKE: Final = "like"
 CUSTOM_KIND_RE: Final = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
-SECTION_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[a-z0-9_-]{1,64})?$")
+# A section is a lower-case name with an optional ".<suffix>"; the suffix may
+# be any user id, so that an agent can own "stage.<its user id>".
+SECTION_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[A-Za-z0-9_.:@-]{1,64})?$")
 ROOM_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 USER_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
@@ -105,7 +107,6 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
     AUTH_FAILED = 4001
-    PROTOCOL_VIOLATION = 4002
     UNSUPPORTED_VERSION = 4003
     SLOW_CONSUMER = 4100
     SERVER_SHUTDOWN = 4101
@@ -127,14 +128,14 @@ def close_advice(code: int) -> str:
 # --------------------------------------------------------------------------
 # Errors. One hierarchy; every error has a wire code, says whose fault it is
 # (client or server), whether it is temporary, and what the client should do
-# (fix, retry, resync, reconnect, give_up).
+# (fix, retry, resync, renew_token, give_up).
 # --------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ErrorSpec:
     code: str
     fault: str  # "client" | "server"
     temporary: bool
-    advice: str  # "fix" | "retry" | "resync" | "reconnect" | "give_up"
+    advice: str  # "fix" | "retry" | "resync" | "renew_token" | "give_up"
     http_status: int
     text: str
 
@@ -298,7 +299,10 @@ MSGPACK: Final = "msgpack"
 JSON: Final = "json"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
-_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: NaN/Infinity are not JSON; values are checked at the door
+# (check_carriable), so this never raises inside a fan-out loop.
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                               allow_nan=False).encode
 
 
 def encode_msgpack(obj: Mapping[str, Any]) -> bytes:
@@ -314,6 +318,15 @@ def encode(obj: Mapping[str, Any], variant: str) -> bytes:
     return encode_msgpack(obj) if variant == MSGPACK else encode_json(obj)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(data: bytes | str) -> Any:
+    """Strict JSON: NaN and Infinity are refused (ValueError), as browsers do."""
+    return json.loads(data, parse_constant=_reject_constant)
+
+
 def decode_frame(data: bytes | str, variant: str) -> dict[str, Any]:
     """Decode one client frame. Raises BadFrame (not a map, not decodable),
     MissingField (no ``type``) or UnknownType."""
@@ -323,7 +336,7 @@ def decode_frame(data: bytes | str, variant: str) -> dict[str, Any]:
             # small frame cannot claim a huge allocation.
             obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
-            obj = json.loads(data)
+            obj = loads_json(data)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError, RecursionError) as exc:
         raise BadFrame(f"cannot decode {variant}: {type(exc).__name__}") from None
@@ -332,7 +345,7 @@ def decode_frame(data: bytes | str, variant: str) -> dict[str, Any]:
     ftype = obj.get("type")
     if ftype is None:
         raise MissingField("field 'type' is required", ref=_ref_of(obj))
-    if ftype not in CLIENT_FRAME_TYPES:
+    if not isinstance(ftype, str) or ftype not in CLIENT_FRAME_TYPES:
         raise UnknownType(f"unknown frame type {str(ftype)[:32]!r}", ref=_ref_of(obj))
     return obj
 
@@ -376,6 +389,18 @@ def opt_versions(frame: Mapping[str, Any], name: str) -> dict[str, int]:
             raise InvalidField(f"field {name!r} must map section names to ints >= 0",
                                ref=_ref_of(frame), field=name)
     return value
+
+
+def check_carriable(value: Any, ref: Any, name: str) -> None:
+    """InvalidField unless ``value`` encodes in both wire variants (no ints
+    over 64 bits, no NaN/Infinity, no msgpack bin/ext values for JSON
+    clients). Checked where a value enters, once, never per recipient."""
+    try:
+        _packb(value)
+        _json_dumps(value)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidField(f"field {name!r} holds a value that msgpack or JSON cannot carry",
+                           ref=ref, field=name) from None
 
 
 def opt_int(frame: Mapping[str, Any], name: str, *, minimum: int = 0) -> int | None:

@@ -49,11 +49,13 @@ from edge.protocol import (
     Forbidden,
     HelloRequired,
     InvalidField,
+    LiveroomError,
     MissingField,
     NotJoined,
     RateLimited,
     TooManyRooms,
     UnsupportedVersion,
+    check_carriable,
     opt_int,
     opt_versions,
     ref_of,
@@ -72,6 +74,7 @@ class Authenticate:
 class Join:
     room: str
     known: dict[str, int]
+    epoch: str | None
     ref: Any
 
 
@@ -102,6 +105,7 @@ class WriteState:
 class Sync:
     room: str
     known: dict[str, int]
+    epoch: str | None
     ref: Any
 
 
@@ -125,6 +129,17 @@ class Ping:
 
 
 Command = Authenticate | Join | Leave | SendAction | WriteState | Sync | SendPeer | AckPeer | Ping
+
+
+def opt_epoch(frame: Mapping[str, Any]) -> str | None:
+    """The store epoch the client's known versions come from, if it says."""
+    epoch = frame.get("epoch")
+    if epoch is None:
+        return None
+    if not isinstance(epoch, str) or len(epoch) > 64:
+        raise InvalidField("field 'epoch' must be a string of at most 64 chars",
+                           ref=ref_of(frame), field="epoch")
+    return epoch
 
 
 class Phase(enum.Enum):
@@ -203,13 +218,17 @@ class Session:
             if ftype != HELLO:
                 raise HelloRequired(ref=ref)
             version = frame.get("v", PROTOCOL_VERSION)
-            if version != PROTOCOL_VERSION:
+            if type(version) is not int or version != PROTOCOL_VERSION:
                 raise UnsupportedVersion(
                     f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}",
                     ref=ref, supported=[PROTOCOL_VERSION])
             if "token" not in frame:
                 raise MissingField("field 'token' is required", ref=ref, field="token")
-            verified = self._verify(frame["token"], now)
+            try:
+                verified = self._verify(frame["token"], now)
+            except LiveroomError as err:
+                err.ref = ref
+                raise
             self.identity = verified
             self.phase = Phase.READY
             return Authenticate(verified, ref)
@@ -229,6 +248,7 @@ class Session:
             msg_id = req_str(frame, "id")
             if "body" not in frame:
                 raise MissingField("field 'body' is required", ref=ref, field="body")
+            check_carriable(frame["body"], ref, "body")
             wait = self._peer_limiter.check(identity.user, "", now)
             if wait:
                 raise RateLimited(ref=ref, retry_after=round(wait, 3))
@@ -240,13 +260,13 @@ class Session:
                 raise TooManyRooms(
                     f"at most {self.config.max_rooms_per_conn} rooms per connection",
                     ref=ref, limit=self.config.max_rooms_per_conn)
-            return Join(room, known, ref)
+            return Join(room, known, opt_epoch(frame), ref)
         if room not in self.rooms:
             raise NotJoined(f"not a member of room {room!r}", ref=ref, room=room)
         if ftype == LEAVE:
             return Leave(room, ref)
         if ftype == SYNC:
-            return Sync(room, opt_versions(frame, "known"), ref)
+            return Sync(room, opt_versions(frame, "known"), opt_epoch(frame), ref)
         if ftype == ACTION:
             kind = req_str(frame, "kind", max_len=32)
             if not CUSTOM_KIND_RE.match(kind):
@@ -254,6 +274,7 @@ class Session:
                                    ref=ref, field="kind")
             body = validate_action(kind, frame.get("body"), identity.role, ref,
                                    self.config.max_comment_chars)
+            check_carriable(body, ref, "body")
             wait = self._action_limiter.check(identity.user, room, now)
             if wait:
                 raise RateLimited(ref=ref, retry_after=round(wait, 3))
@@ -266,6 +287,7 @@ class Session:
             if "value" not in frame:
                 raise MissingField("field 'value' is required", ref=ref, field="value")
             expected = opt_int(frame, "expect")
+            check_carriable(frame["value"], ref, "value")
             return WriteState(room, section, frame["value"], expected, ref)
         raise AssertionError(f"unhandled frame type {ftype}")  # decode_frame filters
 

@@ -8,7 +8,6 @@ HTTP status of its code (``edge.protocol.ERROR_SPECS``).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,12 +24,16 @@ from edge.protocol import (
     SECTION_RE,
     USER_RE,
     Forbidden,
+    FrameTooLarge,
+    InternalError,
     InvalidField,
     LiveroomError,
     MissingField,
     NotFound,
     Unauthorized,
     Unavailable,
+    check_carriable,
+    loads_json,
     opt_int,
 )
 from edge.session import validate_action
@@ -48,12 +51,26 @@ def error_response(err: LiveroomError) -> web.Response:
     return web.json_response(err.to_http(), status=err.spec.http_status)
 
 
+_HTTP_CODES = {404: NotFound, 405: InvalidField, 413: FrameTooLarge}
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is our JSON error body, aiohttp's own included."""
     try:
         return await handler(request)
     except LiveroomError as err:
         return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        cls = _HTTP_CODES.get(exc.status, InvalidField)
+        resp = error_response(cls(exc.reason))
+        resp.set_status(exc.status)
+        return resp
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(InternalError())
 
 
 def _node(request: web.Request) -> EdgeNode:
@@ -86,13 +103,14 @@ def _require_api_key(request: web.Request) -> None:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    too_large = FrameTooLarge(f"the body is over {MAX_API_BODY} bytes", limit=MAX_API_BODY)
     if request.content_length is not None and request.content_length > MAX_API_BODY:
-        raise InvalidField(f"the body is over {MAX_API_BODY} bytes", field="body")
+        raise too_large
     raw = await request.content.read(MAX_API_BODY + 1)
     if len(raw) > MAX_API_BODY:
-        raise InvalidField(f"the body is over {MAX_API_BODY} bytes", field="body")
+        raise too_large
     try:
-        body = json.loads(raw)
+        body = loads_json(raw)
     except ValueError:
         raise InvalidField("the body must be JSON", field="body") from None
     if not isinstance(body, dict):
@@ -146,6 +164,7 @@ async def publish_action(request: web.Request) -> web.Response:
     node = _node(request)
     value = validate_action(kind, body.get("body"), "system", None,
                             node.config.max_comment_chars)
+    check_carriable(value, None, "body")
     sender = dict(SYSTEM_SENDER)
     given = body.get("sender")
     if isinstance(given, str) and USER_RE.match(given):
@@ -164,8 +183,10 @@ async def publish_action(request: web.Request) -> web.Response:
 
 async def read_head(request: web.Request) -> web.Response:
     room = _room(request)
-    total, versions = await _node(request).store.versions(room)
-    return web.json_response({"room": room, "total": total, "versions": versions})
+    store = _node(request).store
+    total, versions = await store.versions(room)
+    return web.json_response({"room": room, "epoch": store.epoch, "total": total,
+                              "versions": versions})
 
 
 async def read_section(request: web.Request) -> web.Response:
@@ -184,6 +205,7 @@ async def write_section(request: web.Request) -> web.Response:
     if "value" not in body:
         raise MissingField("field 'value' is required", field="value")
     expected = opt_int(body, "expect")
+    check_carriable(body["value"], None, "value")
     partial, total = await _node(request).write_state(room, section, body["value"], expected)
     return web.json_response({"room": room, "section": section, "partial": partial,
                               "total": total})

@@ -107,5 +107,11 @@ def make_app(opts: ServeOptions) -> web.Application:
         node.stop()
         await inbox.close()
 
+    async def close_connections(app: web.Application) -> None:
+        # on_shutdown runs before aiohttp waits for the open handlers, so the
+        # clients hear 4101 (reconnect) instead of a dropped socket.
+        node.stop()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_connections)
     return app

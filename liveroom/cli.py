@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run every role in one process on embedded defaults")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(_env("PORT", "8080")),
+    serve.add_argument("--port", type=int, default=_env("PORT", "8080"),
                        help="TCP port; 0 picks a free one (logged at start)")
     serve.add_argument("--dev", action="store_true",
                        help="development mode: POST /v1/dev/token mints tokens; a JWT secret "
@@ -53,30 +53,31 @@ def _parser() -> argparse.ArgumentParser:
     d = EdgeConfig()
     lim = serve.add_argument_group("limits (see docs/PROTOCOL.md)")
     lim.add_argument("--max-frame-bytes", type=int,
-                     default=int(_env("MAX_FRAME_BYTES", str(d.max_frame_bytes))))
+                     default=_env("MAX_FRAME_BYTES", str(d.max_frame_bytes)))
     lim.add_argument("--max-rooms", type=int,
-                     default=int(_env("MAX_ROOMS", str(d.max_rooms_per_conn))),
+                     default=_env("MAX_ROOMS", str(d.max_rooms_per_conn)),
                      help="rooms one connection may join")
     lim.add_argument("--action-rate", type=float,
-                     default=float(_env("ACTION_RATE", str(d.action_rate.per_second))),
+                     default=_env("ACTION_RATE", str(d.action_rate.per_second)),
                      help="actions per second per user per room")
     lim.add_argument("--action-burst", type=int,
-                     default=int(_env("ACTION_BURST", str(d.action_rate.burst))))
+                     default=_env("ACTION_BURST", str(d.action_rate.burst)))
     lim.add_argument("--peer-rate", type=float,
-                     default=float(_env("PEER_RATE", str(d.peer_rate.per_second))),
+                     default=_env("PEER_RATE", str(d.peer_rate.per_second)),
                      help="peer messages per second per user")
     lim.add_argument("--peer-burst", type=int,
-                     default=int(_env("PEER_BURST", str(d.peer_rate.burst))))
+                     default=_env("PEER_BURST", str(d.peer_rate.burst)))
     lim.add_argument("--outbound-budget", type=int,
-                     default=int(_env("OUTBOUND_BUDGET", str(d.budget.bytes))),
-                     help="bytes a connection may have unsent before shedding starts")
+                     default=_env("OUTBOUND_BUDGET", str(d.budget.bytes)),
+                     help="unsent bytes per connection: likes are shed from 1/4 of it, comments "
+                          "from 1/2, gifts from all of it")
     lim.add_argument("--slow-grace", type=float,
-                     default=float(_env("SLOW_GRACE", str(d.budget.slow_grace))),
+                     default=_env("SLOW_GRACE", str(d.budget.slow_grace)),
                      help="seconds over budget before the slow-consumer close")
     lim.add_argument("--hello-timeout", type=float,
-                     default=float(_env("HELLO_TIMEOUT", str(d.hello_timeout))))
+                     default=_env("HELLO_TIMEOUT", str(d.hello_timeout)))
     lim.add_argument("--online-interval", type=float,
-                     default=float(_env("ONLINE_INTERVAL", str(d.online_interval))))
+                     default=_env("ONLINE_INTERVAL", str(d.online_interval)))
     return p
 
 

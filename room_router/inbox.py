@@ -8,7 +8,8 @@ delivered in ``seq`` order, and the user acknowledges with ``upto`` = the
 highest ``seq`` it has processed (a cursor): everything up to it is done and
 never delivered again.
 
-A sender's retry with the same client message id (``id``) is deduplicated:
+A sender's retry with the same client message id (``id``) to the same
+addressee is deduplicated:
 the append answers the first message's ``seq`` and nothing is delivered twice.
 
 ``SqliteInbox`` is the embedded store: the stdlib ``sqlite3`` module on one
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS peer_inbox (
     body BLOB NOT NULL,
     ts REAL NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS peer_inbox_dedupe ON peer_inbox (from_user, client_id);
+CREATE UNIQUE INDEX IF NOT EXISTS peer_inbox_dedupe ON peer_inbox (from_user, to_user, client_id);
 CREATE INDEX IF NOT EXISTS peer_inbox_to ON peer_inbox (to_user, seq);
 CREATE TABLE IF NOT EXISTS peer_cursor (
     user TEXT PRIMARY KEY,
@@ -123,7 +124,8 @@ class SqliteInbox:
         new = cur.rowcount == 1
         row = db.execute(
             "SELECT seq, to_user, from_user, from_name, client_id, body, ts FROM peer_inbox"
-            " WHERE from_user = ? AND client_id = ?", (sender, client_id)).fetchone()
+            " WHERE from_user = ? AND to_user = ? AND client_id = ?",
+            (sender, to, client_id)).fetchone()
         return _message(row), new
 
     async def pending(self, user: str, after: int, limit: int) -> list[PeerMessage]:

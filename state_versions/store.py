@@ -6,6 +6,7 @@ distributed deployment implement the same ``StateStore`` protocol.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -13,6 +14,10 @@ from state_versions.versions import Change, RoomState, Section, Snapshot
 
 
 class StateStore(Protocol):
+    # Changes whenever the store's versions start over (a new in-memory store,
+    # a wiped database): versions from another epoch are not comparable.
+    epoch: str
+
     async def apply(self, room: str, section: str, value: Any,
                     expected: int | None = None) -> Change: ...
 
@@ -32,6 +37,8 @@ class MemoryStateStore:
 
     def __init__(self) -> None:
         self._rooms: dict[str, RoomState] = {}
+        # In memory, versions start over with the process.
+        self.epoch = secrets.token_hex(8)
 
     def _room(self, room: str) -> RoomState:
         state = self._rooms.get(room)

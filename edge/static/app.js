@@ -305,6 +305,7 @@
   function sendJoin(room) {
     const frame = { type: "join", room: room.name, ref: nextRef() };
     if (Object.keys(room.versions).length) frame.known = { ...room.versions };
+    if (room.epoch) frame.epoch = room.epoch;
     send(frame);
   }
 
@@ -313,14 +314,27 @@
     room.values[section] = value;
   }
 
+  // Versions from another store epoch (the server's state started over) mean
+  // nothing: forget them; the reply then holds every section.
+  function takeEpoch(room, frame) {
+    if (typeof frame.epoch !== "string") return;
+    if (room.epoch && room.epoch !== frame.epoch) {
+      room.versions = {};
+      room.values = {};
+      room.total = 0;
+    }
+    room.epoch = frame.epoch;
+  }
+
   function onJoined(frame) {
     const room = app.rooms.get(frame.room);
     if (!room) return;
     room.joined = true;
+    takeEpoch(room, frame);
     room.total = typeof frame.total === "number" ? frame.total : room.total;
     // The reply is authoritative: it holds every section whose version differs
     // from what we said we know, newer or (after a server reset) older.
-    for (const s of frame.state || []) {
+    for (const s of frame.sections || []) {
       if (isObject(s) && typeof s.section === "string") {
         setSection(room, s.section, s.partial, s.value);
       }
@@ -373,12 +387,15 @@
     }
     room.syncing = true;
     room.syncAgain = false;
-    send({ type: "sync", room: room.name, known: { ...room.versions }, ref: nextRef() });
+    const frame = { type: "sync", room: room.name, known: { ...room.versions }, ref: nextRef() };
+    if (room.epoch) frame.epoch = room.epoch;
+    send(frame);
   }
 
   function onSync(frame) {
     const room = app.rooms.get(frame.room);
     if (!room) return;
+    takeEpoch(room, frame);
     // Frames arrive in order on one connection, so the reply is at least as new
     // as any state frame before it: take its sections as they are.
     for (const s of frame.sections || []) {

@@ -11,7 +11,7 @@ async def test_state_push_reaches_members_with_versions(server: LiveServer, conn
     host = await connect(server, "st-host", "host")
     viewer = await connect(server, "st-viewer", codec="json")
     j = await host.join("st-1")
-    assert j["total"] == 0 and j["state"] == [] and j["versions"] == {}
+    assert j["total"] == 0 and j["sections"] == [] and j["versions"] == {}
     await viewer.join("st-1")
     await host.set_state("st-1", "meta", {"title": "One"})
     await host.set_state("st-1", "pinned", {"text": "pin"})
@@ -33,20 +33,21 @@ async def test_join_and_sync_send_only_outdated_sections(server: LiveServer, con
     joined = await late.join("sy", known={"meta": 1, "pinned": 0})
     assert joined["total"] == 3
     assert joined["versions"] == {"meta": 1, "pinned": 1, "scoreboard": 1}
-    assert sorted(s["section"] for s in joined["state"]) == ["pinned", "scoreboard"]
+    assert sorted(s["section"] for s in joined["sections"]) == ["pinned", "scoreboard"]
     # The client missed a change (it saw a total it did not expect): it syncs.
     await host.set_state("sy", "scoreboard", {"a": 2})
     reply = await late.request({"type": "sync", "room": "sy",
                                 "known": {"meta": 1, "pinned": 1, "scoreboard": 1}}, "sync")
     assert reply["total"] == 4
     assert reply["sections"] == [{"section": "scoreboard", "partial": 2, "value": {"a": 2}}]
+    assert reply["versions"] == {"meta": 1, "pinned": 1, "scoreboard": 2}
     up_to_date = await late.request({"type": "sync", "room": "sy",
                                      "known": {"meta": 1, "pinned": 1, "scoreboard": 2}}, "sync")
     assert up_to_date["sections"] == []
     # HTTP reads for polling clients see the same versions.
     async with http.get(f"{server.url}/v1/rooms/sy/state") as r:
         head = await r.json()
-    assert head == {"room": "sy", "total": 4,
+    assert head == {"room": "sy", "epoch": joined["epoch"], "total": 4,
                     "versions": {"meta": 1, "pinned": 1, "scoreboard": 2}}
     async with http.get(f"{server.url}/v1/rooms/sy/state/scoreboard") as r:
         assert (await r.json())["value"] == {"a": 2}
@@ -87,3 +88,20 @@ async def test_agent_writes_only_its_own_stage_section(server: LiveServer, conne
     err = await bot.request({"type": "state", "room": "ag", "section": "stage.other",
                              "value": {}}, "x")
     assert err["code"] == "forbidden"
+
+
+async def test_versions_from_another_epoch_resend_everything(server: LiveServer,
+                                                            connect) -> None:
+    """After the store starts over (a new epoch), a client's kept versions
+    could match different values: naming the old epoch gets every section."""
+    host = await connect(server, "ep-host", "host")
+    first = await host.join("ep")
+    await host.set_state("ep", "meta", {"title": "t"})
+    await host.expect("state")
+    current = await host.request({"type": "sync", "room": "ep", "known": {"meta": 1},
+                                  "epoch": first["epoch"]}, "sync")
+    assert current["sections"] == []
+    stale = await host.request({"type": "sync", "room": "ep", "known": {"meta": 1},
+                                "epoch": "an-older-epoch"}, "sync")
+    assert [s["section"] for s in stale["sections"]] == ["meta"]
+    assert stale["epoch"] == first["epoch"]
