@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from edge.node import EdgeNode
 from edge.web import build_app
+from liveroom.demo import ScoreboardKeeper
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
 from room_router.registry import MemoryConnectionRegistry
@@ -26,7 +28,7 @@ from state_versions.store import MemoryStateStore
 log = logging.getLogger("liveroom")
 
 DEMO_ROOM = "demo"
-DEMO_STATE = {
+DEMO_STATE: dict[str, dict[str, Any]] = {
     "meta": {"title": "Welcome to liveroom", "host": "host"},
     "pinned": {"text": "Be kind. Gifts light up the stage."},
     "scoreboard": {"gifts": 0, "likes": 0},
@@ -84,9 +86,12 @@ def make_app(opts: ServeOptions) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await inbox.open()
         node.start()
+        keeper: ScoreboardKeeper | None = None
         if opts.demo_room:
             for section, value in DEMO_STATE.items():
                 await node.write_state(DEMO_ROOM, section, value, None)
+            keeper = ScoreboardKeeper(node, DEMO_ROOM)
+            keeper.start(DEMO_STATE["scoreboard"])
         loop = asyncio.get_running_loop()
         interval = opts.config.online_interval
 
@@ -104,6 +109,8 @@ def make_app(opts: ServeOptions) -> web.Application:
         yield
         if handle is not None:
             handle.cancel()
+        if keeper is not None:
+            keeper.stop()
         node.stop()
         await inbox.close()
 

@@ -148,3 +148,17 @@ async def test_health_and_metrics(server: LiveServer, http) -> None:
                  "liveroom_frames_out_total", "liveroom_actions_dropped_total",
                  "liveroom_fanout_seconds_bucket"):
         assert name in text
+
+
+async def test_the_demo_scoreboard_counts_gifts_and_likes(server: LiveServer, connect) -> None:
+    c = await connect(server, "score-fan")
+    joined = await c.join("demo")
+    start = next(s["value"] for s in joined["sections"] if s["section"] == "scoreboard")
+    await c.action("demo", "gift", {"gift": "rose", "count": 3})
+    await c.action("demo", "like", {"count": 2})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while True:  # bounded: the keeper writes at most once a second
+        state = await c.expect("state", timeout=deadline - loop.time(), section="scoreboard")
+        if state["value"] == {"gifts": start["gifts"] + 3, "likes": start["likes"] + 2}:
+            break
