@@ -24,5 +24,9 @@ class EdgeConfig:
     hello_timeout: float = 10.0
     heartbeat: float = 30.0
     online_interval: float = 2.0
+    # Coalescing window (seconds): messages that follow a write to a room
+    # within this window go out together in one batch frame at its end. A
+    # quiet room gets no added delay; 0 turns coalescing off.
+    coalesce_window: float = 0.005
     # Pending peer messages fetched per round of the inbox replay on connect.
     inbox_replay: int = 500

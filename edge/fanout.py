@@ -26,6 +26,14 @@ what its transport still holds unsent (``Sink.buffered()``):
   It reconnects and heals: state through versions, peer messages through the
   inbox; actions are gone by design.
 
+Coalescing (adaptive, per room): the first message in a quiet room is written
+at once (no added delay). Messages that follow within ``window`` seconds of
+the last write are queued, and at the end of the window the queue goes out as
+one ``batch`` frame per connection: one write per connection per tick,
+whatever the message rate. A batch is built once per wire variant and per
+shedding level (all / no likes / gifts and control / control only), so a
+connection under backpressure still gets one shared, pre-built frame.
+
 Time comes in as an argument (``now``), so all of this is testable without an
 event loop.
 """
@@ -37,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.protocol import CloseCode, Encoded, Priority
+from edge.protocol import CloseCode, Encoded, Priority, batch_frame
 
 
 class Sink(Protocol):
@@ -56,15 +64,71 @@ class Budget:
     slow_grace: float = 5.0
     hard_factor: int = 4
 
+    def floor(self, buffered: int) -> Priority:
+        """The lowest priority still written to a connection holding
+        ``buffered`` unsent bytes."""
+        if buffered < self.bytes >> 2:
+            return Priority.LIKE
+        if buffered < self.bytes >> 1:
+            return Priority.COMMENT
+        if buffered < self.bytes:
+            return Priority.GIFT
+        return Priority.CONTROL
+
     def sheds(self, priority: Priority, buffered: int) -> bool:
         """True when a message of ``priority`` is to be dropped at ``buffered``."""
-        if priority >= Priority.CONTROL:
-            return False
-        if priority == Priority.LIKE:
-            return buffered >= self.bytes >> 2
-        if priority == Priority.COMMENT:
-            return buffered >= self.bytes >> 1
-        return buffered >= self.bytes
+        return priority < self.floor(buffered)
+
+
+class Outgoing(Protocol):
+    """What a connection is handed: one message (``Encoded``) or a ``Batch``."""
+
+    def frame_from(self, floor: Priority, variant: str) -> bytes | None: ...
+
+
+def latest_state_only(messages: list[Encoded]) -> list[Encoded]:
+    """Latest wins: of several changes of one state section in one tick, only
+    the last is sent. Safe because ``total == sum(partials)`` holds after the
+    whole frame, so a client sees no gap for versions it skipped (a 30 Hz
+    ``stage`` costs one state frame per tick however many changes it had)."""
+    last: dict[object, int] = {}
+    for i, m in enumerate(messages):
+        obj = m.obj
+        if obj.get("type") == "state":
+            last[(obj.get("room"), obj.get("section"))] = i
+    if len(last) == sum(1 for m in messages if m.obj.get("type") == "state"):
+        return messages  # no section changed twice
+    keep = set(last.values())
+    return [m for i, m in enumerate(messages)
+            if m.obj.get("type") != "state" or i in keep]
+
+
+class Batch:
+    """The messages of one coalescing tick. ``frame_from`` gives the one frame
+    for a shedding floor and a wire variant, built on first use and shared by
+    every connection at that floor and variant."""
+
+    __slots__ = ("_frames", "messages")
+
+    def __init__(self, messages: list[Encoded]) -> None:
+        self.messages = messages
+        self._frames: dict[tuple[Priority, str], bytes | None] = {}
+
+    def frame_from(self, floor: Priority, variant: str) -> bytes | None:
+        key = (floor, variant)
+        try:
+            return self._frames[key]
+        except KeyError:
+            pass
+        kept = [m for m in self.messages if m.priority >= floor]
+        if not kept:
+            frame = None
+        elif len(kept) == 1:
+            frame = kept[0].frame(variant)
+        else:
+            frame = batch_frame([m.payload(variant) for m in kept], variant)
+        self._frames[key] = frame
+        return frame
 
 
 class Verdict(enum.Enum):
@@ -111,7 +175,10 @@ class Conn:
         self.peer_upto = 0
         self.last_buffered = 0
 
-    def deliver(self, enc: Encoded, now: float) -> Verdict:
+    def deliver(self, out: Outgoing, now: float) -> Verdict:
+        """Write ``out`` (a message or a batch) as far as the budget admits.
+        DROPPED means nothing was written; a batch written in part (its lower
+        classes shed) counts as SENT."""
         if self.closed:
             return Verdict.DROPPED
         budget = self.budget
@@ -128,10 +195,11 @@ class Conn:
                 return Verdict.CLOSED
         else:
             self.over_since = None
-        if budget.sheds(enc.priority, buffered):
+        frame = out.frame_from(budget.floor(buffered), self.variant)
+        if frame is None:
             self.last_buffered = buffered
             return Verdict.DROPPED
-        self.sink.write(enc.frame(self.variant))
+        self.sink.write(frame)
         self.last_buffered = self.sink.buffered()
         return Verdict.SENT
 
@@ -149,21 +217,27 @@ class FanoutResult:
 
 
 class LocalRoom:
-    __slots__ = ("members", "reported_count", "room")
+    __slots__ = ("last_write", "members", "pending", "reported_count", "room")
 
     def __init__(self, room: str) -> None:
         self.room = room
         self.members: set[Conn] = set()
         self.reported_count = 0
+        self.pending: list[Encoded] = []
+        self.last_write = float("-inf")
 
 
 class Hub:
-    """The rooms that have members on this edge, and their local members."""
+    """The rooms that have members on this edge, and their local members.
 
-    __slots__ = ("rooms",)
+    ``window`` is the coalescing window in seconds (0 turns coalescing off)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_dirty", "rooms", "window")
+
+    def __init__(self, window: float = 0.0) -> None:
         self.rooms: dict[str, LocalRoom] = {}
+        self.window = window
+        self._dirty: list[LocalRoom] = []
 
     def join(self, conn: Conn, room: str) -> bool:
         """Add ``conn`` to ``room``; True when the room is new on this edge
@@ -193,15 +267,50 @@ class Hub:
         local = self.rooms.get(room)
         return 0 if local is None else len(local.members)
 
-    def broadcast(self, room: str, enc: Encoded, now: float) -> FanoutResult:
-        """Write ``enc`` to every local member of ``room``: one synchronous
-        loop, the same bytes for every member of a variant, no awaiting."""
-        result = FanoutResult()
+    def offer(self, room: str, enc: Encoded, now: float) -> FanoutResult | float:
+        """Hand ``enc`` to the room's local members: written at once if the
+        room is quiet (FanoutResult), else queued for the tick; then the
+        return value is the time by which ``flush`` must run."""
         local = self.rooms.get(room)
         if local is None:
-            return result
+            return FanoutResult()
+        if not local.pending:
+            if now - local.last_write >= self.window:
+                local.last_write = now
+                return self._write(local, enc, now)
+            self._dirty.append(local)
+        local.pending.append(enc)
+        return local.last_write + self.window
+
+    def flush(self, now: float) -> FanoutResult:
+        """Write every queued message: one frame per connection per room."""
+        result = FanoutResult()
+        dirty, self._dirty = self._dirty, []
+        for local in dirty:
+            pending, local.pending = local.pending, []
+            if not pending or self.rooms.get(local.room) is not local:
+                continue  # the room emptied meanwhile
+            local.last_write = now
+            if len(pending) > 1:
+                pending = latest_state_only(pending)
+            out: Outgoing = pending[0] if len(pending) == 1 else Batch(pending)
+            part = self._write(local, out, now)
+            result.sent += part.sent
+            result.dropped += part.dropped
+            result.closed.extend(part.closed)
+        return result
+
+    def broadcast(self, room: str, enc: Encoded, now: float) -> FanoutResult:
+        """Write ``enc`` to the room's members now, bypassing coalescing."""
+        local = self.rooms.get(room)
+        return FanoutResult() if local is None else self._write(local, enc, now)
+
+    def _write(self, local: LocalRoom, out: Outgoing, now: float) -> FanoutResult:
+        """One synchronous loop over the members, the same bytes for every
+        member of a variant and floor, no awaiting."""
+        result = FanoutResult()
         for conn in local.members:
-            verdict = conn.deliver(enc, now)
+            verdict = conn.deliver(out, now)
             if verdict is Verdict.SENT:
                 result.sent += 1
             elif verdict is Verdict.DROPPED:

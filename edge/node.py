@@ -19,6 +19,7 @@ Paths:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 
 from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
-from edge.fanout import Conn, Hub, Sink, Verdict
+from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
 from edge.protocol import (
     ACTION,
@@ -82,7 +83,8 @@ class EdgeNode:
         self.registry = registry
         self.inbox = inbox
         self.metrics = metrics
-        self.hub = Hub()
+        self.hub = Hub(config.coalesce_window)
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._secret = jwt_secret
         self.clock = clock
         self._monotonic = monotonic
@@ -100,6 +102,9 @@ class EdgeNode:
 
     def stop(self) -> None:
         """Close every connection with SERVER_SHUTDOWN (4101: reconnect)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
         for conns in list(self._users.values()):
             for conn in list(conns):
                 conn.close(CloseCode.SERVER_SHUTDOWN, "server shutting down")
@@ -344,7 +349,21 @@ class EdgeNode:
 
     def _fanout(self, room: str, enc: Encoded) -> None:
         t0 = self._monotonic()
-        result = self.hub.broadcast(room, enc, t0)
+        result = self.hub.offer(room, enc, t0)
+        if isinstance(result, float):
+            # Queued for the room's tick: one timer for the whole node.
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_later(
+                    max(0.0, result - t0), self._flush)
+            return
+        self._account(result, t0)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        t0 = self._monotonic()
+        self._account(self.hub.flush(t0), t0)
+
+    def _account(self, result: FanoutResult, t0: float) -> None:
         self.metrics.fanout_seconds.observe(self._monotonic() - t0)
         self.metrics.frames_out.inc(result.sent)
         if result.dropped:
@@ -355,8 +374,10 @@ class EdgeNode:
     def tick_online(self) -> None:
         """Broadcast each room's member count where it changed (a timer calls
         this every ``online_interval`` seconds)."""
+        now = self._monotonic()
         for room, count in list(self.hub.online_changes()):
-            self._fanout(room, Encoded({"type": "online", "room": room, "count": count}))
+            enc = Encoded({"type": "online", "room": room, "count": count})
+            self._account(self.hub.broadcast(room, enc, now), now)
 
     # -- peer messages ---------------------------------------------------
     async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:

@@ -27,7 +27,7 @@ import enum
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -447,41 +447,81 @@ def ws_close_frame(code: int, reason: str) -> bytes:
 class Encoded:
     """One outgoing message, encoded once per variant and framed once.
 
-    ``msgpack`` and ``json`` are complete WebSocket frames, built on first use
-    so that a room with only msgpack clients never pays for JSON, and vice
-    versa. Instances are shared by every recipient and never mutated after
-    the frames are built."""
+    The payload and the complete WebSocket frame of each variant are built on
+    first use, so that a room with only msgpack clients never pays for JSON,
+    and vice versa. Instances are shared by every recipient and never mutated
+    after the frames are built."""
 
-    __slots__ = ("_json", "_msgpack", "obj", "priority")
+    __slots__ = ("_json", "_json_frame", "_msgpack", "_msgpack_frame", "obj", "priority")
 
     def __init__(self, obj: Mapping[str, Any], priority: Priority = Priority.CONTROL) -> None:
         self.obj = obj
         self.priority = priority
         self._msgpack: bytes | None = None
         self._json: bytes | None = None
+        self._msgpack_frame: bytes | None = None
+        self._json_frame: bytes | None = None
 
     @classmethod
     def from_msgpack(cls, payload: bytes, priority: Priority) -> Encoded:
         """Wrap a msgpack payload received from elsewhere (the bus) without
         re-encoding it; the JSON variant is made only if a JSON client needs it."""
         enc = cls(msgpack.unpackb(payload, raw=False), priority)
-        enc._msgpack = ws_frame(payload, OP_BINARY)
+        enc._msgpack = payload
         return enc
 
-    @property
-    def msgpack_payload(self) -> bytes:
-        return encode_msgpack(self.obj)
+    def payload(self, variant: str) -> bytes:
+        if variant == MSGPACK:
+            p = self._msgpack
+            if p is None:
+                p = self._msgpack = encode_msgpack(self.obj)
+            return p
+        p = self._json
+        if p is None:
+            p = self._json = encode_json(self.obj)
+        return p
 
     def frame(self, variant: str) -> bytes:
         if variant == MSGPACK:
-            f = self._msgpack
+            f = self._msgpack_frame
             if f is None:
-                f = self._msgpack = ws_frame(encode_msgpack(self.obj), OP_BINARY)
+                f = self._msgpack_frame = ws_frame(self.payload(MSGPACK), OP_BINARY)
             return f
-        f = self._json
+        f = self._json_frame
         if f is None:
-            f = self._json = ws_frame(encode_json(self.obj), OP_TEXT)
+            f = self._json_frame = ws_frame(self.payload(JSON), OP_TEXT)
         return f
+
+    def frame_from(self, floor: Priority, variant: str) -> bytes | None:
+        """The frame if this message is admitted at ``floor`` (the lowest
+        priority a connection still takes), else None."""
+        return self.frame(variant) if self.priority >= floor else None
+
+
+# A batch frame is {"type": "batch", "frames": [m1, m2, ...]}: the messages of
+# one coalescing tick in one WebSocket frame. It is assembled from the
+# messages' already-encoded payloads, never by re-encoding them: msgpack items
+# are self-delimiting, so an array is its header followed by the items, and a
+# JSON array is the items joined by commas.
+BATCH: Final = "batch"
+_BATCH_MSGPACK_HEAD: Final = b"\x82\xa4type\xa5batch\xa6frames"
+_BATCH_JSON_HEAD: Final = b'{"type":"batch","frames":['
+_pack_u16 = struct.Struct("!BH").pack
+_pack_u32 = struct.Struct("!BI").pack
+
+
+def batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
+    """One WebSocket frame carrying ``payloads`` (encoded in ``variant``)."""
+    if variant == MSGPACK:
+        n = len(payloads)
+        if n < 16:
+            head = bytes((0x90 | n,))
+        elif n < 65536:
+            head = _pack_u16(0xDC, n)
+        else:
+            head = _pack_u32(0xDD, n)
+        return ws_frame(b"".join((_BATCH_MSGPACK_HEAD, head, *payloads)), OP_BINARY)
+    return ws_frame(b"".join((_BATCH_JSON_HEAD, b",".join(payloads), b"]}")), OP_TEXT)
 
 
 def error_frame(err: LiveroomError) -> Encoded:

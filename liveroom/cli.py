@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                      default=_env("HELLO_TIMEOUT", str(d.hello_timeout)))
     lim.add_argument("--online-interval", type=float,
                      default=_env("ONLINE_INTERVAL", str(d.online_interval)))
+    lim.add_argument("--coalesce-window", type=float,
+                     default=float(_env("COALESCE_WINDOW", str(d.coalesce_window))),
+                     help="seconds; messages to a busy room within this window go out as "
+                          "one batch frame per connection (0: off)")
     return p
 
 
@@ -92,6 +96,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
                       hard_factor=d.budget.hard_factor),
         hello_timeout=args.hello_timeout,
         online_interval=args.online_interval,
+        coalesce_window=args.coalesce_window,
     )
 
 

@@ -255,7 +255,19 @@
     if (!isObject(frame)) return;
     switch (frame.type) {
       case "batch":
-        if (Array.isArray(frame.frames)) frame.frames.forEach(handle);
+        if (Array.isArray(frame.frames)) {
+          const touched = new Set();
+          for (const f of frame.frames) {
+            if (isObject(f) && f.type === "state") {
+              onState(f, true);
+              const room = app.rooms.get(f.room);
+              if (room) touched.add(room);
+            } else {
+              handle(f);
+            }
+          }
+          for (const room of touched) if (room.joined) checkGap(room);
+        }
         break;
       case "welcome":
         onWelcome(frame);
@@ -361,24 +373,26 @@
     }
   }
 
-  function onState(frame) {
+  function onState(frame, inBatch) {
     const room = app.rooms.get(frame.room);
     if (!room || !room.joined || typeof frame.section !== "string") return;
     const known = room.versions[frame.section] || 0;
     if (typeof frame.partial === "number" && frame.partial > known) {
       setSection(room, frame.section, frame.partial, frame.value);
     }
-    if (typeof frame.total === "number") {
-      if (frame.total === room.total + 1) {
-        room.total = frame.total;
-      } else if (frame.total > room.total + 1) {
-        // A gap: some change did not reach us. Ask for what differs.
-        room.total = frame.total;
-        requestSync(room);
-      } // else: an old or repeated change; the section check above ignored it.
-    }
+    if (typeof frame.total === "number" && frame.total > room.total) room.total = frame.total;
+    // The invariant total == sum(partials) says whether anything is missing.
+    // Inside a batch the server may have skipped superseded values of a
+    // section (latest wins), so the check waits for the end of the batch.
+    if (!inBatch) checkGap(room);
     if (room.name === app.current) renderRoom(room);
   }
+
+  function checkGap(room) {
+    const sum = Object.values(room.versions).reduce((a, b) => a + b, 0);
+    if (sum !== room.total) requestSync(room); // a change did not reach us
+  }
+
 
   function requestSync(room) {
     if (room.syncing) {

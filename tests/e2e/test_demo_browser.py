@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import TIMEOUT_MS
-from tests.support import LiveServer
+from tests.support import API_KEY, LiveServer
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +33,7 @@ WS_SPY = """
   window.__sent = [];
   window.__drop = null;
   window.__dropped = [];
+  window.__batches = 0;
   const keep = (f) => {
     if (f && f.type === "state" && window.__drop && f.section === window.__drop) {
       window.__drop = null;
@@ -50,6 +52,7 @@ WS_SPY = """
         let f = null;
         try { f = JSON.parse(ev.data); } catch (_) { /* not JSON */ }
         if (f && f.type === "batch" && Array.isArray(f.frames)) {
+          window.__batches += 1;
           f.frames = f.frames.filter(keep);
           return handler.call(this, new MessageEvent("message", {data: JSON.stringify(f)}));
         }
@@ -239,3 +242,30 @@ def test_pages_reconnect_after_a_server_crash(live_server: LiveServer,
                 except Exception:
                     pass
             restarted.stop()
+
+
+def test_the_page_decodes_batch_frames(tmp_path: Path, new_page: Any) -> None:
+    """A burst into a busy room arrives as coalesced batch frames; the page
+    shows every comment, in order."""
+    srv = LiveServer(tmp_path / "batch-data", "--coalesce-window", "0.2").start()
+    try:
+        page = new_page()
+        page.add_init_script(WS_SPY)
+        join(page, srv, "Carol", "viewer")
+        for i in range(10):
+            req = urllib.request.Request(
+                f"{srv.url}/v1/rooms/{ROOM}/actions", method="POST",
+                data=json.dumps({"kind": "comment", "body": {"text": f"burst {i}"},
+                                 "sender": {"id": "svc", "name": "Burst"}}).encode(),
+                headers={"Authorization": f"Bearer {API_KEY}",
+                         "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.status == 202
+        items = page.get_by_test_id("feed-item").filter(has_text="burst")
+        expect(items).to_have_count(10, timeout=TIMEOUT_MS)
+        texts = items.all_inner_texts()
+        assert [t.split("burst ")[1].strip() for t in texts] == [str(i) for i in range(10)]
+        assert page.evaluate("window.__batches") >= 1
+        assert page.js_errors == []
+    finally:
+        srv.stop()

@@ -4,6 +4,7 @@ online counts, rate limits and the backend publish API."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -162,3 +163,32 @@ async def test_the_demo_scoreboard_counts_gifts_and_likes(server: LiveServer, co
         state = await c.expect("state", timeout=deadline - loop.time(), section="scoreboard")
         if state["value"] == {"gifts": start["gifts"] + 3, "likes": start["likes"] + 2}:
             break
+
+
+async def test_a_burst_arrives_as_batch_frames_the_client_unpacks(make_server, http) -> None:
+    """Coalescing: messages that follow a write within the window go out as
+    one batch frame per connection; the Python client yields them in order."""
+    srv = make_server("--coalesce-window", "0.2")
+    raw = await http.ws_connect(srv.ws_url)
+    await raw.send_str(json.dumps({"type": "hello", "token": srv.token("b-raw")}))
+    assert json.loads((await raw.receive(timeout=5)).data)["type"] == "welcome"
+    await raw.send_str(json.dumps({"type": "join", "room": "burst"}))
+    assert json.loads((await raw.receive(timeout=5)).data)["type"] == "joined"
+    client = await LiveroomClient.connect(srv.ws_url, srv.token("b-client"), session=http)
+    await client.join("burst")
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    for i in range(8):
+        async with http.post(f"{srv.url}/v1/rooms/burst/actions", headers=headers,
+                             json={"kind": "comment", "body": {"text": str(i)}}) as r:
+            assert r.status == 202
+    got = [(await client.expect("action"))["body"]["text"] for _ in range(8)]
+    assert got == [str(i) for i in range(8)]
+    frames, wire = [], 0
+    while len(frames) < 8:
+        msg = json.loads((await raw.receive(timeout=5)).data)
+        wire += 1
+        frames.extend(msg["frames"] if msg["type"] == "batch" else [msg])
+    assert [f["body"]["text"] for f in frames] == [str(i) for i in range(8)]
+    assert wire < 8  # fewer frames on the wire than messages: coalesced
+    await raw.close()
+    await client.close()
