@@ -6,7 +6,8 @@ A session starts in AWAITING_HELLO. The only frame accepted there is
 ``hello``; it carries a token, and a valid one moves the session to READY
 with the identity it names. Any other frame before that gets
 ``hello_required``; a bad token gets ``unauthorized`` and the adapter closes
-the connection with AUTH_FAILED (4001). In READY every client frame type is
+the connection with AUTH_FAILED (4001), or TOKEN_EXPIRED (4200) when the token
+has only expired. In READY every client frame type is
 accepted, validated and authorised here, and turned into one small command
 (a frozen dataclass) that the edge node carries out. CLOSED accepts nothing.
 

@@ -103,12 +103,9 @@ def _require_api_key(request: web.Request) -> None:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    too_large = FrameTooLarge(f"the body is over {MAX_API_BODY} bytes", limit=MAX_API_BODY)
-    if request.content_length is not None and request.content_length > MAX_API_BODY:
-        raise too_large
-    raw = await request.content.read(MAX_API_BODY + 1)
-    if len(raw) > MAX_API_BODY:
-        raise too_large
+    # read() waits for the whole body; past client_max_size (MAX_API_BODY)
+    # aiohttp raises 413, which the middleware answers as frame_too_large.
+    raw = await request.read()
     try:
         body = loads_json(raw)
     except ValueError:

@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                           "from 1/2, gifts from all of it")
     lim.add_argument("--slow-grace", type=float,
                      default=_env("SLOW_GRACE", str(d.budget.slow_grace)),
-                     help="seconds over budget before the slow-consumer close")
+                     help="seconds over budget, or stalled (shedding and not draining), before "
+                          "the slow-consumer close")
     lim.add_argument("--hello-timeout", type=float,
                      default=_env("HELLO_TIMEOUT", str(d.hello_timeout)))
     lim.add_argument("--online-interval", type=float,

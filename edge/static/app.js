@@ -186,7 +186,7 @@
   /** What to do after a close with `code`: reconnect, renew_token or give_up. */
   function closeAdvice(code) {
     if (code >= 4000 && code < 4100) {
-      // An expired token at hello closes with 4001; a fresh token fixes that.
+      // An expired token at hello closes with 4200 (older servers: 4001); a fresh token fixes that.
       return app.helloExpired ? "renew_token" : "give_up";
     }
     if (code >= 4100 && code < 4200) return "reconnect";
