@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint unit integration e2e system-deps clean
+.PHONY: run test lint unit integration e2e system-deps loadtest clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash .ci/system-deps.sh venv
@@ -43,6 +43,12 @@ e2e: $(VENV)/.installed-test system-deps
 ## Install the test dependencies (PyPI and Debian) and run the whole suite.
 test: $(VENV)/.installed-test system-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider tests
+
+## Load test: Locust headless for 60 s against a local `liveroom serve --dev`, then its summary
+## (override LOADTEST_USERS, LOADTEST_SPAWN_RATE, LOADTEST_TIME, LOADTEST_ARGS; see loadtest/README.md).
+loadtest: $(VENV)/.installed-test
+	BIN=$(BIN) LOADTEST_USERS=$(LOADTEST_USERS) LOADTEST_SPAWN_RATE=$(LOADTEST_SPAWN_RATE) \
+	LOADTEST_TIME=$(LOADTEST_TIME) bash loadtest/run_locust.sh $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
