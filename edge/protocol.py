@@ -188,10 +188,13 @@ class LiveroomError(Exception):
 
     code: str = "internal"
 
-    def __init__(self, message: str = "", *, ref: Any = None, **extra: Any) -> None:
+    def __init__(self, message: str = "", *, ref: Any = None,
+                 http_headers: Mapping[str, str] | None = None, **extra: Any) -> None:
         self.message = message or ERROR_SPECS[self.code].text
         self.ref = ref
         self.extra = extra
+        # Headers for an HTTP answer (e.g. Cache-Control on a 404); not on the wire.
+        self.http_headers = dict(http_headers or {})
         super().__init__(f"{self.code}: {self.message}")
 
     @property

@@ -1,5 +1,6 @@
-"""HTTP routes of the edge: the demo page, health, metrics, dev tokens, the
-backend publish API and the state reads for polling clients.
+"""HTTP routes of the edge: the demo page, health, metrics, dev tokens and the
+backend publish API; the state reads for polling clients come from
+``cdn.origin`` (mounted here in the embedded deployment).
 
 Every error answer is JSON ``{"code", "message", "advice", ...}`` with the
 HTTP status of its code (``edge.protocol.ERROR_SPECS``).
@@ -15,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cdn.origin import CdnOrigin
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
 from edge.protocol import (
@@ -48,7 +50,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(err: LiveroomError) -> web.Response:
-    return web.json_response(err.to_http(), status=err.spec.http_status)
+    return web.json_response(err.to_http(), status=err.spec.http_status,
+                             headers=err.http_headers or None)
 
 
 _HTTP_CODES = {404: NotFound, 405: InvalidField, 413: FrameTooLarge}
@@ -178,23 +181,6 @@ async def publish_action(request: web.Request) -> web.Response:
     return web.json_response({"room": room, "seq": seq}, status=202)
 
 
-async def read_head(request: web.Request) -> web.Response:
-    room = _room(request)
-    store = _node(request).store
-    total, versions = await store.versions(room)
-    return web.json_response({"room": room, "epoch": store.epoch, "total": total,
-                              "versions": versions})
-
-
-async def read_section(request: web.Request) -> web.Response:
-    room, section = _room(request), _section(request)
-    found = await _node(request).store.section(room, section)
-    if found is None:
-        raise NotFound(f"room {room!r} has no section {section!r}")
-    return web.json_response({"room": room, "section": section,
-                              "partial": found.partial, "value": found.value})
-
-
 async def write_section(request: web.Request) -> web.Response:
     _require_api_key(request)
     room, section = _room(request), _section(request)
@@ -212,7 +198,7 @@ async def not_dev(request: web.Request) -> web.Response:
     raise Forbidden("dev tokens are minted only in --dev mode")
 
 
-def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
+def build_app(node: EdgeNode, cdn: CdnOrigin, *, jwt_secret: str, api_key: str | None,
               dev: bool) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_API_BODY)
     app["node"] = node
@@ -225,7 +211,6 @@ def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/dev/token", dev_token if dev else not_dev)
     app.router.add_post("/v1/rooms/{room}/actions", publish_action)
-    app.router.add_get("/v1/rooms/{room}/state", read_head)
-    app.router.add_get("/v1/rooms/{room}/state/{section}", read_section)
+    cdn.add_routes(app)
     app.router.add_post("/v1/rooms/{room}/state/{section}", write_section)
     return app

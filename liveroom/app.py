@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cdn.origin import CdnConfig, CdnOrigin
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from edge.node import EdgeNode
@@ -46,6 +47,7 @@ class ServeOptions:
     demo_room: bool = True
     node_id: str = field(default_factory=lambda: f"edge-{uuid.uuid4().hex[:8]}")
     config: EdgeConfig = field(default_factory=EdgeConfig)
+    cdn: CdnConfig = field(default_factory=CdnConfig)
 
 
 def _dev_secret(path: Path) -> str:
@@ -81,7 +83,8 @@ def make_app(opts: ServeOptions) -> web.Application:
     node = EdgeNode(node_id=opts.node_id, config=opts.config, jwt_secret=jwt_secret,
                     store=store, bus=MemoryBus(), registry=MemoryConnectionRegistry(),
                     inbox=inbox, metrics=Metrics())
-    app = build_app(node, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
+    cdn = CdnOrigin(store, opts.cdn, node.metrics.registry)
+    app = build_app(node, cdn, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await inbox.open()

@@ -47,8 +47,14 @@ async def test_join_and_sync_send_only_outdated_sections(server: LiveServer, con
     # HTTP reads for polling clients see the same versions.
     async with http.get(f"{server.url}/v1/rooms/sy/state") as r:
         head = await r.json()
-    assert head == {"room": "sy", "epoch": joined["epoch"], "total": 4,
-                    "versions": {"meta": 1, "pinned": 1, "scoreboard": 2}}
+    e = joined["epoch"]
+    assert head == {
+        "room": "sy", "epoch": e, "total": 4,
+        "versions": {"meta": 1, "pinned": 1, "scoreboard": 2},
+        "sections": {"meta": f"/v1/rooms/sy/sections/meta/v/1?e={e}",
+                     "pinned": f"/v1/rooms/sy/sections/pinned/v/1?e={e}",
+                     "scoreboard": f"/v1/rooms/sy/sections/scoreboard/v/2?e={e}"},
+        "snapshot": f"/v1/rooms/sy/snapshots/4?e={e}"}
     async with http.get(f"{server.url}/v1/rooms/sy/state/scoreboard") as r:
         assert (await r.json())["value"] == {"a": 2}
 
