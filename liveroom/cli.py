@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
@@ -83,6 +84,23 @@ def _parser() -> argparse.ArgumentParser:
                      default=float(_env("COALESCE_WINDOW", str(d.coalesce_window))),
                      help="seconds; messages to a busy room within this window go out as "
                           "one batch frame per connection (0: off)")
+    cdn = serve.add_argument_group("polling clients (CDN origin)")
+    cdn.add_argument("--head-max-age", type=int, default=_env("HEAD_MAX_AGE", "1"),
+                     help="seconds a shared cache may keep a room's head")
+    cdn.add_argument("--head-stale-while-revalidate", type=int,
+                     default=_env("HEAD_SWR", "2"),
+                     help="seconds a cache may serve a stale head while it revalidates")
+
+    proxy = sub.add_parser("cdn-proxy", help="run nginx (cdn/nginx.conf) as a caching proxy "
+                           "in front of an origin")
+    proxy.add_argument("--listen", default=_env("CDN_LISTEN", "127.0.0.1:8081"),
+                       help="host:port nginx listens on")
+    proxy.add_argument("--origin", default=_env("CDN_ORIGIN", "http://127.0.0.1:8080"),
+                       help="the liveroom origin, http://host:port")
+    proxy.add_argument("--dir", type=Path, default=Path(_env("CDN_DIR", "data/cdn")),
+                       help="runtime directory: config, cache, pid, logs")
+    proxy.add_argument("--workers", type=int, default=_env("CDN_WORKERS", "1"))
+    proxy.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     return p
 
 
@@ -123,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "cdn-proxy":
+        from cdn import proxy as cdn_proxy
+
+        prefix = args.dir.resolve()
+        conf = cdn_proxy.prepare(prefix, cdn_proxy.render_config(
+            listen=args.listen, origin=args.origin, prefix=prefix, workers=args.workers))
+        log.info("nginx caching %s on http://%s (config %s)", args.origin, args.listen, conf)
+        os.execv(cdn_proxy.find_nginx(), cdn_proxy.nginx_command(conf, prefix))
     if args.command == "serve":
         log.info("event loop: %s", _install_uvloop())
         opts = ServeOptions(
@@ -130,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
             api_key=os.environ.get("LIVEROOM_API_KEY"),
             demo_room=not args.no_demo_room, config=_config(args),
+            cdn=CdnConfig(head_max_age=args.head_max_age,
+                          head_stale_while_revalidate=args.head_stale_while_revalidate),
         )
         asyncio.run(_serve(opts))
         return 0
