@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 import aiohttp
 import msgpack
 
-from cdn.origin import head_url
+from edge.protocol import head_url
 
 
 class StatePoller:

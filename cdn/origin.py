@@ -34,7 +34,6 @@ import gzip
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
@@ -48,6 +47,8 @@ from edge.protocol import (
     NotFound,
     encode_json,
     encode_msgpack,
+    section_url,
+    snapshot_url,
 )
 from state_versions.store import StateStore
 
@@ -68,19 +69,6 @@ class CdnConfig:
     def head_cache_control(self) -> str:
         return (f"public, max-age={self.head_max_age}, "
                 f"stale-while-revalidate={self.head_stale_while_revalidate}")
-
-
-def section_url(room: str, section: str, partial: int, epoch: str) -> str:
-    return (f"/v1/rooms/{quote(room, safe='')}/sections/{quote(section, safe='')}"
-            f"/v/{partial}?e={epoch}")
-
-
-def snapshot_url(room: str, total: int, epoch: str) -> str:
-    return f"/v1/rooms/{quote(room, safe='')}/snapshots/{total}?e={epoch}"
-
-
-def head_url(room: str) -> str:
-    return f"/v1/rooms/{quote(room, safe='')}/state"
 
 
 def wants_msgpack(accept: str) -> bool:

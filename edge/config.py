@@ -28,5 +28,9 @@ class EdgeConfig:
     # within this window go out together in one batch frame at its end. A
     # quiet room gets no added delay; 0 turns coalescing off.
     coalesce_window: float = 0.005
+    # A room with this many members on the edge takes its state by polling
+    # the CDN instead of push (0: never); it goes back to push below half.
+    poll_threshold: int = 10_000
+    poll_interval: float = 1.0
     # Pending peer messages fetched per round of the inbox replay on connect.
     inbox_replay: int = 500

@@ -217,10 +217,12 @@ class FanoutResult:
 
 
 class LocalRoom:
-    __slots__ = ("last_write", "members", "pending", "reported_count", "room")
+    __slots__ = ("last_write", "members", "pending", "poll_mode", "reported_count", "room")
 
     def __init__(self, room: str) -> None:
         self.room = room
+        # True while the room's members take state by polling (no state push).
+        self.poll_mode = False
         self.members: set[Conn] = set()
         self.reported_count = 0
         self.pending: list[Encoded] = []

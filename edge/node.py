@@ -45,6 +45,7 @@ from edge.protocol import (
     action_priority,
     decode_frame,
     encode_msgpack,
+    head_url,
 )
 from edge.ratelimit import RateLimiter
 from edge.session import (
@@ -287,9 +288,36 @@ class EdgeNode:
         if self.hub.join(conn, room):
             self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
             self.metrics.rooms.set(len(self.hub.rooms))
+        self._update_state_mode(room)
         reply = await self._state_reply(room, cmd.known, cmd.epoch)
-        reply.update(type="joined", ref=cmd.ref, members=self.hub.count(room))
+        reply.update(type="joined", ref=cmd.ref, members=self.hub.count(room),
+                     **self._state_mode(room))
         self._reply(conn, reply)
+
+    def _state_mode(self, room: str) -> dict[str, Any]:
+        local = self.hub.rooms.get(room)
+        if local is None or not local.poll_mode:
+            return {"state_mode": "push"}
+        return {"state_mode": "poll",
+                "poll": {"head": head_url(room), "interval": self.config.poll_interval}}
+
+    def _update_state_mode(self, room: str) -> None:
+        """Big rooms take state by polling the CDN: one cached head serves
+        them all, and the edge stops pushing state to every member. Switches
+        at ``poll_threshold`` members and back below half of it, and tells the
+        members with a ``state_mode`` frame."""
+        threshold = self.config.poll_threshold
+        local = self.hub.rooms.get(room)
+        if local is None or threshold <= 0:
+            return
+        n = len(local.members)
+        poll = n >= threshold // 2 if local.poll_mode else n >= threshold
+        if poll == local.poll_mode:
+            return
+        local.poll_mode = poll
+        now = self._monotonic()
+        enc = Encoded({"type": "state_mode", "room": room, **self._state_mode(room)})
+        self._account(self.hub.broadcast(room, enc, now), now)
 
     async def _sync(self, conn: Conn, cmd: Sync) -> None:
         reply = await self._state_reply(cmd.room, cmd.known, cmd.epoch)
@@ -345,6 +373,10 @@ class EdgeNode:
         obj = enc.obj
         if obj.get("type") == ACTION:
             enc.priority = action_priority(obj.get("kind", ""))
+        elif obj.get("type") == "state":
+            local = self.hub.rooms.get(room)
+            if local is not None and local.poll_mode:
+                return  # its members poll the head instead
         self._fanout(room, enc)
 
     def _fanout(self, room: str, enc: Encoded) -> None:
@@ -376,6 +408,7 @@ class EdgeNode:
         this every ``online_interval`` seconds)."""
         now = self._monotonic()
         for room, count in list(self.hub.online_changes()):
+            self._update_state_mode(room)  # a mode changes only with the count
             enc = Encoded({"type": "online", "room": room, "count": count})
             self._account(self.hub.broadcast(room, enc, now), now)
 

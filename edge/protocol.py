@@ -30,6 +30,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 import msgpack
 
@@ -414,6 +415,23 @@ def opt_int(frame: Mapping[str, Any], name: str, *, minimum: int = 0) -> int | N
         raise InvalidField(f"field {name!r} must be an int >= {minimum}",
                            ref=_ref_of(frame), field=name)
     return value
+
+
+# --------------------------------------------------------------------------
+# URLs of the state for polling clients (served by cdn.origin). A versioned
+# URL names one version of one store epoch, so its body never changes.
+# --------------------------------------------------------------------------
+def section_url(room: str, section: str, partial: int, epoch: str) -> str:
+    return (f"/v1/rooms/{quote(room, safe='')}/sections/{quote(section, safe='')}"
+            f"/v/{partial}?e={epoch}")
+
+
+def snapshot_url(room: str, total: int, epoch: str) -> str:
+    return f"/v1/rooms/{quote(room, safe='')}/snapshots/{total}?e={epoch}"
+
+
+def head_url(room: str) -> str:
+    return f"/v1/rooms/{quote(room, safe='')}/state"
 
 
 # --------------------------------------------------------------------------

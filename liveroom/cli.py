@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                      default=_env("HELLO_TIMEOUT", str(d.hello_timeout)))
     lim.add_argument("--online-interval", type=float,
                      default=_env("ONLINE_INTERVAL", str(d.online_interval)))
+    lim.add_argument("--poll-threshold", type=int,
+                     default=_env("POLL_THRESHOLD", str(d.poll_threshold)),
+                     help="members of a room on this edge from which they take state by "
+                          "polling the CDN instead of push (0: never)")
     lim.add_argument("--coalesce-window", type=float,
                      default=float(_env("COALESCE_WINDOW", str(d.coalesce_window))),
                      help="seconds; messages to a busy room within this window go out as "
@@ -116,6 +120,8 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         hello_timeout=args.hello_timeout,
         online_interval=args.online_interval,
         coalesce_window=args.coalesce_window,
+        poll_threshold=args.poll_threshold,
+        poll_interval=float(args.head_max_age),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge.client import LiveroomClient
 from tests.support import API_KEY, LiveServer
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -111,3 +112,32 @@ async def test_versions_from_another_epoch_resend_everything(server: LiveServer,
                                 "epoch": "an-older-epoch"}, "sync")
     assert [s["section"] for s in stale["sections"]] == ["meta"]
     assert stale["epoch"] == first["epoch"]
+
+
+async def test_a_big_room_is_told_to_poll_and_gets_no_state_push(make_server, http) -> None:
+    srv = make_server("--poll-threshold", "4", "--online-interval", "0.2")
+    a = await LiveroomClient.connect(srv.ws_url, srv.token("big-a", "host"), session=http)
+    assert (await a.join("big"))["state_mode"] == "push"
+    others = [await LiveroomClient.connect(srv.ws_url, srv.token(f"big-{i}"), session=http)
+              for i in range(3)]
+    for c in others[:2]:
+        assert (await c.join("big"))["state_mode"] == "push"
+    joined = await others[2].join("big")  # the fourth member: poll from now on
+    assert joined["state_mode"] == "poll"
+    assert joined["poll"] == {"head": "/v1/rooms/big/state", "interval": 1.0}
+    mode = await a.expect("state_mode", timeout=3)  # earlier members are told too
+    assert mode["state_mode"] == "poll" and mode["poll"]["head"] == "/v1/rooms/big/state"
+    # State changes are no longer pushed; the head has them.
+    b = others[0]
+    await a.set_state("big", "meta", {"title": "polled"})
+    await a.action("big", "comment", {"text": "marker"})
+    assert (await b.expect("action", timeout=3))["body"]["text"] == "marker"
+    assert all(f.get("type") != "state" for f in b._pending)
+    async with http.get(f"{srv.url}/v1/rooms/big/state") as r:
+        assert (await r.json())["versions"] == {"meta": 1}
+    # Below half the threshold (under 2 members) the room goes back to push.
+    for c in others:
+        await c.close()
+    back = await a.expect("state_mode", timeout=3)
+    assert back["state_mode"] == "push" and "poll" not in back
+    await a.close()
