@@ -50,6 +50,7 @@
       syncing: false,
       syncAgain: false,
       online: 0,
+      poll: null,        // {head, interval, timer, etag} while state comes by polling
     };
   }
 
@@ -284,6 +285,9 @@
       case "sync":
         onSync(frame);
         break;
+      case "state_mode":
+        onStateMode(frame);
+        break;
       case "online":
         onOnline(frame);
         break;
@@ -343,6 +347,7 @@
     if (!room) return;
     room.joined = true;
     takeEpoch(room, frame);
+    applyStateMode(room, frame);
     room.total = typeof frame.total === "number" ? frame.total : room.total;
     // The reply is authoritative: it holds every section whose version differs
     // from what we said we know, newer or (after a server reset) older.
@@ -393,6 +398,67 @@
     if (sum !== room.total) requestSync(room); // a change did not reach us
   }
 
+
+  // ------------------------------------------------------- state by polling
+  // In a huge room the server stops pushing state and says "poll": the page
+  // then reads the room's head through the CDN every `interval` seconds and
+  // fetches only the sections whose version moved, at their immutable URLs
+  // (the browser's HTTP cache and the CDN do the rest). `?poll=1` forces it.
+  const forcePoll = new URLSearchParams(location.search).get("poll") === "1";
+
+  function onStateMode(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room) return;
+    applyStateMode(room, frame);
+  }
+
+  function applyStateMode(room, frame) {
+    const poll = frame.state_mode === "poll" ? frame.poll
+      : forcePoll ? { head: `/v1/rooms/${encodeURIComponent(room.name)}/state`, interval: 1 }
+      : null;
+    if (poll && isObject(poll) && typeof poll.head === "string") {
+      if (!room.poll) {
+        room.poll = { head: poll.head, interval: Math.max(0.5, Number(poll.interval) || 1) };
+        schedulePoll(room, 0);
+      }
+    } else if (room.poll) {
+      clearTimeout(room.poll.timer);
+      room.poll = null;
+      if (room.joined) requestSync(room); // back to push: catch up once
+    }
+    if (room.name === app.current) {
+      $("room-view").dataset.stateMode = room.poll ? "poll" : "push";
+    }
+  }
+
+  function schedulePoll(room, delayS) {
+    room.poll.timer = setTimeout(() => pollOnce(room), delayS * 1000);
+  }
+
+  async function pollOnce(room) {
+    const poll = room.poll;
+    if (!poll || app.rooms.get(room.name) !== room) return;
+    try {
+      const r = await fetch(poll.head, { headers: { Accept: "application/json" } });
+      if (r.ok) {
+        const head = await r.json();
+        takeEpoch(room, head);
+        const moved = Object.keys(head.versions || {})
+          .filter((s) => room.versions[s] !== head.versions[s]);
+        await Promise.all(moved.map(async (s) => {
+          const rs = await fetch(head.sections[s], { headers: { Accept: "application/json" } });
+          if (!rs.ok) return;
+          const body = await rs.json();
+          if (body.partial > (room.versions[s] || 0)) setSection(room, s, body.partial, body.value);
+        }));
+        room.total = Math.max(room.total, head.total);
+        if (moved.length && room.name === app.current) renderRoom(room);
+      }
+    } catch (_) {
+      // The network hiccuped: the next round tries again.
+    }
+    if (room.poll === poll) schedulePoll(room, poll.interval);
+  }
 
   function requestSync(room) {
     if (room.syncing) {

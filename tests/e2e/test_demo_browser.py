@@ -34,6 +34,7 @@ WS_SPY = """
   window.__drop = null;
   window.__dropped = [];
   window.__batches = 0;
+  window.__stateFrames = 0;
   const keep = (f) => {
     if (f && f.type === "state" && window.__drop && f.section === window.__drop) {
       window.__drop = null;
@@ -51,6 +52,8 @@ WS_SPY = """
       super.onmessage = (ev) => {
         let f = null;
         try { f = JSON.parse(ev.data); } catch (_) { /* not JSON */ }
+        const frames = f && f.type === "batch" && Array.isArray(f.frames) ? f.frames : [f];
+        window.__stateFrames += frames.filter((x) => x && x.type === "state").length;
         if (f && f.type === "batch" && Array.isArray(f.frames)) {
           window.__batches += 1;
           f.frames = f.frames.filter(keep);
@@ -266,6 +269,30 @@ def test_the_page_decodes_batch_frames(tmp_path: Path, new_page: Any) -> None:
         texts = items.all_inner_texts()
         assert [t.split("burst ")[1].strip() for t in texts] == [str(i) for i in range(10)]
         assert page.evaluate("window.__batches") >= 1
+        assert page.js_errors == []
+    finally:
+        srv.stop()
+
+
+def test_a_big_room_takes_state_by_polling(tmp_path: Path, new_page: Any) -> None:
+    """Over --poll-threshold members the server stops pushing state and says
+    "poll": the page reads the head and the moved sections over HTTP."""
+    srv = LiveServer(tmp_path / "poll-data", "--poll-threshold", "1").start()
+    try:
+        page = new_page()
+        page.add_init_script(WS_SPY)
+        join(page, srv, "Dana", "viewer")
+        expect(page.get_by_test_id("room-view")).to_have_attribute("data-state-mode", "poll",
+                                                                    timeout=TIMEOUT_MS)
+        req = urllib.request.Request(
+            f"{srv.url}/v1/rooms/{ROOM}/state/meta", method="POST",
+            data=json.dumps({"value": {"title": "Polled title"}}).encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+        expect(page.get_by_test_id("room-title")).to_have_text("Polled title",
+                                                               timeout=TIMEOUT_MS)
+        assert page.evaluate("window.__stateFrames") == 0  # none came by push
         assert page.js_errors == []
     finally:
         srv.stop()
