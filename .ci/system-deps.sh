@@ -8,6 +8,7 @@ if [ "${1:-}" = venv ]; then
 else
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
