@@ -92,6 +92,7 @@ _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 # What a viewer counts: one occurrence per measured message, in every wire
 # variant (liveroom's server emits type, room, kind, ... in that order; the
 # socket.io peer emits the same object).
+STATE_SECTION = "stage"
 BENCH_MARK = {JSON: b'"kind":"bench"', MSGPACK: b"\xa4kind\xa5bench"}
 # Every action, warm-up ones included: what the server actually pushed.
 ACTION_MARK = {JSON: b'"kind":"', MSGPACK: b"\xa4kind"}
@@ -249,8 +250,8 @@ def install_uvloop() -> None:
 class Stats:
     """Counters of one client process (shared by all its connections)."""
 
-    __slots__ = ("actions", "bytes", "closes", "delivered", "frames", "lost", "samples",
-                 "timeline")
+    __slots__ = ("actions", "bytes", "closes", "delivered", "frames", "last_seq", "lost",
+                 "regressions", "samples", "timeline")
 
     def __init__(self) -> None:
         self.delivered = 0
@@ -260,6 +261,10 @@ class Stats:
         self.lost = 0
         self.closes: dict[int, int] = {}
         self.samples: list[float] = []
+        # State mode, probes only: the last value seen per probe connection,
+        # and how often a probe saw an older value after a newer one.
+        self.last_seq: dict[int, int] = {}
+        self.regressions = 0
         # (wall time, delivered, frames, bytes, actions), cumulative, every 20 ms
         self.timeline: list[tuple[float, int, int, int, int]] = []
 
@@ -380,7 +385,18 @@ class WsClient(asyncio.Protocol):
             return
         samples = self.stats.samples
         for m in messages:
-            if isinstance(m, dict) and m.get("kind") == "bench":
+            if not isinstance(m, dict):
+                continue
+            if m.get("type") == "state":
+                # State mode: the bench fields ride in the section's value.
+                value = m.get("value")
+                if isinstance(value, dict) and value.get("kind") == "bench":
+                    samples.append(now - value["t"])
+                    last = self.stats.last_seq.get(id(self), 0)
+                    if value["s"] < last:
+                        self.stats.regressions += 1
+                    self.stats.last_seq[id(self)] = max(last, value["s"])
+            elif m.get("kind") == "bench":
                 samples.append(now - m["body"]["t"])
 
     # -- setup (slow road) -----------------------------------------------
@@ -480,6 +496,7 @@ class ClientSpec:
     probe_stride: int
     cpus: frozenset[int] | None
     role: str = "viewer"
+    state: bool = False  # publish state changes of section STATE_SECTION, not actions
 
 
 def _token(spec: ClientSpec, index: int) -> str:
@@ -557,6 +574,7 @@ async def _viewers_main(spec: ClientSpec, pipe: Connection) -> None:
     stats.timeline.append((time.time(), stats.delivered, stats.frames, stats.bytes,
                                stats.actions))
     pipe.send(("result", {
+        "last_seq": list(stats.last_seq.values()), "regressions": stats.regressions,
         "timeline": stats.timeline, "samples": stats.samples, "lost": stats.lost,
         "delivered": stats.delivered, "frames": stats.frames, "bytes": stats.bytes,
         "closes": stats.closes,
@@ -592,6 +610,11 @@ async def _publisher_main(spec: ClientSpec, pipe: Connection) -> None:
 
 
 def _action_frame(spec: ClientSpec, kind: str, body: dict[str, Any]) -> bytes:
+    if spec.state:
+        # The value carries the bench fields, so a viewer counts it with the
+        # same marker as an action (``"kind":"bench"``).
+        return encode_liveroom({"type": "state", "room": ROOM, "section": STATE_SECTION,
+                                "value": {"kind": kind, **body}}, spec.codec)
     if spec.mode == LIVEROOM:
         return encode_liveroom({"type": "action", "room": ROOM, "kind": kind, "body": body},
                                spec.codec)
@@ -855,7 +878,7 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         rss_after = rss_bytes(target.pid) if target.pid else 0
 
         pub_spec = ClientSpec(target.mode, target.host, target.port, target.path, codec,
-                              secret, 0, 1, 0, cpus, role="host")
+                              secret, 0, 1, 0, cpus, role="host", state=bool(args.state_hz))
         parent_end, child_end = ctx.Pipe()
         p = ctx.Process(target=_client_process, args=(pub_spec, child_end, True), daemon=True)
         p.start()
@@ -865,7 +888,7 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         if msg[1] != 1:
             raise RuntimeError(f"the publisher could not join: {msg[2]}")
 
-        msg_rate = args.rate / viewers
+        msg_rate = args.state_hz or args.rate / viewers
         t_start = time.time() + 0.2
         t0 = t_start + args.warmup
         t1 = t0 + args.duration
@@ -934,6 +957,19 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         for code, n in o["closes"].items():
             closes[str(code)] = closes.get(str(code), 0) + n
     delivered_per_s = in_window / args.duration
+    if args.state_hz:
+        # Latest-wins: a viewer that falls behind gets the newest value, not
+        # every value, so "loss" is expected there; what must hold is that
+        # no probe ever went back to an older value and every probe ended on
+        # the last one published.
+        last = published["warm"] + published["bench"]
+        finals = [s for o in outs for s in o["last_seq"]]
+        result["state"] = {
+            "section": STATE_SECTION, "hz": args.state_hz, "last_published": last,
+            "probes": len(finals),
+            "probes_ending_on_last": sum(1 for s in finals if s == last),
+            "regressions": sum(o["regressions"] for o in outs),
+        }
     result.update({
         "viewers_joined": joined,
         "messages_per_s": round(published["bench"] / args.duration, 1),
@@ -1037,6 +1073,9 @@ def _parser() -> argparse.ArgumentParser:
                                  "starting one; tokens use $LIVEROOM_JWT_SECRET")
     p.add_argument("--server-pid", type=int,
                    help="with --url: the edge's pid, for its CPU and RSS")
+    p.add_argument("--state-hz", type=float, default=0.0,
+                   help="publish changes of the room's 'stage' section at this rate instead of "
+                        "actions (latest-wins state; --rate is then ignored)")
     p.add_argument("--peer", choices=(SOCKETIO,),
                    help="also run the same load against this server, and give the ratio")
     p.add_argument("--server-cpu", default=server_default, help="CPU(s) for the server")
@@ -1053,6 +1092,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_socketio is not None:
         serve_socketio(args.serve_socketio)
         return 0
+    if args.state_hz and args.peer:
+        raise SystemExit("--state-hz measures liveroom's state path: no --peer")
     if args.viewers < 1 or args.rate <= 0 or not 0 < args.duration <= 60:
         raise SystemExit("need --viewers >= 1, --rate > 0 and 0 < --duration <= 60")
     raise_nofile(args.viewers + 1024)

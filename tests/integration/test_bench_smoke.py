@@ -63,3 +63,16 @@ def test_peer_run_measures_both_and_the_ratio() -> None:
     check_result(r["python-socketio"], "python-socketio", 100)
     assert r["ratio_delivered"] > 0
     assert r["ratio_server_cpu_per_delivery"] is None or r["ratio_server_cpu_per_delivery"] > 0
+
+
+def test_state_mode_reports_latest_wins() -> None:
+    r = run_bench("--viewers", "100", "--state-hz", "30", "--duration", "1",
+                  "--warmup", "0.2", "--drain", "1", timeout=60)
+    check_result(r, "liveroom", 100)
+    st = r["state"]
+    assert st["section"] == "stage" and st["hz"] == 30.0
+    assert st["last_published"] > 0
+    assert st["probes"] > 0
+    # Latest-wins: no probe ever went back to an older value, all end on the last.
+    assert st["regressions"] == 0
+    assert st["probes_ending_on_last"] == st["probes"]
