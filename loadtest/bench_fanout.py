@@ -537,6 +537,10 @@ class _Commands:
         self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         loop.add_reader(pipe.fileno(), self._readable)
+        # uvloop's add_reader makes the fd non-blocking; Connection.send
+        # expects a blocking one (a result bigger than the socket buffer
+        # would fail with EAGAIN). Reads only happen when it is readable.
+        os.set_blocking(pipe.fileno(), True)
 
     def _readable(self) -> None:
         try:
