@@ -1086,6 +1086,9 @@ def _parser() -> argparse.ArgumentParser:
                         "back by x1.15; prints the trials and the best")
     p.add_argument("--max-p99", type=float, default=100.0,
                    help="ms; with --find-max, the latency a kept-up run may not exceed")
+    p.add_argument("--peer-rate", type=float,
+                   help="with --find-max and --peer: the peer's first offered rate "
+                        "(default: --rate / 10)")
     p.add_argument("--peer", choices=(SOCKETIO,),
                    help="also run the same load against this server, and give the ratio")
     p.add_argument("--server-cpu", default=server_default, help="CPU(s) for the server")
@@ -1205,7 +1208,7 @@ def find_max(args: argparse.Namespace, start: Callable[[], ServerProcess], mode:
             best = r
         return ok
 
-    rate = args.rate
+    rate = args.rate if mode == LIVEROOM else (args.peer_rate or args.rate / 10)
     good = 0.0
     for _ in range(12):
         if not trial(rate):
