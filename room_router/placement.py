@@ -121,11 +121,11 @@ class Placement:
             return Route(room, urls, False, g)
         key = f"{room}\x00{client}"
         ordered = rank(self.groups, key)
-        urls = []
+        picks: list[str] = []
         for g in ordered:
-            nodes = {n.node_id: n for n in self.groups[g]}
-            urls.append(nodes[rank(nodes, key)[0]].url)
-        return Route(room, tuple(urls), True, ordered[0])
+            members = {n.node_id: n for n in self.groups[g]}
+            picks.append(members[rank(members, key)[0]].url)
+        return Route(room, tuple(picks), True, ordered[0])
 
     def moved(self, rooms: Iterable[str], before: Placement) -> dict[str, str]:
         """Of ``rooms``, those whose owner group differs from ``before``,
