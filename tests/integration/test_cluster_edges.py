@@ -350,3 +350,56 @@ async def test_recovery_is_honest_about_versions(cluster: tuple[Shared, Cluster]
         assert unknown["recovered"] is False and unknown["reason"] == "epoch_unknown"
     finally:
         await c.close()
+
+
+async def test_kill_the_nats_node_of_an_edge_delivery_resumes_within_2s(
+        cluster: tuple[Shared, Cluster], nats_cluster: NatsCluster) -> None:
+    shared, start = cluster
+    edges = await three_edges(start)
+    room = "fault.nats"
+    await shared.store.apply(room, "placement", {"spread": True})
+    viewers = [await client(e, f"fv{i}") for i, e in enumerate(edges)]
+    sender = await client(edges[0], "fsender")
+    try:
+        for c in [*viewers, sender]:
+            assert (await c.join(room))["type"] == "joined"
+        bus = edges[2].services.bus if edges[2].services else None
+        assert isinstance(bus, NatsBus) and bus.connected_url is not None
+        victim = nats_cluster.urls.index(bus.connected_url)
+        counter = 0
+
+        async def all_hear(timeout: float) -> float:
+            """Send numbered comments until every viewer got one sent after
+            the call started; returns the time it took."""
+            nonlocal counter
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            first = counter + 1
+            got = [False] * len(viewers)
+            while not all(got):
+                assert loop.time() - t0 < timeout, f"not every viewer heard in {timeout}s: {got}"
+                counter += 1
+                await sender.action(room, "comment", {"text": f"c-{counter}"})
+                for i, v in enumerate(viewers):
+                    try:
+                        while not got[i]:
+                            f = await v.recv(0.02)
+                            if f.get("type") == "action" and \
+                                    int(f["body"]["text"].split("-")[1]) >= first:
+                                got[i] = True
+                    except TimeoutError:
+                        pass
+            return loop.time() - t0
+
+        await all_hear(10)  # the subscriptions crossed the routes
+        nats_cluster.kill(victim)
+        try:
+            took = await all_hear(2.0)
+            assert took < 2.0
+            await until(lambda: bus.connected_url not in (None, nats_cluster.urls[victim]),
+                        2, "edge 2 reconnected elsewhere")
+        finally:
+            nats_cluster.restart(victim)
+    finally:
+        for c in [*viewers, sender]:
+            await c.close()
