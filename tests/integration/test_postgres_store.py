@@ -12,14 +12,13 @@ import subprocess
 import sys
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from edge.protocol import Unavailable, VersionConflict
 from state_versions.migrations import (
@@ -28,10 +27,10 @@ from state_versions.migrations import (
     migrate,
     open_database,
 )
-from state_versions.store import MemoryStateStore, StateStore
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
 from state_versions.versions import RoomState
 from tests.pgserver import PgServer
+from tests.state_props import PROPERTY, changes, same
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,161 +58,25 @@ def new_room() -> str:
 
 
 # --------------------------------------------------------------------------
-# The state-version properties, against every store
+# The durable history (the state-version properties shared by every store
+# are in test_state_store_properties.py)
 # --------------------------------------------------------------------------
-# Values are what the edge admits: JSON (ints up to 64 bits, finite floats,
-# any text), nested a little.
-_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
-json_values = st.recursive(
-    _scalars,
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
-                                                              max_size=3),
-    max_leaves=8)
-sections = st.sampled_from(["meta", "pinned", "scoreboard", "stage", "stage.bot"])
-changes = st.lists(st.tuples(sections, json_values), max_size=25)
-PROPERTY = settings(max_examples=25, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
-
-
 @pytest.fixture(scope="module")
-def stores(pg: PgServer) -> Iterator[tuple[asyncio.Runner, dict[str, StateStore]]]:
-    """One event loop for the module's property tests (hypothesis drives a
-    synchronous function; each example runs its coroutine on this loop) and
-    the stores under test; every example uses a room of its own."""
+def history_store(pg: PgServer) -> Iterator[tuple[asyncio.Runner, PostgresStateStore]]:
+    """One event loop for the history property (hypothesis drives a
+    synchronous function; each example runs its coroutine on this loop)."""
     with asyncio.Runner() as runner:
-        pg_store = runner.run(_open_props_store(pg))
-        yield runner, {"memory": MemoryStateStore(), "postgres": pg_store}
-        runner.run(pg_store.close())
+        store = runner.run(_open_props_store(pg))
+        yield runner, store
+        runner.run(store.close())
 
 
 async def _open_props_store(pg: PgServer) -> PostgresStateStore:
     return await open_postgres_store(await pg.create_database("props"), min_size=1, max_size=2)
 
 
-STORE_KINDS = pytest.mark.parametrize("kind", ["memory", "postgres"])
-
-
-def run_property(stores: tuple[asyncio.Runner, dict[str, StateStore]], kind: str,
-                 strategy: st.SearchStrategy[Any],
-                 prop: Callable[[StateStore, str, Any], Awaitable[None]]) -> None:
-    runner, by_kind = stores
-    store = by_kind[kind]
-
-    @PROPERTY
-    @given(strategy)
-    def check(example: Any) -> None:
-        runner.run(prop(store, new_room(), example))
-
-    check()
-
-
-@STORE_KINDS
-def test_total_is_sum_of_partials_and_grows_by_one_per_change(stores, kind) -> None:
-    async def prop(store: StateStore, room: str, seq: list[tuple[str, Any]]) -> None:
-        for i, (section, value) in enumerate(seq, start=1):
-            change = await store.apply(room, section, value)
-            assert change.total == i and change.value == value
-            total, versions = await store.versions(room)
-            assert total == i == sum(versions.values())
-            assert versions[section] == change.partial
-        snap = await store.snapshot(room)
-        assert snap.total == len(seq) == sum(snap.versions().values())
-
-    run_property(stores, kind, changes, prop)
-
-
-@STORE_KINDS
-def test_replaying_changed_sections_onto_total_n_gives_total_n_plus_k(stores, kind) -> None:
-    """A client at total N that applies the sections changed since its
-    versions ends with exactly the store's sections and total N+k."""
-    async def prop(store: StateStore, room: str,
-                   example: tuple[list[tuple[str, Any]], list[tuple[str, Any]]]) -> None:
-        first, then = example
-        for section, value in first:
-            await store.apply(room, section, value)
-        n, client_versions = await store.versions(room)
-        client_values = {s.name: s.value for s in (await store.changed_since(room, {}))[1]}
-        for section, value in then:
-            await store.apply(room, section, value)
-        total, outdated = await store.changed_since(room, client_versions)
-        for s in outdated:
-            client_versions[s.name] = s.partial
-            client_values[s.name] = s.value
-        assert sum(client_versions.values()) == n + len(then) == total
-        assert client_versions == (await store.versions(room))[1]
-        snap = await store.snapshot(room)
-        assert client_values == {name: s.value for name, s in snap.sections.items()}
-        # Only sections that actually moved are sent, in name order.
-        assert {s.name for s in outdated} == {section for section, _ in then}
-        assert [s.name for s in outdated] == sorted(s.name for s in outdated)
-
-    run_property(stores, kind, st.tuples(changes, changes), prop)
-
-
-@STORE_KINDS
-def test_nothing_is_outdated_for_a_client_that_is_up_to_date(stores, kind) -> None:
-    async def prop(store: StateStore, room: str, seq: list[tuple[str, Any]]) -> None:
-        for section, value in seq:
-            await store.apply(room, section, value)
-        total, versions = await store.versions(room)
-        assert await store.changed_since(room, versions) == (total, [])
-
-    run_property(stores, kind, changes, prop)
-
-
-@STORE_KINDS
-def test_compare_and_set_applies_only_at_the_expected_version(stores, kind) -> None:
-    async def prop(store: StateStore, room: str,
-                   example: tuple[list[tuple[str, Any]], str, int]) -> None:
-        seq, section, expected = example
-        for s, value in seq:
-            await store.apply(room, s, value)
-        before, versions = await store.versions(room)
-        current = versions.get(section, 0)
-        if expected == current:
-            change = await store.apply(room, section, "new", expected)
-            assert change.partial == current + 1 and change.total == before + 1
-        else:
-            with pytest.raises(VersionConflict) as info:
-                await store.apply(room, section, "new", expected)
-            assert info.value.extra == {"section": section, "current": current,
-                                        "total": before}
-            # A refused write changes nothing.
-            assert await store.versions(room) == (before, versions)
-
-    run_property(stores, kind,
-                 st.tuples(changes, sections, st.integers(min_value=0, max_value=8)), prop)
-
-
-@STORE_KINDS
-def test_the_store_agrees_with_the_pure_core(stores, kind) -> None:
-    """Every read of the store equals the same read of a RoomState that saw
-    the same changes (values equal and of the same types)."""
-    async def prop(store: StateStore, room: str,
-                   example: tuple[list[tuple[str, Any]], dict[str, int]]) -> None:
-        seq, known = example
-        model = RoomState(room)
-        for section, value in seq:
-            assert await store.apply(room, section, value) == model.apply(section, value)
-        assert await store.versions(room) == (model.total, model.versions())
-        total, outdated = await store.changed_since(room, known)
-        assert total == model.total
-        assert same(outdated, model.changed_since(known))
-        snap = await store.snapshot(room)
-        assert snap.total == model.total
-        assert same(dict(snap.sections), dict(model.snapshot().sections))
-        for name in ["meta", "stage.bot", "nosuch"]:
-            assert same(await store.section(room, name), model.get(name))
-
-    run_property(stores, kind, st.tuples(
-        changes, st.dictionaries(sections, st.integers(min_value=0, max_value=6))), prop)
-
-
-def test_history_is_every_change_and_rebuilds_every_snapshot(stores) -> None:
-    runner, by_kind = stores
-    store = by_kind["postgres"]
-    assert isinstance(store, PostgresStateStore)
+def test_history_is_every_change_and_rebuilds_every_snapshot(history_store) -> None:
+    runner, store = history_store
 
     async def prop(room: str, seq: list[tuple[str, Any]]) -> None:
         model = RoomState(room)
@@ -238,22 +101,6 @@ def test_history_is_every_change_and_rebuilds_every_snapshot(stores) -> None:
         runner.run(prop(new_room(), seq))
 
     check()
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal, and of the same types all the way down (1.0 is not 1 here:
-    msgpack and JSON clients can tell them apart)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if hasattr(a, "__dataclass_fields__"):
-        return all(same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
-    if isinstance(a, float) and a == 0.0:
-        return str(a) == str(b)  # -0.0 stays -0.0
-    return bool(a == b)
 
 
 # --------------------------------------------------------------------------
