@@ -130,19 +130,50 @@ async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
     else:
         bus = MemoryBus()
         log.warning("no --nats: in-process bus, this node sees only its own rooms")
-    if opts.redis or opts.postgres:
-        raise SystemExit("--redis/--postgres need the Redis and PostgreSQL adapters "
-                         "(branch scale-data), not in this build yet")
-    store: StateStore = MemoryStateStore()
-    registry: ConnectionRegistry = MemoryConnectionRegistry()
-    nodes: NodeRegistry = MemoryNodeRegistry()
-    online: OnlineCounts = MemoryOnlineCounts()
-    log.warning("no --redis: state, registries and counts are in this process only")
-    sqlite = SqliteInbox(opts.data_dir / f"inbox-{opts.node_id}.sqlite3")
-    await sqlite.open()
-    closers.append(sqlite.close)
-    log.warning("no --postgres: the peer inbox is a local SQLite file")
-    return Services(bus, store, registry, sqlite, nodes, online, closers)
+    store: StateStore
+    registry: ConnectionRegistry
+    nodes: NodeRegistry
+    online: OnlineCounts
+    inbox: Inbox
+    pg_store: Any = None
+    if opts.postgres:
+        from room_router.inbox_postgres import open_postgres_inbox
+        from state_versions.store_postgres import open_postgres_store
+
+        pg_inbox = await open_postgres_inbox(opts.postgres)
+        closers.append(pg_inbox.close)
+        inbox = pg_inbox
+        if not opts.redis:
+            pg_store = await open_postgres_store(opts.postgres)
+            closers.append(pg_store.close)
+        log.info("postgres: peer inbox%s", "" if opts.redis else " and state store")
+    else:
+        sqlite = SqliteInbox(opts.data_dir / f"inbox-{opts.node_id}.sqlite3")
+        await sqlite.open()
+        closers.append(sqlite.close)
+        inbox = sqlite
+        log.warning("no --postgres: the peer inbox is a local SQLite file")
+    if opts.redis:
+        from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
+        from room_router.redis_conn import open_redis
+        from room_router.registry_redis import RedisConnectionRegistry
+        from state_versions.store_redis import RedisStateStore
+
+        client = open_redis(opts.redis)
+        closers.append(client.aclose)
+        store = await RedisStateStore.open(client)
+        # Connections are re-asserted by every heartbeat: expire after a few.
+        registry = RedisConnectionRegistry(client, ttl=max(10.0, 5 * opts.heartbeat))
+        nodes = RedisNodeRegistry(client)
+        online = RedisOnlineCounts(client)
+        log.info("redis: %s (state, registries, online counts)", opts.redis)
+    else:
+        store = pg_store if pg_store is not None else MemoryStateStore()
+        registry = MemoryConnectionRegistry()
+        nodes = MemoryNodeRegistry()
+        online = MemoryOnlineCounts()
+        log.warning("no --redis: registries and counts are in this process only")
+    return Services(bus, store, registry, inbox, nodes, online, closers)
 
 
 class Heartbeat:
@@ -189,14 +220,21 @@ class Heartbeat:
             log.warning("could not deregister %s", self.info.node_id, exc_info=True)
 
     async def beat(self) -> None:
-        try:
-            await self._beat()
-            self.beats += 1
-        except Exception as exc:
-            # Redis or the network is away: keep serving what we have, try
-            # again next period (everything is re-written each time).
-            self.failures += 1
-            log.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
+        # Two tries: after a Redis restart the first command meets a pooled
+        # connection the server closed, and fails; that connection is
+        # dropped, so a second try at once gets a fresh one. Without it the
+        # registries would be rebuilt only one period later.
+        for attempt in (1, 2):
+            try:
+                await self._beat()
+                self.beats += 1
+                return
+            except Exception as exc:
+                # Redis or the network is away: keep serving what we have,
+                # try again next period (everything is re-written each time).
+                self.failures += 1
+                if attempt == 2:
+                    log.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
 
     async def _beat(self) -> None:
         s, node = self.services, self.node

@@ -34,6 +34,16 @@ async def route(request: web.Request) -> web.Response:
     return web.json_response(answer.to_json(), headers={"Cache-Control": "no-store"})
 
 
+async def cluster(request: web.Request) -> web.Response:
+    """The live edge groups as this process sees them (operations, tests)."""
+    placement = request.app[VIEW_KEY].placement
+    return web.json_response(
+        {"groups": {g: [{"node": n.node_id, "url": n.url} for n in nodes]
+                    for g, nodes in placement.groups.items()}},
+        headers={"Cache-Control": "no-store"})
+
+
 def add_route_endpoint(app: web.Application, view: ClusterView) -> None:
     app[VIEW_KEY] = view
     app.router.add_get("/v1/route", route)
+    app.router.add_get("/v1/cluster", cluster)
