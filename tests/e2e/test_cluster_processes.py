@@ -6,7 +6,14 @@ a NATS node killed, Redis restarted empty, an edge killed."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +27,10 @@ from room_router.nodes_redis import RedisNodeRegistry
 from room_router.placement import owner
 from room_router.redis_conn import open_redis
 from tests.cluster_support import ResumingClient, RoleServer, route, token, until
-from tests.natsserver import NatsCluster
+from tests.natsserver import NatsCluster, free_port
 from tests.pgserver import PgServer
-from tests.redisserver import RedisServer
-from tests.support import API_KEY
+from tests.redisserver import RedisClusterServers, RedisServer
+from tests.support import API_KEY, JWT_SECRET, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -54,9 +61,11 @@ class Cluster:
     prefix: str
     router: RoleServer | None = None
     edges: list[RoleServer] = field(default_factory=list)
+    redis_url: str | None = None  # instead of ``redis`` (a Redis Cluster)
 
     def _services(self, nats: list[str] | None = None) -> list[str]:
-        return ["--nats", ",".join(nats or self.nats.urls), "--redis", self.redis.url,
+        return ["--nats", ",".join(nats or self.nats.urls),
+                "--redis", self.redis_url or self.redis.url,
                 "--postgres", self.postgres, "--subject-prefix", self.prefix]
 
     def router_server(self) -> RoleServer:
@@ -382,3 +391,86 @@ async def test_fault_kill_an_edge_clients_reconnect_resync_and_lose_no_peer_mess
     finally:
         await sender.close()
         await user.close()
+
+
+async def test_cdn_role_serves_the_shared_state(cluster: Cluster,
+                                                http: aiohttp.ClientSession) -> None:
+    edge = cluster.edge_server(0)
+    cdn = RoleServer("cdn", cluster.tmp / "cdn", "--node-id", "cdn-0", *ROLE_ARGS,
+                     *cluster._services())
+    await asyncio.gather(asyncio.to_thread(edge.start), asyncio.to_thread(cdn.start))
+    try:
+        wrote = await set_section(http, edge, "polled:1", "meta", {"title": "from an edge"})
+        async with http.get(f"{cdn.url}/v1/rooms/polled:1/state") as r:
+            head = await r.json()
+            assert r.status == 200 and head["total"] == wrote["total"], head
+            assert head["versions"] == {"meta": 1}
+    finally:
+        cdn.stop()
+
+
+def test_liveroom_cluster_runs_three_edges_and_a_router(cluster: Cluster,
+                                                        tmp_path: Path) -> None:
+    """``liveroom cluster --edges 3`` against the test's services: the router
+    answers routes to three distinct edges, and SIGTERM stops everything."""
+    port = free_port()
+    env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liveroom.cli", "cluster", "--edges", "3", "--port", str(port),
+         "--heartbeat", "0.5", "--data-dir", str(tmp_path / "cl"), *cluster._services()],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:
+            lines.append(line)
+            if "cluster ready" in line or time.monotonic() > deadline:
+                break
+        assert any("cluster ready" in ln for ln in lines), "".join(lines)
+        listening = re.compile(r"listening on http://[\d.]+:\d+ \((\{.*\})\)")
+        infos = [json.loads(m.group(1)) for ln in lines if (m := listening.search(ln))]
+        edges = {i["public_url"] for i in infos if i["role"] == "edge"}
+        assert len(edges) == 3, lines
+        urls: set[str] = set()
+        deadline = time.monotonic() + 10
+        while len(urls) < 3:
+            assert time.monotonic() < deadline, urls
+            for k in range(30):
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{port}/v1/route?room=c-{k}", timeout=2) as r:
+                        urls.add(json.load(r)["url"])
+                except OSError:
+                    pass
+        assert urls == edges
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_roles_on_a_redis_cluster(cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    """The same roles against a 3-master Redis Cluster (redis+cluster://):
+    placement, state through the hash-tagged keys, peer across edges."""
+    with RedisClusterServers() as rc:
+        cluster.redis_url = rc.url
+        edges = await three(cluster, http)
+        room = "rc.room:1"
+        answer = await route(http, cluster.base, room)
+        owner_edge = next(e for e in edges if e.public_url == answer["url"])
+        await set_section(http, edges[0], room, "meta", {"title": "on a cluster"})
+        amy = await connect(http, owner_edge.public_url, "amy")
+        ben = await connect(http, edges[(edges.index(owner_edge) + 1) % 3].public_url, "ben")
+        try:
+            joined = await amy.join(room)
+            assert joined["type"] == "joined" and joined["versions"] == {"meta": 1}
+            await amy.peer("ben", {"text": "via the cluster"}, "rc1")
+            got = await ben.expect("peer", timeout=5)
+            assert got["body"] == {"text": "via the cluster"}
+        finally:
+            await amy.close()
+            await ben.close()
+            cluster.stop()
