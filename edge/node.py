@@ -40,6 +40,7 @@ from edge.protocol import (
     InternalError,
     LiveroomError,
     Priority,
+    RateLimited,
     Unauthorized,
     UnsupportedVersion,
     action_priority,
@@ -47,7 +48,7 @@ from edge.protocol import (
     encode_msgpack,
     head_url,
 )
-from edge.ratelimit import RateLimiter
+from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -76,7 +77,8 @@ class EdgeNode:
                  store: StateStore, bus: Bus, registry: ConnectionRegistry,
                  inbox: Inbox, metrics: Metrics,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 shared_action_limiter: SharedRateLimiter | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self.store = store
@@ -91,6 +93,9 @@ class EdgeNode:
         self._monotonic = monotonic
         self._action_limiter = RateLimiter(config.action_rate)
         self._peer_limiter = RateLimiter(config.peer_rate)
+        # The per-user action limit across edges (Redis), checked after the
+        # local one and before publishing: see room_router/ratelimit_redis.py.
+        self._shared_action_limiter = shared_action_limiter
         self._room_subs: dict[str, Subscription] = {}
         self._seq: dict[str, int] = {}
         self._users: dict[str, set[Conn]] = {}
@@ -217,6 +222,10 @@ class EdgeNode:
         if isinstance(cmd, SendAction):
             assert session.identity is not None
             ident = session.identity
+            if self._shared_action_limiter is not None:
+                wait = await self._shared_action_limiter.check(ident.user, cmd.room)
+                if wait:
+                    raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
             self.publish_action(cmd.room, cmd.kind, cmd.body,
                                 {"id": ident.user, "name": ident.name, "role": ident.role})
         elif isinstance(cmd, Join):
