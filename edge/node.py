@@ -421,6 +421,15 @@ class EdgeNode:
             enc = Encoded({"type": "online", "room": room, "count": count})
             self._account(self.hub.broadcast(room, enc, now), now)
 
+    # -- what the heartbeat re-asserts (distributed registries) ------------
+    def local_connections(self) -> list[tuple[str, int]]:
+        """(user, connection id) of every authenticated local connection."""
+        return [(user, conn.cid) for user, conns in self._users.items() for conn in conns]
+
+    def local_counts(self) -> dict[str, int]:
+        """Each room with local members -> its local member count."""
+        return {room: self.hub.count(room) for room in self.hub.rooms}
+
     # -- peer messages ---------------------------------------------------
     async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:
         msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
