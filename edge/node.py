@@ -42,6 +42,7 @@ from edge.protocol import (
     InternalError,
     LiveroomError,
     Priority,
+    RateLimited,
     Unauthorized,
     UnsupportedVersion,
     action_priority,
@@ -50,7 +51,7 @@ from edge.protocol import (
     head_url,
     redirect_frame,
 )
-from edge.ratelimit import RateLimiter
+from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -80,7 +81,8 @@ class EdgeNode:
                  store: StateStore, bus: Bus, registry: ConnectionRegistry,
                  inbox: Inbox, metrics: Metrics,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 shared_action_limiter: SharedRateLimiter | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self.store = store
@@ -95,6 +97,9 @@ class EdgeNode:
         self._monotonic = monotonic
         self._action_limiter = RateLimiter(config.action_rate)
         self._peer_limiter = RateLimiter(config.peer_rate)
+        # The per-user action limit across edges (Redis), checked after the
+        # local one and before publishing: see room_router/ratelimit_redis.py.
+        self._shared_action_limiter = shared_action_limiter
         self._room_subs: dict[str, Subscription] = {}
         self._seq: dict[str, int] = {}
         self._users: dict[str, set[Conn]] = {}
@@ -122,11 +127,6 @@ class EdgeNode:
         if self._node_sub is not None:
             self._node_sub.unsubscribe()
             self._node_sub = None
-
-    def connections(self) -> list[tuple[str, int]]:
-        """(user, connection id) of every authenticated local connection: what
-        this node re-asserts in the connection registry on each heartbeat."""
-        return [(user, conn.cid) for user, conns in self._users.items() for conn in conns]
 
     def verify(self, token: object, now: float) -> Identity:
         return verify_token(token, self._secret, now)
@@ -232,6 +232,10 @@ class EdgeNode:
         if isinstance(cmd, SendAction):
             assert session.identity is not None
             ident = session.identity
+            if self._shared_action_limiter is not None:
+                wait = await self._shared_action_limiter.check(ident.user, cmd.room)
+                if wait:
+                    raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
             self.publish_action(cmd.room, cmd.kind, cmd.body,
                                 {"id": ident.user, "name": ident.name, "role": ident.role})
         elif isinstance(cmd, Join):
@@ -478,6 +482,15 @@ class EdgeNode:
             if self.hub.leave(conn, room):
                 self._room_emptied(room)
         return len(members)
+
+    # -- what the heartbeat re-asserts (distributed registries) ------------
+    def local_connections(self) -> list[tuple[str, int]]:
+        """(user, connection id) of every authenticated local connection."""
+        return [(user, conn.cid) for user, conns in self._users.items() for conn in conns]
+
+    def local_counts(self) -> dict[str, int]:
+        """Each room with local members -> its local member count."""
+        return {room: self.hub.count(room) for room in self.hub.rooms}
 
     # -- peer messages ---------------------------------------------------
     async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:

@@ -44,6 +44,7 @@ from cdn.origin import CdnConfig, CdnOrigin
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from edge.node import EdgeNode
+from edge.ratelimit import SharedRateLimiter
 from edge.web import build_app, errors_middleware
 from room_router.bus import Bus, MemoryBus
 from room_router.gate import ClusterView, PlacementGate
@@ -104,6 +105,8 @@ class Services:
     nodes: NodeRegistry
     online: OnlineCounts
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The per-user action limit across edges (Redis), when there is one.
+    shared_action_limiter: SharedRateLimiter | None = None
 
     async def close(self) -> None:
         for close in reversed(self.closers):
@@ -135,6 +138,19 @@ async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
     nodes: NodeRegistry
     online: OnlineCounts
     inbox: Inbox
+    if opts.redis and opts.postgres:
+        # The full deployment: every adapter from scale-data's one call (the
+        # two-tier store: Redis hot, PostgreSQL durable; the shared limit).
+        from liveroom.services import open_distributed_stores
+
+        stores = await open_distributed_stores(
+            opts.redis, opts.postgres, action_rate=opts.config.action_rate,
+            registry_ttl=max(10.0, 5 * opts.heartbeat))
+        closers.append(stores.close)
+        log.info("redis %s + postgres: tiered state, inbox, registries, counts, limits",
+                 opts.redis)
+        return Services(bus, stores.state, stores.registry, stores.inbox, stores.nodes,
+                        stores.online, closers, shared_action_limiter=stores.action_limiter)
     pg_store: Any = None
     if opts.postgres:
         from room_router.inbox_postgres import open_postgres_inbox
@@ -242,11 +258,11 @@ class Heartbeat:
         await s.nodes.heartbeat(self.info, self.ttl, now)
         local: dict[str, int] = {}
         if node is not None:
-            local = {room: len(r.members) for room, r in node.hub.rooms.items()}
+            local = node.local_counts()
             await s.online.report(self.info.node_id, local, self.ttl, now)
             refresh = getattr(s.registry, "refresh", None)
             if refresh is not None:
-                await refresh(self.info.node_id, node.connections())
+                await refresh(self.info.node_id, node.local_connections())
         live = await s.nodes.live(now)
         before, after = self.view.placement, Placement(live, self.view.placement.big_threshold)
         self.view.placement = after
@@ -337,7 +353,8 @@ class RoleProcess:
         secret = _jwt_secret(opts)
         node = self.node = EdgeNode(node_id=opts.node_id, config=opts.config,
                                     jwt_secret=secret, store=s.store, bus=s.bus,
-                                    registry=s.registry, inbox=s.inbox, metrics=self.metrics)
+                                    registry=s.registry, inbox=s.inbox, metrics=self.metrics,
+                                    shared_action_limiter=s.shared_action_limiter)
         node.gate = PlacementGate(view, opts.group)
         node.start()
         cdn = CdnOrigin(s.store, opts.cdn, self.metrics.registry)

@@ -32,7 +32,7 @@ Tables (``migrations/0001_init.sql``): ``rooms`` (the total version),
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.protocol import VersionConflict
@@ -175,6 +175,38 @@ class PostgresStateStore:
             return None
         return Snapshot(room, total,
                         {r["section"]: _section(r) for r in rows if r["partial"] is not None})
+
+    async def record(self, changes: Sequence[Change]) -> tuple[int, int]:
+        """Record changes another tier already applied and versioned (the
+        write-behind of ``store_tiered``), in one statement. Returns
+        (history rows written, changes skipped because their value is not
+        JSON). Rows already there (a repeated batch) are kept as they are."""
+        rooms: list[str] = []
+        names: list[str] = []
+        partials: list[int] = []
+        totals: list[int] = []
+        values: list[str] = []
+        skipped = 0
+        for c in changes:
+            try:
+                encoded = _encode_json(c.value)
+            except (TypeError, ValueError):
+                skipped += 1
+                continue
+            if not (0 < c.partial <= _BIGINT_MAX and 0 < c.total <= _BIGINT_MAX):
+                skipped += 1
+                continue
+            rooms.append(c.room)
+            names.append(c.section)
+            partials.append(c.partial)
+            totals.append(c.total)
+            values.append(encoded)
+        if not rooms:
+            return 0, skipped
+        written = await self._db(
+            "fetchval", "SELECT state_record($1::text[], $2::text[], $3::bigint[],"
+            " $4::bigint[], $5::json[])", rooms, names, partials, totals, values)
+        return int(written), skipped
 
     async def history(self, room: str, after: int = 0, limit: int = 1000) -> list[Change]:
         """The changes applied to ``room`` after total ``after``, in order."""

@@ -28,7 +28,7 @@ from state_versions.migrations import (
     open_database,
 )
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
-from state_versions.versions import RoomState
+from state_versions.versions import Change, RoomState
 from tests.pgserver import PgServer
 from tests.state_props import PROPERTY, changes, same
 
@@ -169,6 +169,38 @@ async def test_changed_since_with_unknown_sections_and_absurd_versions(
     assert await store.section(new_room(), "meta") is None
     snap = await store.snapshot(new_room())
     assert snap.total == 0 and snap.sections == {}
+
+
+# --------------------------------------------------------------------------
+# Recording changes versioned elsewhere (the two-tier store's write-behind)
+# --------------------------------------------------------------------------
+async def test_record_keeps_given_versions_and_only_moves_forward(
+        store: PostgresStateStore) -> None:
+    room, other = new_room(), new_room()
+    batch = [Change(room, "meta", 1, 1, {"v": 1}), Change(other, "meta", 1, 1, "o"),
+             Change(room, "stage", 1, 2, [1]), Change(room, "meta", 2, 3, {"v": 2})]
+    assert await store.record(batch) == (4, 0)
+    assert same(await store.history(room), [batch[0], batch[2], batch[3]])
+    snap = await store.snapshot(room)
+    assert snap.total == 3 and snap.versions() == {"meta": 2, "stage": 1}
+    assert snap.sections["meta"].value == {"v": 2}
+    # The same batch again (a retry after a lost reply) changes nothing.
+    assert await store.record(batch) == (0, 0)
+    assert same(await store.history(room), [batch[0], batch[2], batch[3]])
+    # A late change older than what is stored does not move a section back;
+    # values the database cannot hold, or absurd versions, are skipped.
+    late = [Change(room, "meta", 1, 4, "late"), Change(room, "x", 1, 5, b"bytes"),
+            Change(room, "y", 0, 6, 1), Change(room, "z", 1, 2**64, 1)]
+    assert await store.record(late) == (1, 3)
+    snap = await store.snapshot(room)
+    assert snap.sections["meta"].value == "late" and snap.total == 4
+    older = [Change(room, "meta", 1, 2, "older")]
+    assert await store.record(older) == (0, 0)  # total 2 is in the history already
+    assert (await store.section(room, "meta")).value == "late"  # type: ignore[union-attr]
+    assert await store.record([]) == (0, 0)
+    # Applies after recorded changes go on from the recorded total.
+    change = await store.apply(room, "meta", "applied")
+    assert (change.partial, change.total) == (2, 5)
 
 
 # --------------------------------------------------------------------------

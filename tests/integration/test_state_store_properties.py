@@ -1,6 +1,6 @@
 """The state-version properties, the same ones against every StateStore:
 memory, Redis standalone, Redis Cluster, PostgreSQL, and the two-tier store
-(Redis hot, PostgreSQL durable). Every example uses a room of its own, so
+(Redis hot, PostgreSQL durable, written behind). Every example uses a room of its own, so
 the stores (and the servers under them) are shared by the whole module.
 
 Properties: the total is the sum of the partials and grows by one per change;
@@ -27,12 +27,13 @@ from room_router.redis_conn import open_redis
 from state_versions.store import MemoryStateStore, StateStore
 from state_versions.store_postgres import open_postgres_store
 from state_versions.store_redis import RedisStateStore
+from state_versions.store_tiered import TieredStateStore
 from state_versions.versions import RoomState
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.state_props import PROPERTY, changes, new_room, same, sections
 
-KINDS = ["memory", "redis", "redis-cluster", "postgres"]
+KINDS = ["memory", "redis", "redis-cluster", "postgres", "tiered"]
 STORE_KINDS = pytest.mark.parametrize("kind", KINDS)
 
 
@@ -55,12 +56,20 @@ def stores(pg: PgServer, redis_server: RedisServer, redis_cluster: RedisClusterS
                 "redis-cluster": await RedisStateStore.open(open_redis(redis_cluster.url)),
                 "postgres": await open_postgres_store(await pg.create_database("props"),
                                                       min_size=1, max_size=2),
+                "tiered": TieredStateStore(
+                    await RedisStateStore.open(open_redis(redis_server.url)),
+                    await open_postgres_store(await pg.create_database("tiered"),
+                                              min_size=1, max_size=2)),
             }
 
         by_kind = runner.run(open_all())
         yield runner, by_kind
 
         async def close_all() -> None:
+            tiered = by_kind["tiered"]
+            await tiered.close()
+            await tiered.durable.close()
+            await tiered.hot.client.aclose()
             await by_kind["postgres"].close()
             for kind in ("redis", "redis-cluster"):
                 await by_kind[kind].client.aclose()
