@@ -474,3 +474,23 @@ async def test_roles_on_a_redis_cluster(cluster: Cluster, http: aiohttp.ClientSe
             await amy.close()
             await ben.close()
             cluster.stop()
+
+
+async def test_stopping_an_edge_its_group_leaves_and_clients_resume_at_the_new_owner(
+        cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    edges = await three(cluster, http)
+    room = next(r for r in (f"leave-{i}" for i in range(100))
+                if owner(r, ["g0", "g1", "g2"]) == "g2")
+    new_owner = owner(room, ["g0", "g1"])
+    await set_section(http, edges[0], room, "meta", {"title": "t"})
+    user = ResumingClient(http, cluster.base, "lee", room)
+    await user.connect()
+    assert user.url == edges[2].public_url
+    assert user.client is not None
+    edges[2].stop()  # SIGTERM: deregisters at once, closes clients with 4101
+    await user.pump(3.0)
+    assert user.closed and user.client.ws.close_code == 4101
+    joined = await user.connect()
+    assert user.url == edges[int(new_owner[1:])].public_url
+    assert joined["recovered"] is True and joined["sections"] == []
+    await user.close()
