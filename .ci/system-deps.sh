@@ -9,6 +9,14 @@ else
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+  # The distributed stores' integration tests start their own servers:
+  # PostgreSQL (initdb + postgres, tests/pgserver.py) and Redis standalone and
+  # Cluster (tests/redisserver.py; redis-cli joins the cluster).
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 \
+    || need+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""

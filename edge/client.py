@@ -57,11 +57,15 @@ class LiveroomClient:
     @classmethod
     async def connect(cls, url: str, token: str, *, codec: str = MSGPACK,
                       session: aiohttp.ClientSession | None = None,
-                      timeout: float = 5.0) -> Self:
-        """Open and say hello; raises ClosedError or returns with ``welcome`` set."""
+                      timeout: float = 5.0, inbox_cursor: int | None = None) -> Self:
+        """Open and say hello; raises ClosedError or returns with ``welcome`` set.
+        ``inbox_cursor``: the highest peer seq processed before (a resume)."""
         client = await cls.open(url, codec=codec, session=session)
         try:
-            await client.send({"type": "hello", "token": token, "v": 1})
+            hello: dict[str, Any] = {"type": "hello", "token": token, "v": 1}
+            if inbox_cursor is not None:
+                hello["inbox_cursor"] = inbox_cursor
+            await client.send(hello)
             first = await client.recv(timeout)
             if first.get("type") != "welcome":
                 raise ClosedError(None, f"hello refused: {first}")
@@ -126,11 +130,12 @@ class LiveroomClient:
             if frame.get("type") == ftype and all(frame.get(k) == v for k, v in match.items()):
                 return frame
 
-    async def request(self, frame: dict[str, Any], reply: str,
+    async def request(self, frame: dict[str, Any], reply: str | tuple[str, ...],
                       timeout: float = 5.0) -> dict[str, Any]:
         """Send ``frame`` with a fresh ``ref``; the reply of type ``reply`` or
         the ``error`` with that ref, whichever comes first. Frames that arrive
         meanwhile are kept, in order, for the next ``recv``."""
+        replies = (reply,) if isinstance(reply, str) else reply
         ref = self.next_ref()
         await self.send({**frame, "ref": ref})
         loop = asyncio.get_running_loop()
@@ -142,17 +147,22 @@ class LiveroomClient:
                 if left <= 0:
                     raise TimeoutError(f"no reply to {frame.get('type')} in {timeout}s")
                 got = await self.recv(left)
-                if got.get("ref") == ref and got.get("type") in (reply, "error"):
+                if got.get("ref") == ref and (got.get("type") in replies
+                                              or got.get("type") == "error"):
                     return got
                 kept.append(got)
         finally:
             self._pending.extendleft(reversed(kept))
 
-    async def join(self, room: str, known: dict[str, int] | None = None) -> dict[str, Any]:
+    async def join(self, room: str, known: dict[str, int] | None = None,
+                   epoch: str | None = None) -> dict[str, Any]:
+        """``joined``, or ``redirect`` when this edge does not serve the room."""
         frame: dict[str, Any] = {"type": "join", "room": room}
         if known:
             frame["known"] = known
-        return await self.request(frame, "joined")
+        if epoch is not None:
+            frame["epoch"] = epoch
+        return await self.request(frame, ("joined", "redirect"))
 
     async def action(self, room: str, kind: str, body: Any) -> None:
         await self.send({"type": "action", "room": room, "kind": kind, "body": body})

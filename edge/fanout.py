@@ -41,7 +41,7 @@ event loop.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -330,10 +330,13 @@ class Hub:
                 result.closed.append(conn)
         return result
 
-    def online_changes(self) -> Iterable[tuple[str, int]]:
-        """Rooms whose member count changed since the last call, with the count."""
+    def online_changes(self, elsewhere: Mapping[str, int] | None = None
+                       ) -> Iterable[tuple[str, int]]:
+        """Rooms whose member count changed since the last call, with the count:
+        the local members plus ``elsewhere`` (members on other edges)."""
+        extra = elsewhere or {}
         for local in self.rooms.values():
-            n = len(local.members)
+            n = len(local.members) + extra.get(local.room, 0)
             if n != local.reported_count:
                 local.reported_count = n
                 yield local.room, n

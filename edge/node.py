@@ -34,20 +34,24 @@ from edge.protocol import (
     JSON,
     MSGPACK,
     PROTOCOL_VERSION,
+    REDIRECT_MOVED,
+    REDIRECT_NOT_OWNER,
     CloseCode,
     Encoded,
     FrameTooLarge,
     InternalError,
     LiveroomError,
     Priority,
+    RateLimited,
     Unauthorized,
     UnsupportedVersion,
     action_priority,
     decode_frame,
     encode_msgpack,
     head_url,
+    redirect_frame,
 )
-from edge.ratelimit import RateLimiter
+from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -62,6 +66,7 @@ from edge.session import (
     WriteState,
 )
 from room_router.bus import Bus, Subscription, node_subject, room_subject
+from room_router.gate import RoomGate
 from room_router.inbox import Inbox, PeerMessage
 from room_router.registry import ConnectionRegistry
 from state_versions.store import StateStore
@@ -76,7 +81,8 @@ class EdgeNode:
                  store: StateStore, bus: Bus, registry: ConnectionRegistry,
                  inbox: Inbox, metrics: Metrics,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 shared_action_limiter: SharedRateLimiter | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self.store = store
@@ -91,11 +97,20 @@ class EdgeNode:
         self._monotonic = monotonic
         self._action_limiter = RateLimiter(config.action_rate)
         self._peer_limiter = RateLimiter(config.peer_rate)
+        # The per-user action limit across edges (Redis), checked after the
+        # local one and before publishing: see room_router/ratelimit_redis.py.
+        self._shared_action_limiter = shared_action_limiter
         self._room_subs: dict[str, Subscription] = {}
         self._seq: dict[str, int] = {}
         self._users: dict[str, set[Conn]] = {}
         self._next_cid = 0
         self._node_sub: Subscription | None = None
+        # The distributed deployment sets these (liveroom.distributed): the
+        # gate says whether this edge serves a room (else the join gets a
+        # redirect); online_elsewhere holds each local room's members on the
+        # OTHER live edges, so the online count is the sum over the cluster.
+        self.gate: RoomGate | None = None
+        self.online_elsewhere: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -217,6 +232,10 @@ class EdgeNode:
         if isinstance(cmd, SendAction):
             assert session.identity is not None
             ident = session.identity
+            if self._shared_action_limiter is not None:
+                wait = await self._shared_action_limiter.check(ident.user, cmd.room)
+                if wait:
+                    raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
             self.publish_action(cmd.room, cmd.kind, cmd.body,
                                 {"id": ident.user, "name": ident.name, "role": ident.role})
         elif isinstance(cmd, Join):
@@ -260,7 +279,21 @@ class EdgeNode:
             },
         })
         await self.registry.add(ident.user, self.node_id, conn.cid)
-        await self.replay_inbox(conn)
+        if cmd.inbox_cursor is None:
+            await self.replay_inbox(conn)
+            return
+        # A resuming client said what it has: replay only what follows, then
+        # say honestly whether the inbox could be read to the end.
+        conn.peer_upto = max(conn.peer_upto, cmd.inbox_cursor)
+        start = conn.peer_upto
+        report: dict[str, Any] = {"type": "inbox", "recovered": True}
+        try:
+            await self.replay_inbox(conn)
+        except Exception:
+            log.exception("inbox replay failed for %s", conn.user)
+            report.update(recovered=False, reason="inbox_unavailable")
+        report.update(upto=conn.peer_upto, cursor=start)
+        self._reply(conn, report)
 
     async def replay_inbox(self, conn: Conn) -> None:
         """Deliver the user's unacknowledged peer messages in seq order.
@@ -285,6 +318,12 @@ class EdgeNode:
     # -- rooms -----------------------------------------------------------
     async def _join(self, conn: Conn, cmd: Join) -> None:
         room = cmd.room
+        if self.gate is not None and room not in conn.rooms:
+            route = await self.gate.redirect_for(room)
+            if route is not None:
+                self._reply(conn, redirect_frame(room, route.urls, REDIRECT_NOT_OWNER,
+                                                 cmd.ref))
+                return
         if self.hub.join(conn, room):
             self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
             self.metrics.rooms.set(len(self.hub.rooms))
@@ -330,15 +369,30 @@ class EdgeNode:
         the sections the client is missing. Versions the client kept from
         another store epoch (the store was reset) mean nothing: it gets every
         section again."""
+        resuming = bool(known) or epoch is not None
+        reason: str | None = None
         if epoch is not None and epoch != self.store.epoch:
-            known = {}
+            known, reason = {}, "epoch_changed"
         total, versions = await self.store.versions(room)
+        if any(v > versions.get(s, 0) for s, v in known.items()):
+            # The client holds versions the store never reached: the store
+            # lost history. Its versions mean nothing here: resend all.
+            known, reason = {}, "versions_ahead"
+        elif known and epoch is None:
+            reason = "epoch_unknown"  # comparable only if from this epoch
         _, outdated = await self.store.changed_since(room, known)
-        return {
+        reply: dict[str, Any] = {
             "room": room, "epoch": self.store.epoch, "total": total, "versions": versions,
             "sections": [{"section": s.name, "partial": s.partial, "value": s.value}
                          for s in outdated],
         }
+        if resuming:
+            # Honest recovery: true only when the client's versions were
+            # comparable, so the sections above bring it exactly up to date.
+            reply["recovered"] = reason is None
+            if reason is not None:
+                reply["reason"] = reason
+        return reply
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
         """Stamp and publish an action; returns its room sequence number.
@@ -407,10 +461,36 @@ class EdgeNode:
         """Broadcast each room's member count where it changed (a timer calls
         this every ``online_interval`` seconds)."""
         now = self._monotonic()
-        for room, count in list(self.hub.online_changes()):
+        for room, count in list(self.hub.online_changes(self.online_elsewhere)):
             self._update_state_mode(room)  # a mode changes only with the count
             enc = Encoded({"type": "online", "room": room, "count": count})
             self._account(self.hub.broadcast(room, enc, now), now)
+
+    def redirect_room(self, room: str, urls: list[str] | tuple[str, ...],
+                      reason: str = REDIRECT_MOVED) -> int:
+        """Tell the room's local members to join it at ``urls`` (the room
+        moved to another group) and drop them from it here; returns how many
+        were told. Their other rooms and the connection stay as they are."""
+        local = self.hub.rooms.get(room)
+        if local is None:
+            return 0
+        enc = Encoded(redirect_frame(room, urls, reason))
+        now = self._monotonic()
+        members = list(local.members)
+        for conn in members:
+            self._deliver(conn, enc, now)
+            if self.hub.leave(conn, room):
+                self._room_emptied(room)
+        return len(members)
+
+    # -- what the heartbeat re-asserts (distributed registries) ------------
+    def local_connections(self) -> list[tuple[str, int]]:
+        """(user, connection id) of every authenticated local connection."""
+        return [(user, conn.cid) for user, conns in self._users.items() for conn in conns]
+
+    def local_counts(self) -> dict[str, int]:
+        """Each room with local members -> its local member count."""
+        return {room: self.hub.count(room) for room in self.hub.rooms}
 
     # -- peer messages ---------------------------------------------------
     async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:

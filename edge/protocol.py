@@ -55,6 +55,16 @@ ERROR: Final = "error"
 PING: Final = "ping"
 PONG: Final = "pong"
 
+# Server -> client, added by the scale-out: ``redirect`` (this edge does not
+# serve the room: connect to ``url`` and join there) and ``inbox`` (the peer
+# inbox replay after a hello that reported an ``inbox_cursor`` is done).
+REDIRECT: Final = "redirect"
+INBOX: Final = "inbox"
+# Why a redirect was sent: the join reached an edge of another group, or the
+# room moved to another group while the client was in it (groups joined or left).
+REDIRECT_NOT_OWNER: Final = "not_owner"
+REDIRECT_MOVED: Final = "moved"
+
 CLIENT_FRAME_TYPES: Final = frozenset(
     {HELLO, JOIN, LEAVE, ACTION, STATE, SYNC, PEER, PEER_ACK, PING}
 )
@@ -543,6 +553,16 @@ def batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
             head = _pack_u32(0xDD, n)
         return ws_frame(b"".join((_BATCH_MSGPACK_HEAD, head, *payloads)), OP_BINARY)
     return ws_frame(b"".join((_BATCH_JSON_HEAD, b",".join(payloads), b"]}")), OP_TEXT)
+
+
+def redirect_frame(room: str, urls: Sequence[str], reason: str,
+                   ref: Any = None) -> dict[str, Any]:
+    """Join ``room`` at ``url`` instead (``urls``: fallbacks in order)."""
+    frame: dict[str, Any] = {"type": REDIRECT, "room": room, "url": urls[0],
+                             "urls": list(urls), "reason": reason}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
 
 
 def error_frame(err: LiveroomError) -> Encoded:

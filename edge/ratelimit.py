@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +67,11 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class SharedRateLimiter(Protocol):
+    """A limit shared by every edge (``room_router.ratelimit_redis``), checked
+    by the edge after the local ``RateLimiter`` allowed a frame and before it
+    publishes: 0.0 if allowed, else the seconds to wait."""
+
+    async def check(self, user: str, room: str) -> float: ...

@@ -69,6 +69,9 @@ from edge.ratelimit import RateLimiter
 class Authenticate:
     identity: Identity
     ref: Any
+    # The highest peer ``seq`` the client processed on an earlier connection
+    # (None: it did not say; then no ``inbox`` frame follows the replay).
+    inbox_cursor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,9 +233,10 @@ class Session:
             except LiveroomError as err:
                 err.ref = ref
                 raise
+            cursor = opt_int(frame, "inbox_cursor")
             self.identity = verified
             self.phase = Phase.READY
-            return Authenticate(verified, ref)
+            return Authenticate(verified, ref, cursor)
         identity = self.identity
         assert identity is not None and self.phase is Phase.READY
         if ftype == HELLO:

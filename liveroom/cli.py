@@ -17,6 +17,7 @@ from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
 from liveroom.app import ServeOptions, make_app
+from liveroom.roles_cli import ROLE_COMMANDS, add_role_parsers, run_role_command
 
 log = logging.getLogger("liveroom")
 
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="runtime directory: config, cache, pid, logs")
     proxy.add_argument("--workers", type=int, default=_env("CDN_WORKERS", "1"))
     proxy.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    add_role_parsers(sub)  # edge, router, cdn, agents, cluster (liveroom.roles_cli)
     return p
 
 
@@ -155,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen, origin=args.origin, prefix=prefix, workers=args.workers))
         log.info("nginx caching %s on http://%s (config %s)", args.origin, args.listen, conf)
         os.execv(cdn_proxy.find_nginx(), cdn_proxy.nginx_command(conf, prefix))
+    if args.command in ROLE_COMMANDS:
+        log.info("event loop: %s", _install_uvloop())
+        return run_role_command(args)
     if args.command == "serve":
         log.info("event loop: %s", _install_uvloop())
         opts = ServeOptions(

@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 
 from edge.client import LiveroomClient
+from room_router.redis_conn import RedisClient, open_redis
+from tests.redisserver import RedisClusterServers, RedisServer
 from tests.support import LiveServer
 
 
@@ -58,3 +60,35 @@ async def connect(http: aiohttp.ClientSession) -> AsyncIterator[Callable[..., ob
     for c in clients:
         if not c.ws.closed:
             await c.close()
+
+
+# --------------------------------------------------------------------------
+# Redis (tests/redisserver.py): one standalone server and one 3-master
+# Cluster for the whole session. Tests share them by using keys of their own
+# (fresh room and user ids); a test that restarts Redis starts its own.
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it runs against a standalone Redis and a Cluster."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = open_redis(redis_url)
+    yield client
+    await client.aclose()

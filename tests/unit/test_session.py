@@ -194,3 +194,17 @@ def test_errors_carry_the_offending_ref_and_a_documented_code() -> None:
 def test_identity_from_token() -> None:
     ident = verify_token(mint_token(SECRET, "u9", "Nine", "host", NOW), SECRET, NOW)
     assert ident == Identity("u9", "Nine", "host", ident.exp) and ident.exp > NOW
+
+
+def test_hello_inbox_cursor_is_carried_or_refused() -> None:
+    tok = mint_token(SECRET, "u1", "u1", "viewer", NOW)
+    cmd = fresh().receive({"type": "hello", "token": tok, "inbox_cursor": 17}, NOW)
+    assert isinstance(cmd, Authenticate) and cmd.inbox_cursor == 17
+    cmd = fresh().receive({"type": "hello", "token": tok}, NOW)
+    assert isinstance(cmd, Authenticate) and cmd.inbox_cursor is None
+    for bad in (-1, "17", 1.5, True, [1]):
+        s = fresh()
+        with pytest.raises(InvalidField) as exc:
+            s.receive({"type": "hello", "token": tok, "inbox_cursor": bad, "ref": 9}, NOW)
+        assert exc.value.extra["field"] == "inbox_cursor" and exc.value.ref == 9
+        assert s.phase is Phase.AWAITING_HELLO

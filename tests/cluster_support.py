@@ -1,0 +1,211 @@
+"""Test support for the distributed roles: ``liveroom edge|router|cdn`` child
+processes on ephemeral loopback ports, and a client that reconnects the way
+docs/PROTOCOL.md tells a client to (route, hello with the inbox cursor,
+join with versions and epoch)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edge.auth import mint_token
+from edge.client import ClosedError, LiveroomClient
+from tests.support import API_KEY, JWT_SECRET, REPO
+
+_LISTENING = re.compile(r"listening on (http://[\d.]+:\d+) \((\{.*\})\)")
+
+
+class RoleServer:
+    """One ``liveroom <role>`` process; ``start()`` returns once it listens."""
+
+    def __init__(self, role: str, data_dir: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.role = role
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        self.url = ""
+        self.public_url = ""
+        self.info: dict[str, Any] = {}
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 20.0) -> RoleServer:
+        env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
+               "PYTHONUNBUFFERED": "1", **self.extra_env}
+        cmd = [sys.executable, "-m", "liveroom.cli", self.role, "--host", "127.0.0.1",
+               "--port", "0", "--data-dir", str(self.data_dir), *self.args]
+        self._ready.clear()
+        self.log = []
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{self.role} did not start:\n" + "".join(self.log))
+        return self
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.log.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                self.url = m.group(1)
+                self.info = json.loads(m.group(2))
+                self.public_url = self.info["public_url"]
+                self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def logs(self) -> str:
+        return "".join(self.log)
+
+
+def token(user: str, role: str = "viewer", ttl: float = 3600.0) -> str:
+    return mint_token(JWT_SECRET, user, user, role, time.time(), ttl)
+
+
+async def until(cond: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``cond()`` (sync or async) until truthy; bounded by ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def route(http: aiohttp.ClientSession, base: str, room: str,
+                client: str | None = None) -> dict[str, Any]:
+    params = {"room": room}
+    if client:
+        params["client"] = client
+    async with http.get(f"{base}/v1/route", params=params) as r:
+        body: dict[str, Any] = await r.json()
+        if r.status != 200:
+            raise RuntimeError(f"route {room}: {r.status} {body}")
+        return body
+
+
+class ResumingClient:
+    """A user in one room that keeps its versions, epoch and inbox cursor,
+    and reconnects through the router when its edge goes away."""
+
+    def __init__(self, http: aiohttp.ClientSession, router: str, user: str, room: str) -> None:
+        self.http = http
+        self.router = router
+        self.user = user
+        self.room = room
+        self.client: LiveroomClient | None = None
+        self.versions: dict[str, int] = {}
+        self.epoch: str | None = None
+        self.state: dict[str, Any] = {}
+        self.cursor = 0
+        self.peers: list[dict[str, Any]] = []
+        self.last_join: dict[str, Any] = {}
+        self.last_inbox: dict[str, Any] = {}
+        self.url = ""
+        self.closed = False
+
+    async def connect(self, attempts: int = 40) -> dict[str, Any]:
+        """Route, connect, hello (with the cursor), join (with versions);
+        follows redirects; retries while the router still lists a dead edge."""
+        last: Exception | None = None
+        for _ in range(attempts):
+            try:
+                answer = await route(self.http, self.router, self.room, self.user)
+                url = answer["url"]
+                for _hop in range(4):
+                    c = await LiveroomClient.connect(url, token(self.user),
+                                                     session=self.http,
+                                                     inbox_cursor=self.cursor)
+                    got = await c.join(self.room, known=self.versions or None,
+                                       epoch=self.epoch)
+                    if got["type"] == "redirect":
+                        await c.close()
+                        url = got["url"]
+                        continue
+                    self.client, self.url, self.closed = c, url, False
+                    self._absorb(got)
+                    self.last_join = got
+                    return got
+            except (OSError, aiohttp.ClientError, ClosedError, TimeoutError,
+                    RuntimeError) as exc:
+                last = exc
+            await asyncio.sleep(0.25)
+        raise RuntimeError(f"{self.user} could not reconnect: {last}")
+
+    def _absorb(self, frame: dict[str, Any]) -> None:
+        self.epoch = frame.get("epoch", self.epoch)
+        if "versions" in frame:
+            for s in frame.get("sections", []):
+                self.state[s["section"]] = s["value"]
+            self.versions = dict(frame["versions"])
+
+    async def pump(self, timeout: float) -> list[dict[str, Any]]:
+        """Read frames for ``timeout`` seconds (or until the socket drops);
+        keeps state, versions and peer messages up to date."""
+        assert self.client is not None
+        frames: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return frames
+            try:
+                f = await self.client.recv(left)
+            except TimeoutError:
+                return frames
+            except ClosedError:
+                self.closed = True
+                return frames
+            frames.append(f)
+            kind = f.get("type")
+            if kind == "state" and f.get("room") == self.room:
+                self.state[f["section"]] = f["value"]
+                self.versions[f["section"]] = f["partial"]
+            elif kind == "peer":
+                self.peers.append(f)
+                self.cursor = max(self.cursor, f["seq"])
+            elif kind == "inbox":
+                self.last_inbox = f
+
+    async def close(self) -> None:
+        if self.client is not None and not self.client.ws.closed:
+            await self.client.close()
