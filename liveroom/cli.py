@@ -17,6 +17,7 @@ from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
 from liveroom.app import ServeOptions, make_app
+from llm_agents.serve import add_agent_arguments, agent_options
 
 log = logging.getLogger("liveroom")
 
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     cdn.add_argument("--head-stale-while-revalidate", type=int,
                      default=_env("HEAD_SWR", "2"),
                      help="seconds a cache may serve a stale head while it revalidates")
+    add_agent_arguments(serve)
 
     proxy = sub.add_parser("cdn-proxy", help="run nginx (cdn/nginx.conf) as a caching proxy "
                            "in front of an origin")
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             demo_room=not args.no_demo_room, config=_config(args),
             cdn=CdnConfig(head_max_age=args.head_max_age,
                           head_stale_while_revalidate=args.head_stale_while_revalidate),
+            agents=agent_options(args),
         )
         asyncio.run(_serve(opts))
         return 0
