@@ -108,8 +108,8 @@ def test_prompt_has_persona_context_and_instruction() -> None:
     assert msgs[0] == {"role": "system", "content": quinn.persona}
     assert "Bob: hi all" in msgs[1]["content"] and "2 rose" in msgs[1]["content"]
     assert estimate_tokens(msgs, 48) > 48
-    assert scripted_reply(quinn, Trigger(GIFT, 0.0, "bob", "Bob", "",
-                                         detail={"gift": "rose"}), 0).startswith("Wow, thank you Bob")
+    line = scripted_reply(quinn, Trigger(GIFT, 0.0, "bob", "Bob", "", detail={"gift": "rose"}), 0)
+    assert line.startswith("Wow, thank you Bob")
 
 
 # -- quotas ---------------------------------------------------------------------
