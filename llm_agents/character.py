@@ -44,6 +44,8 @@ class Reacts:
     gifts: bool = False
     # Speak after this many seconds without any action in the room (0: never).
     silence_s: float = 0.0
+    # Speak every this many seconds whatever happens (a commentator; 0: never).
+    every_s: float = 0.0
     # State sections whose changes the character comments on.
     sections: tuple[str, ...] = ()
 
@@ -150,7 +152,7 @@ def parse_character(data: Mapping[str, Any], path: Path | str = "<character>") -
 
 
 def _reacts(data: Mapping[str, Any], p: Path) -> Reacts:
-    known = {"mentions", "questions", "gifts", "silence_s", "sections"}
+    known = {"mentions", "questions", "gifts", "silence_s", "every_s", "sections"}
     for key in data:
         if key not in known:
             raise CharacterError(p, f"reacts.{key}", "is not a reacts field")
@@ -158,6 +160,9 @@ def _reacts(data: Mapping[str, Any], p: Path) -> Reacts:
     silence = float(_get(data, "silence_s", (int, float), p, 0.0, prefix=pre))
     if not 0 <= silence <= 86400:
         raise CharacterError(p, "reacts.silence_s", "must be 0..86400 seconds")
+    every = float(_get(data, "every_s", (int, float), p, 0.0, prefix=pre))
+    if not 0 <= every <= 86400:
+        raise CharacterError(p, "reacts.every_s", "must be 0..86400 seconds")
     sections = _get(data, "sections", list, p, [], prefix=pre)
     for i, s in enumerate(sections):
         if not isinstance(s, str) or not SECTION_RE.match(s):
@@ -166,7 +171,7 @@ def _reacts(data: Mapping[str, Any], p: Path) -> Reacts:
         mentions=_get(data, "mentions", bool, p, True, prefix=pre),
         questions=_get(data, "questions", bool, p, False, prefix=pre),
         gifts=_get(data, "gifts", bool, p, False, prefix=pre),
-        silence_s=silence, sections=tuple(sections))
+        silence_s=silence, every_s=every, sections=tuple(sections))
 
 
 def load_character(path: Path) -> Character:

@@ -5,6 +5,8 @@
     GET  /v1/interactions/{id}           -> the interaction (status, text, error, usage)
     GET  /v1/interactions/{id}/events    -> Server-Sent Events: "delta" events with
          the text as it streams, then one "done" event; ``Last-Event-ID`` resumes.
+    GET  /v1/rooms/{room}/agents         -> the room's characters (backend, breaker)
+         and today's token usage of the room and of the caller.
 
 Authentication: ``Authorization: Bearer <user token>`` (the same JWT as the
 WebSocket hello); the token's user is charged in the quota, and only that
@@ -304,7 +306,26 @@ class Interactions:
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
 
+    async def list_agents(self, request: web.Request) -> web.Response:
+        """The room's characters, their breaker, and today's token usage of
+        the room and of the caller."""
+        ident = self._identity(request)
+        room = request.match_info["room"]
+        agents = [a for (r, _), a in self.runtime.agents.items() if r == room]
+        out: dict[str, Any] = {"room": room, "agents": []}
+        for a in agents:
+            breaker = getattr(a.backend, "breaker", None)
+            out["agents"].append({
+                "name": a.character.name, "display_name": a.character.display_name,
+                "backend": a.backend.label, "replies": a.replies,
+                "breaker": breaker.state if breaker is not None else None})
+        if agents:
+            room_used, user_used = await agents[0].quota.used(room, ident.user, self._clock())
+            out["quota"] = {"room_used": room_used, "user_used": user_used}
+        return web.json_response(out)
+
     def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/rooms/{room}/agents", self.list_agents)
         app.router.add_post("/v1/rooms/{room}/agents/{name}/interactions", self.post)
         app.router.add_get("/v1/interactions/{id}", self.get)
         app.router.add_get("/v1/interactions/{id}/events", self.events)

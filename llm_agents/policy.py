@@ -164,9 +164,15 @@ class SpeakPolicy:
         return dropped
 
     def silence_due(self, now: float) -> bool:
-        s = self.character.reacts.silence_s
-        return (s > 0 and self.speaking is None and now - self.last_activity >= s
-                and now - self.last_spoke >= s)
+        """A silence trigger is due: the room was quiet for ``silence_s``, or
+        the character has not spoken for ``every_s`` (a commentator)."""
+        if self.speaking is not None:
+            return False
+        r = self.character.reacts
+        if r.every_s > 0 and now - self.last_spoke >= r.every_s:
+            return True
+        s = r.silence_s
+        return s > 0 and now - self.last_activity >= s and now - self.last_spoke >= s
 
     def drop_stale(self, now: float) -> list[Trigger]:
         limit = self.config.stale_after_s
@@ -196,10 +202,13 @@ class SpeakPolicy:
             return None
         if self._queue:
             return max(now, self.ready_at)
-        s = self.character.reacts.silence_s
-        if s <= 0:
-            return None
-        return max(self.ready_at, self.last_activity + s, self.last_spoke + s)
+        r = self.character.reacts
+        times = []
+        if r.silence_s > 0:
+            times.append(max(self.last_activity, self.last_spoke) + r.silence_s)
+        if r.every_s > 0:
+            times.append(self.last_spoke + r.every_s)
+        return max(self.ready_at, min(times)) if times else None
 
     def started(self, trigger: Trigger, now: float) -> None:
         self.speaking = trigger

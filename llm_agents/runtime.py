@@ -77,6 +77,7 @@ class ReplyOutcome:
     usage: Usage | None
     error: str | None = None
     cancelled: str | None = None
+    error_message: str | None = None
 
 
 class RoomAgent:
@@ -189,6 +190,11 @@ class RoomAgent:
                                 "reply_to": reply_to, "backend": self.backend.label}
         if outcome.error:
             body["error"] = outcome.error
+            body["error_message"] = outcome.error_message
+        if outcome.usage is not None:
+            u = outcome.usage
+            body["usage"] = {"prompt_tokens": u.prompt_tokens,
+                             "completion_tokens": u.completion_tokens, "reported": u.reported}
         if outcome.cancelled:
             body["cancelled"] = outcome.cancelled
         self.link.publish(self.room, AGENT_SAY, body)
@@ -210,7 +216,7 @@ class RoomAgent:
         self._turn += 1
         parts: list[str] = []
         pending: list[str] = []
-        state: dict[str, Any] = {"usage": None, "error": None, "last": 0.0}
+        state: dict[str, Any] = {"usage": None, "error": None, "message": None, "last": 0.0}
         limit = character.max_reply_chars
 
         def flush() -> None:
@@ -234,10 +240,8 @@ class RoomAgent:
                     pending.append(item)
                     if self.clock() - state["last"] >= self.config.delta_interval:
                         flush()
-            except ModelUnavailable as err:
-                state["error"] = err.code
             except LiveroomError as err:
-                state["error"] = err.code
+                state["error"], state["message"] = err.code, err.message
             except Exception:
                 log.exception("agent %s: backend %s failed", character.name, self.backend.label)
                 state["error"] = ModelUnavailable.code
@@ -277,7 +281,7 @@ class RoomAgent:
             await self.quota.settle(reservation, used)
         except Exception:
             log.exception("agent %s: quota settle failed", character.name)
-        return ReplyOutcome(reply_id, text, usage, state["error"], cancelled)
+        return ReplyOutcome(reply_id, text, usage, state["error"], cancelled, state["message"])
 
     async def interact(self, interaction_id: str, user: str, user_name: str, text: str,
                        reservation: Reservation, emit: Callable[[str], None]) -> ReplyOutcome:

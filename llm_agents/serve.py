@@ -124,7 +124,11 @@ def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
     if kind == "scripted":
         return ScriptedBackend(opts.word_delay)
     if kind == "openai":
-        from llm_agents.backends.openai_backend import OpenAIBackend
+        try:
+            from llm_agents.backends.openai_backend import OpenAIBackend
+        except ImportError as exc:
+            raise SystemExit(f"--agent-backend openai needs the openai package "
+                             f"(pip install -e '.[agents]'): {exc}") from None
 
         return OpenAIBackend(opts.openai_base_url, opts.openai_model,
                              api_key=opts.openai_api_key, timeout=opts.openai_timeout,

@@ -182,3 +182,15 @@ def test_replies_never_start_within_the_cooldown(times, cooldown) -> None:
             now += 0.1
             p.finished(now)
             ends.append(now)
+
+
+def test_a_commentator_speaks_every_n_seconds_whatever_happens() -> None:
+    c = replace(QUINN, cooldown_s=0.0, reacts=Reacts(every_s=2.0))
+    p = SpeakPolicy(c, PolicyConfig(), 0.0)
+    p.observe(1.9)  # activity does not delay it
+    assert p.wake_at(1.0) == 2.0 and p.next(1.9) is None
+    t = p.next(2.0)
+    assert t is not None and t.kind == SILENCE
+    p.started(t, 2.0)
+    p.finished(2.5)
+    assert p.wake_at(2.5) == 4.5
