@@ -21,7 +21,7 @@ from edge.metrics import Metrics
 from edge.node import EdgeNode
 from edge.web import build_app
 from liveroom.demo import ScoreboardKeeper
-from llm_agents.serve import AgentOptions, AgentsService
+from llm_agents.serve import AgentOptions, AgentsService, in_process_links
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
 from room_router.registry import MemoryConnectionRegistry
@@ -87,8 +87,8 @@ def make_app(opts: ServeOptions) -> web.Application:
                     inbox=inbox, metrics=Metrics())
     cdn = CdnOrigin(store, opts.cdn, node.metrics.registry)
     app = build_app(node, cdn, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
-    agents = AgentsService(node, jwt_secret, opts.agents, opts.data_dir) \
-        if opts.agents.enabled else None
+    agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
+                           node.verify, node.clock) if opts.agents.enabled else None
     if agents is not None:
         agents.add_routes(app)
 

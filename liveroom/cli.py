@@ -17,6 +17,7 @@ from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
 from liveroom.app import ServeOptions, make_app
+from llm_agents.role import add_agents_parser, run_agents
 from llm_agents.serve import add_agent_arguments, agent_options
 
 log = logging.getLogger("liveroom")
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="seconds a cache may serve a stale head while it revalidates")
     add_agent_arguments(serve)
 
+    add_agents_parser(sub)
+
     proxy = sub.add_parser("cdn-proxy", help="run nginx (cdn/nginx.conf) as a caching proxy "
                            "in front of an origin")
     proxy.add_argument("--listen", default=_env("CDN_LISTEN", "127.0.0.1:8081"),
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen, origin=args.origin, prefix=prefix, workers=args.workers))
         log.info("nginx caching %s on http://%s (config %s)", args.origin, args.listen, conf)
         os.execv(cdn_proxy.find_nginx(), cdn_proxy.nginx_command(conf, prefix))
+    if args.command == "agents":
+        return run_agents(args)
     if args.command == "serve":
         log.info("event loop: %s", _install_uvloop())
         opts = ServeOptions(

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -164,20 +165,33 @@ def pick_characters(opts: AgentOptions) -> list[Character]:
     return chosen
 
 
-class AgentsService:
-    """The agents of ``liveroom serve``: in-process links to the node, the
-    quota, the interaction API. ``make_app`` adds its routes and runs
-    ``start``/``stop`` in the app's lifecycle."""
+LinkFactory = Callable[[Character, FrameHandler], RoomLink]
 
-    def __init__(self, node: EdgeNode, jwt_secret: str, opts: AgentOptions,
-                 data_dir: Path, quota: QuotaStore | None = None) -> None:
-        self.node = node
+
+def in_process_links(node: EdgeNode, jwt_secret: str) -> LinkFactory:
+    """Agents as connections of ``node`` in this process (``liveroom serve``)."""
+    def make(character: Character, on_frame: FrameHandler) -> RoomLink:
+        now = time.time()
+        ident = Identity(character.name, character.display_name, "agent", now + AGENT_TOKEN_TTL)
+        token = mint_token(jwt_secret, ident.user, ident.name, ident.role, now, AGENT_TOKEN_TTL)
+        return InProcessLink(node, ident, token, on_frame)
+    return make
+
+
+class AgentsService:
+    """The agents of a process: their links into the room, the quota, the
+    interaction API. ``liveroom serve`` seats them through in-process links
+    to its edge node; ``liveroom agents`` through WebSocket links to an edge."""
+
+    def __init__(self, opts: AgentOptions, data_dir: Path, links: LinkFactory,
+                 verify: Callable[[object, float], Identity],
+                 clock: Callable[[], float] = time.time,
+                 quota: QuotaStore | None = None) -> None:
         self.opts = opts
         self.quota = quota or MemoryQuotaStore(opts.quota)
         self.runtime = AgentRuntime()
         self.store = SqliteInteractionStore(data_dir / "interactions.sqlite3")
-        self.interactions = Interactions(self.runtime, self.store, node.verify, node.clock)
-        self._secret = jwt_secret
+        self.interactions = Interactions(self.runtime, self.store, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
         config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
                              delta_interval=opts.delta_interval)
@@ -188,18 +202,7 @@ class AgentsService:
             if backend is None:
                 backend = self._backends[kind] = make_backend(kind, opts)
             self.runtime.add(RoomAgent(character, opts.room, backend, self.quota, config,
-                                       self._link_maker(character), node.clock))
-
-    def _link_maker(self, character: Character) -> Callable[[FrameHandler], RoomLink]:
-        def make(on_frame: FrameHandler) -> RoomLink:
-            now = time.time()
-            ident = Identity(character.name, character.display_name, "agent",
-                             now + AGENT_TOKEN_TTL)
-            token = mint_token(self._secret, ident.user, ident.name, ident.role, now,
-                               AGENT_TOKEN_TTL)
-            link: RoomLink = InProcessLink(self.node, ident, token, on_frame)
-            return link
-        return make
+                                       partial(links, character), clock))
 
     def add_routes(self, app: web.Application) -> None:
         self.interactions.add_routes(app)

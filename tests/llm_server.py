@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    def __init__(self, port: int | None = None, threads: int = 2) -> None:
+    def __init__(self, port: int | None = None, threads: int = 1) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             pytest.fail("llama-cpp-python is not installed: run `make llm`", pytrace=False)
         self.gguf = smollm2_gguf()
