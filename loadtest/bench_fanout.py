@@ -537,6 +537,10 @@ class _Commands:
         self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         loop.add_reader(pipe.fileno(), self._readable)
+        # uvloop's add_reader makes the fd non-blocking; Connection.send
+        # expects a blocking one (a result bigger than the socket buffer
+        # would fail with EAGAIN). Reads only happen when it is readable.
+        os.set_blocking(pipe.fileno(), True)
 
     def _readable(self) -> None:
         try:
@@ -1098,6 +1102,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-hz", type=float, default=0.0,
                    help="publish changes of the room's 'stage' section at this rate instead of "
                         "actions (latest-wins state; --rate is then ignored)")
+    p.add_argument("--find-max", action="store_true",
+                   help="search for the highest offered rate kept up with (loss <= 0.1%% and "
+                        "p99 <= --max-p99): from --rate up by x1.4 per trial, then one step "
+                        "back by x1.15; prints the trials and the best")
+    p.add_argument("--max-p99", type=float, default=100.0,
+                   help="ms; with --find-max, the latency a kept-up run may not exceed")
+    p.add_argument("--peer-rate", type=float,
+                   help="with --find-max and --peer: the peer's first offered rate "
+                        "(default: --rate / 10)")
     p.add_argument("--peer", choices=(SOCKETIO,),
                    help="also run the same load against this server, and give the ratio")
     p.add_argument("--agents", type=int, default=0,
@@ -1122,6 +1135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_socketio is not None:
         serve_socketio(args.serve_socketio)
         return 0
+    if args.find_max and (args.state_hz or args.url):
+        raise SystemExit("--find-max starts its own servers and measures actions")
     if args.state_hz and args.peer:
         raise SystemExit("--state-hz measures liveroom's state path: no --peer")
     if args.viewers < 1 or args.rate <= 0 or not 0 < args.duration <= 60:
@@ -1139,6 +1154,18 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as data_dir:
+        if args.find_max:
+            found: dict[str, Any] = {LIVEROOM: find_max(args, lambda: start_liveroom(
+                args, data_dir, DEFAULT_SECRET, server_cpus), LIVEROOM, "/ws",
+                DEFAULT_SECRET, server_cpus, client_cpus)}
+            if args.peer == SOCKETIO:
+                found[SOCKETIO] = find_max(args, lambda: start_socketio(server_cpus), SOCKETIO,
+                                         "/socket.io/?EIO=4&transport=websocket", "",
+                                         server_cpus, client_cpus)
+                found["ratio_max"] = _ratio(found[LIVEROOM]["max_kept_up_per_s"],
+                                            found[SOCKETIO]["max_kept_up_per_s"])
+            print(json.dumps(_finite(found), allow_nan=False), flush=True)
+            return 0
         if args.url:
             secret = os.environ.get("LIVEROOM_JWT_SECRET")
             if not secret:
@@ -1198,6 +1225,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def kept_up(r: dict[str, Any], max_p99: float) -> bool:
+    p99 = r["latency_ms"]["p99"]
+    return (r["loss"] <= 0.001 and r["connections_lost"] == 0
+            and isinstance(p99, float) and math.isfinite(p99) and p99 <= max_p99)
+
+
+def find_max(args: argparse.Namespace, start: Callable[[], ServerProcess], mode: str,
+             path: str, secret: str, server_cpus: set[int] | None,
+             client_cpus: set[int] | None) -> dict[str, Any]:
+    """The highest offered rate one server keeps up with: up by x1.4 from
+    ``--rate`` until a trial fails, then one trial x1.15 above the last good
+    one. A fresh server per trial, so no trial inherits another's backlog."""
+    trials: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+
+    def trial(rate: float) -> bool:
+        nonlocal best
+        srv = start()
+        try:
+            target = Target(mode, "127.0.0.1", srv.port, path, srv.pid)
+            r = run_one(argparse.Namespace(**{**vars(args), "rate": rate}), target, secret,
+                        server_cpus, client_cpus)
+        finally:
+            srv.stop()
+        ok = kept_up(r, args.max_p99)
+        trials.append({"offered_per_s": r["offered_per_s"], "delivered_per_s":
+                       r["delivered_per_s"], "loss": r["loss"], "p99_ms": r["latency_ms"]["p99"],
+                       "server_us_per_delivery": r["server_us_per_delivery"],
+                       "messages_per_frame": r["messages_per_frame"],
+                       "server_saturated": r["server_saturated"],
+                       "client_saturated": r["client_saturated"], "kept_up": ok})
+        if ok:
+            best = r
+        return ok
+
+    rate = args.rate if mode == LIVEROOM else (args.peer_rate or args.rate / 10)
+    good = 0.0
+    for _ in range(12):
+        if not trial(rate):
+            break
+        good = rate
+        rate *= 1.4
+    if good and trial(good * 1.15):
+        good *= 1.15
+    return {"server": mode, "viewers": args.viewers, "max_p99_ms": args.max_p99,
+            "max_kept_up_per_s": best["delivered_per_s"] if best else 0.0,
+            "at_offered_per_s": round(good * 1.0, 1), "best": best, "trials": trials}
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
         return None
@@ -1210,6 +1286,8 @@ def _finite(obj: Any) -> Any:
         return None
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
     return obj
 
 
