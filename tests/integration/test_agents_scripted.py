@@ -97,3 +97,23 @@ async def test_host_title_change_makes_co_host_comment(agent_server: LiveServer,
     await host.set_state("demo", "meta", {"title": "Quiz night", "host": "hana"})
     _, say = await _reply(host, "max", timeout=15.0)
     assert say["body"]["reply_to"]["section"] == "meta"
+
+
+async def test_a_gift_preempts_a_reply_in_flight(tmp_path, connect) -> None:
+    """A slow reply to a mention is cancelled when a gift (higher priority)
+    comes in; the gift is then thanked."""
+    with LiveServer(tmp_path / "slow", "--agent-backend", "scripted",
+                    "--agent-characters", "quinn", "--agent-word-delay", "0.3",
+                    "--agent-cooldown", "0") as srv:
+        viewer = await connect(srv, "pia")
+        await viewer.join("demo")
+        await viewer.action("demo", "comment", {"text": "quinn, how are you?"})
+        first = await viewer.expect("action", timeout=10.0, kind="agent.delta")
+        await viewer.action("demo", "gift", {"gift": "star", "count": 1})
+        gift = await viewer.expect("action", kind="gift")
+        _, cut = await _reply(viewer, "quinn")
+        assert cut["body"]["reply_id"] == first["body"]["reply_id"]
+        assert cut["body"]["cancelled"] == "preempted"
+        _, thanks = await _reply(viewer, "quinn")
+        assert thanks["body"]["reply_to"]["seq"] == gift["seq"]
+        assert "cancelled" not in thanks["body"] and "star" in thanks["body"]["text"]
