@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.protocol import SECTION_RE, USER_RE
+from edge.protocol import CUSTOM_KIND_RE, SECTION_RE, USER_RE
 
 SHIPPED_DIR = Path(__file__).parent / "characters"
 BACKENDS = ("default", "scripted", "embedded", "openai")
 # What a scripted character says, per trigger kind (llm_agents.policy).
-SCRIPT_KEYS = ("mention", "question", "gift", "silence", "state", "interaction")
+SCRIPT_KEYS = ("mention", "question", "gift", "silence", "state", "event", "interaction")
 
 
 class CharacterError(ValueError):
@@ -48,6 +48,8 @@ class Reacts:
     every_s: float = 0.0
     # State sections whose changes the character comments on.
     sections: tuple[str, ...] = ()
+    # Custom action kinds (e.g. "game.score") the character comments on.
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +154,7 @@ def parse_character(data: Mapping[str, Any], path: Path | str = "<character>") -
 
 
 def _reacts(data: Mapping[str, Any], p: Path) -> Reacts:
-    known = {"mentions", "questions", "gifts", "silence_s", "every_s", "sections"}
+    known = {"mentions", "questions", "gifts", "silence_s", "every_s", "sections", "kinds"}
     for key in data:
         if key not in known:
             raise CharacterError(p, f"reacts.{key}", "is not a reacts field")
@@ -167,7 +169,14 @@ def _reacts(data: Mapping[str, Any], p: Path) -> Reacts:
     for i, s in enumerate(sections):
         if not isinstance(s, str) or not SECTION_RE.match(s):
             raise CharacterError(p, f"reacts.sections[{i}]", "must be a section name")
+    kinds = _get(data, "kinds", list, p, [], prefix=pre)
+    for i, k in enumerate(kinds):
+        if not isinstance(k, str) or not CUSTOM_KIND_RE.match(k) or k in ("comment", "gift") \
+                or k.startswith("agent."):
+            raise CharacterError(p, f"reacts.kinds[{i}]",
+                                 "must be a custom action kind (not comment, gift or agent.*)")
     return Reacts(
+        kinds=tuple(kinds),
         mentions=_get(data, "mentions", bool, p, True, prefix=pre),
         questions=_get(data, "questions", bool, p, False, prefix=pre),
         gifts=_get(data, "gifts", bool, p, False, prefix=pre),

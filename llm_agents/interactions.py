@@ -174,8 +174,9 @@ class Interactions:
         self.store = store
         self._verify = verify
         self._clock = clock
-        # Interaction id -> an Event set (and replaced) whenever it changes.
-        self._changed: dict[str, asyncio.Event] = {}
+        # Interaction id -> one Event per waiting SSE listener, set when the
+        # interaction changes; a listener removes its own when it leaves.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _identity(self, request: web.Request) -> Identity:
@@ -185,8 +186,7 @@ class Interactions:
         return self._verify(header[7:], self._clock())
 
     def _notify(self, interaction: str) -> None:
-        ev = self._changed.pop(interaction, None)
-        if ev is not None:
+        for ev in self._waiters.get(interaction, ()):
             ev.set()
 
     async def create(self, room: str, name: str, ident: Identity, text: str) -> dict[str, Any]:
@@ -291,20 +291,28 @@ class Interactions:
                                            "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
-        while True:
-            # Register before reading, so a change between the read and the
-            # wait is not missed.
-            changed = self._changed.setdefault(iid, asyncio.Event())
-            for seq, event, data in await self.store.events_after(iid, after):
-                after = seq
-                await resp.write(f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode())
-                if event == "done":
-                    await resp.write_eof()
-                    return resp
-            try:
-                await asyncio.wait_for(changed.wait(), 15.0)
-            except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
+        changed = asyncio.Event()
+        waiters = self._waiters.setdefault(iid, set())
+        waiters.add(changed)
+        try:
+            while True:
+                # Cleared before reading, so a change between the read and
+                # the wait is not missed.
+                changed.clear()
+                for seq, event, data in await self.store.events_after(iid, after):
+                    after = seq
+                    await resp.write(f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode())
+                    if event == "done":
+                        await resp.write_eof()
+                        return resp
+                try:
+                    await asyncio.wait_for(changed.wait(), 15.0)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+        finally:
+            waiters.discard(changed)
+            if not waiters:
+                self._waiters.pop(iid, None)
 
     async def list_agents(self, request: web.Request) -> web.Response:
         """The room's characters, their breaker, and today's token usage of

@@ -5,10 +5,11 @@ Theory of operation
 Everything the room does reaches an agent as an action or a state notice.
 ``classify_action`` / ``classify_state`` turn the ones its character reacts to
 into a ``Trigger`` (a mention of its name, a question, a gift, a change of a
-watched section); the absence of actions for ``silence_s`` seconds becomes a
-``silence`` trigger. Triggers wait in a small bounded queue per agent:
+watched section, a custom action kind it follows); the absence of actions for
+``silence_s`` seconds becomes a ``silence`` trigger. Triggers wait in a small
+bounded queue per agent:
 
-- priority: interaction = gift > mention = question > state > silence; within
+- priority: interaction = gift > mention = question > state = event > silence; within
   a priority the oldest goes first;
 - full queue: the oldest trigger of the lowest priority present is dropped
   (the newcomer included: a comment never pushes out a gift);
@@ -38,10 +39,11 @@ QUESTION: Final = "question"
 GIFT: Final = "gift"
 SILENCE: Final = "silence"
 STATE: Final = "state"
+EVENT: Final = "event"
 INTERACTION: Final = "interaction"
 
 PRIORITY: Final[Mapping[str, int]] = {
-    SILENCE: 0, STATE: 1, MENTION: 2, QUESTION: 2, GIFT: 3, INTERACTION: 3,
+    SILENCE: 0, STATE: 1, EVENT: 1, MENTION: 2, QUESTION: 2, GIFT: 3, INTERACTION: 3,
 }
 
 
@@ -91,6 +93,8 @@ def classify_action(character: Character, action: Mapping[str, Any],
     if kind == "gift" and reacts.gifts and isinstance(body, Mapping):
         return Trigger(GIFT, now, user, user_name, "", reply_to,
                        {"gift": str(body.get("gift", "")), "count": body.get("count", 1)})
+    if isinstance(kind, str) and kind in reacts.kinds:
+        return Trigger(EVENT, now, user, user_name, "", reply_to, {"kind": kind, "body": body})
     if kind != "comment" or not isinstance(body, Mapping):
         return None
     text = body.get("text")

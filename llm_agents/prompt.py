@@ -16,7 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from llm_agents.character import Character
-from llm_agents.policy import GIFT, INTERACTION, MENTION, QUESTION, SILENCE, STATE, Trigger
+from llm_agents.policy import (
+    EVENT,
+    GIFT,
+    INTERACTION,
+    MENTION,
+    QUESTION,
+    SILENCE,
+    STATE,
+    Trigger,
+)
 
 CHARS_PER_TOKEN = 4
 
@@ -69,6 +78,9 @@ def instruction(character: Character, trigger: Trigger) -> str:
     if trigger.kind == STATE:
         return (f"The room's {trigger.detail.get('section')} just changed to "
                 f"{trigger.detail.get('value')!r}. React in one short sentence.")
+    if trigger.kind == EVENT:
+        return (f"{user} just did {trigger.detail.get('kind')!r} "
+                f"({str(trigger.detail.get('body'))[:200]}). Comment in one short sentence.")
     if trigger.kind == SILENCE:
         return "The room has been quiet for a while. Say one short line to liven it up."
     return "Say one short line."
@@ -100,6 +112,7 @@ def scripted_reply(character: Character, trigger: Trigger, turn: int) -> str:
     values = {"user": trigger.user_name or trigger.user or "friend", "text": trigger.text,
               "gift": trigger.detail.get("gift", "gift"),
               "section": trigger.detail.get("section", "stage"),
+              "kind": trigger.detail.get("kind", "something"),
               "name": character.display_name}
     try:
         return line.format(**values)[: character.max_reply_chars]

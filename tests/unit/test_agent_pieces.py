@@ -52,6 +52,7 @@ GOOD = 'name = "bo"\npersona = "You are Bo."\n'
     ('[reacts]\nsilence_s = -1\n', "reacts.silence_s"),
     ('[reacts]\nsections = ["Bad Name"]\n', "reacts.sections[0]"),
     ('[reacts]\nwhispers = true\n', "reacts.whispers"),
+    ('[reacts]\nkinds = ["agent.say"]\n', "reacts.kinds[0]"),
     ('[scripted]\nmention = []\n', "scripted.mention"),
     ('[scripted]\ndance = ["x"]\n', "scripted.dance"),
 ])

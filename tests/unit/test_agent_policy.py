@@ -194,3 +194,13 @@ def test_a_commentator_speaks_every_n_seconds_whatever_happens() -> None:
     p.started(t, 2.0)
     p.finished(2.5)
     assert p.wake_at(2.5) == 4.5
+
+
+def test_custom_action_kinds_a_character_follows() -> None:
+    c = replace(QUINN, reacts=Reacts(mentions=False, kinds=("game.score",)))
+    action = {"type": "action", "kind": "game.score", "body": {"home": 2}, "seq": 7,
+              "from": {"id": "host", "name": "Host", "role": "host"}}
+    t = classify_action(c, action, 1.0)
+    assert t is not None and t.kind == "event" and t.detail["body"] == {"home": 2}
+    assert t.priority == PRIORITY[STATE]
+    assert classify_action(c, {**action, "kind": "poll.vote"}, 1.0) is None
