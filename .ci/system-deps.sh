@@ -5,6 +5,10 @@ set -euo pipefail
 need=()
 if [ "${1:-}" = venv ]; then
   need+=(python3-venv)
+elif [ "${1:-}" = llm ]; then
+  # Compiling llama-cpp-python (the characters' embedded model).
+  command -v cmake >/dev/null 2>&1 || need+=(cmake)
+  command -v g++ >/dev/null 2>&1 || need+=(g++)
 else
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

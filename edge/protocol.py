@@ -74,6 +74,10 @@ CLIENT_FRAME_TYPES: Final = frozenset(
 COMMENT: Final = "comment"
 GIFT: Final = "gift"
 LIKE: Final = "like"
+# An agent's words: token chunks of one reply (``reply_id``), then the whole
+# reply with ``reply_to`` (docs/PROTOCOL.md, "Agents").
+AGENT_DELTA: Final = "agent.delta"
+AGENT_SAY: Final = "agent.say"
 CUSTOM_KIND_RE: Final = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 # A section is a lower-case name with an optional ".<suffix>"; the suffix may
 # be any user id, so that an agent can own "stage.<its user id>".
@@ -188,6 +192,10 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the server cannot serve this right now"),
         ErrorSpec("internal", "server", True, "retry", 500,
                   "the server failed; the request may be retried"),
+        ErrorSpec("quota_exceeded", "client", True, "retry", 429,
+                  "the token quota of the room or the user is used up for today"),
+        ErrorSpec("model_unavailable", "server", True, "retry", 503,
+                  "the character's model backend failed or its circuit breaker is open"),
     )
 }
 
@@ -304,6 +312,20 @@ class Unavailable(ServerError):
 
 class InternalError(ServerError):
     code = "internal"
+
+
+class QuotaExceeded(ClientError):
+    """A character's token quota (per room or per user, per day) is used up;
+    ``scope`` says which (``room`` | ``user``), ``retry_after`` when it resets."""
+
+    code = "quota_exceeded"
+
+
+class ModelUnavailable(ServerError):
+    """A model backend failed (timeout, connection, bad stream) or its circuit
+    breaker is open: the character goes quiet, the room does not."""
+
+    code = "model_unavailable"
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from edge.metrics import Metrics
 from edge.node import EdgeNode
 from edge.web import build_app
 from liveroom.demo import ScoreboardKeeper
+from llm_agents.serve import AgentOptions, AgentsService, in_process_links
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
 from room_router.registry import MemoryConnectionRegistry
@@ -48,6 +49,7 @@ class ServeOptions:
     node_id: str = field(default_factory=lambda: f"edge-{uuid.uuid4().hex[:8]}")
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
+    agents: AgentOptions = field(default_factory=AgentOptions)
 
 
 def _dev_secret(path: Path) -> str:
@@ -85,6 +87,10 @@ def make_app(opts: ServeOptions) -> web.Application:
                     inbox=inbox, metrics=Metrics())
     cdn = CdnOrigin(store, opts.cdn, node.metrics.registry)
     app = build_app(node, cdn, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
+    agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
+                           node.verify, node.clock) if opts.agents.enabled else None
+    if agents is not None:
+        agents.add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await inbox.open()
@@ -95,6 +101,8 @@ def make_app(opts: ServeOptions) -> web.Application:
                 await node.write_state(DEMO_ROOM, section, value, None)
             keeper = ScoreboardKeeper(node, DEMO_ROOM)
             keeper.start(DEMO_STATE["scoreboard"])
+        if agents is not None:
+            await agents.start()
         loop = asyncio.get_running_loop()
         interval = opts.config.online_interval
 
@@ -114,6 +122,8 @@ def make_app(opts: ServeOptions) -> web.Application:
             handle.cancel()
         if keeper is not None:
             keeper.stop()
+        if agents is not None:
+            await agents.stop()
         node.stop()
         await inbox.close()
 

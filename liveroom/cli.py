@@ -18,6 +18,8 @@ from edge.fanout import Budget
 from edge.ratelimit import Rate
 from liveroom.app import ServeOptions, make_app
 from liveroom.roles_cli import ROLE_COMMANDS, add_role_parsers, run_role_command
+from llm_agents.role import add_agents_parser, run_agents
+from llm_agents.serve import add_agent_arguments, agent_options
 
 log = logging.getLogger("liveroom")
 
@@ -95,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     cdn.add_argument("--head-stale-while-revalidate", type=int,
                      default=_env("HEAD_SWR", "2"),
                      help="seconds a cache may serve a stale head while it revalidates")
+    add_agent_arguments(serve)
+
+    add_agents_parser(sub)
 
     proxy = sub.add_parser("cdn-proxy", help="run nginx (cdn/nginx.conf) as a caching proxy "
                            "in front of an origin")
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen, origin=args.origin, prefix=prefix, workers=args.workers))
         log.info("nginx caching %s on http://%s (config %s)", args.origin, args.listen, conf)
         os.execv(cdn_proxy.find_nginx(), cdn_proxy.nginx_command(conf, prefix))
+    if args.command == "agents":
+        return run_agents(args)
     if args.command in ROLE_COMMANDS:
         log.info("event loop: %s", _install_uvloop())
         return run_role_command(args)
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             demo_room=not args.no_demo_room, config=_config(args),
             cdn=CdnConfig(head_max_age=args.head_max_age,
                           head_stale_while_revalidate=args.head_stale_while_revalidate),
+            agents=agent_options(args),
         )
         asyncio.run(_serve(opts))
         return 0

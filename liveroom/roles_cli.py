@@ -1,5 +1,6 @@
 """The distributed roles on the ``liveroom`` command: ``edge``, ``router``,
-``cdn``, ``agents`` and ``cluster`` (a local multi-process cluster).
+``cdn`` and ``cluster`` (a local multi-process cluster). The ``agents`` role
+lives in ``llm_agents.role``.
 
 Each role takes ``--nats`` (comma-separated URLs of the NATS cluster),
 ``--redis`` and ``--postgres`` (or ``LIVEROOM_NATS``, ``LIVEROOM_REDIS``,
@@ -32,7 +33,7 @@ from liveroom.distributed import RoleOptions, RoleProcess, describe
 
 log = logging.getLogger("liveroom")
 
-ROLE_COMMANDS = ("edge", "router", "cdn", "agents", "cluster")
+ROLE_COMMANDS = ("edge", "router", "cdn", "cluster")
 
 
 def _env(name: str, default: str) -> str:
@@ -130,9 +131,6 @@ def add_role_parsers(sub: Any) -> None:
                          "the shared state store")
     _node(cdn, "cdn", 8090)
     _services(cdn)
-    agents = sub.add_parser("agents", help="LLM characters (issue 6; not in this build)")
-    _node(agents, "agents", 8095)
-    _services(agents)
     cluster = sub.add_parser("cluster", help="a local multi-process cluster: N edges and a "
                              "router against the given services")
     cluster.add_argument("--edges", type=int, default=3)
@@ -174,10 +172,6 @@ async def _run(opts: RoleOptions) -> None:
 
 
 def run_role_command(args: argparse.Namespace) -> int:
-    if args.command == "agents":
-        print("liveroom agents: the LLM agents role comes with issue 6 (llm_agents/); "
-              "nothing to run in this build", file=sys.stderr)
-        return 3
     if args.command == "cluster":
         return run_cluster(args)
     asyncio.run(_run(_options(args, args.command)))

@@ -733,7 +733,29 @@ def start_liveroom(args: argparse.Namespace, data_dir: str, secret: str,
            "--coalesce-window", str(args.coalesce_window),
            "--action-rate", "1e9", "--action-burst", "1000000000",
            "--outbound-budget", str(args.outbound_budget)]
+    cmd += agent_args(args)
     return ServerProcess(cmd, env, cpus).start()
+
+
+AGENT_CHARACTERS = REPO / "loadtest" / "characters"
+
+
+def agent_args(args: argparse.Namespace) -> list[str]:
+    """``--agents N``: N commentators (loadtest/characters/) sit in the bench
+    room and talk without pause, their replies streaming as agent.delta
+    actions to every viewer. The model is ``--agent-backend``: scripted at
+    ``--agent-word-delay`` (0.012 s, the embedded model's ~85 tokens/s) keeps
+    the edge's side of the work (a member reading every action, deltas,
+    stage writes) without a model on the server's core; in production the
+    model runs on its own host (vLLM), never in the edge."""
+    if not args.agents:
+        return ["--no-agents"]
+    names = sorted(p.stem for p in AGENT_CHARACTERS.glob("*.toml"))[: args.agents]
+    return ["--agent-room", ROOM, "--characters", str(AGENT_CHARACTERS),
+            "--agent-characters", ",".join(names), "--agent-backend", args.agent_backend,
+            "--agent-word-delay", str(args.agent_word_delay), "--agent-cooldown", "0",
+            "--quota-room-per-day", "0", "--quota-user-per-day", "0",
+            *(["--openai-base-url", args.agent_openai_url] if args.agent_openai_url else [])]
 
 
 def start_socketio(cpus: set[int] | None) -> ServerProcess:
@@ -1091,6 +1113,14 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: --rate / 10)")
     p.add_argument("--peer", choices=(SOCKETIO,),
                    help="also run the same load against this server, and give the ratio")
+    p.add_argument("--agents", type=int, default=0,
+                   help="characters talking continuously in the room (loadtest/characters)")
+    p.add_argument("--compare-agents", type=int, default=0, metavar="N",
+                   help="run without characters, then with N, and give the p99 ratio")
+    p.add_argument("--agent-backend", default="scripted",
+                   choices=("scripted", "openai", "embedded"))
+    p.add_argument("--agent-word-delay", type=float, default=0.012)
+    p.add_argument("--agent-openai-url", help="with --agent-backend openai")
     p.add_argument("--server-cpu", default=server_default, help="CPU(s) for the server")
     p.add_argument("--client-cpu", default=client_default,
                    help="CPU(s) for the viewer and publisher processes")
@@ -1144,11 +1174,23 @@ def main(argv: list[str] | None = None) -> int:
             target = Target(LIVEROOM, u.hostname or "127.0.0.1", u.port or 80,
                             u.path or "/ws", args.server_pid)
             results[LIVEROOM] = run_one(args, target, secret, server_cpus, client_cpus)
+        elif args.compare_agents:
+            for key, n in (("without_agents", 0), ("with_agents", args.compare_agents)):
+                args.agents = n
+                srv = start_liveroom(args, f"{data_dir}/{key}", DEFAULT_SECRET, server_cpus)
+                try:
+                    target = Target(LIVEROOM, "127.0.0.1", srv.port, "/ws", srv.pid)
+                    results[key] = run_one(args, target, DEFAULT_SECRET, server_cpus,
+                                           client_cpus)
+                    results[key]["agents"] = n
+                finally:
+                    srv.stop()
         else:
             srv = start_liveroom(args, data_dir, DEFAULT_SECRET, server_cpus)
             try:
                 target = Target(LIVEROOM, "127.0.0.1", srv.port, "/ws", srv.pid)
                 results[LIVEROOM] = run_one(args, target, DEFAULT_SECRET, server_cpus, client_cpus)
+                results[LIVEROOM]["agents"] = args.agents
             finally:
                 srv.stop()
         if args.peer == SOCKETIO:
@@ -1159,8 +1201,18 @@ def main(argv: list[str] | None = None) -> int:
                 results[SOCKETIO] = run_one(args, target, "", server_cpus, client_cpus)
             finally:
                 srv.stop()
-    if args.peer is None:
-        out: dict[str, Any] = results[LIVEROOM]
+    if args.compare_agents:
+        base, loaded = results["without_agents"], results["with_agents"]
+        out: dict[str, Any] = {
+            **results, "agent_backend": args.agent_backend,
+            "ratio_p99_latency": _ratio(loaded["latency_ms"]["p99"], base["latency_ms"]["p99"]),
+            "ratio_p50_latency": _ratio(loaded["latency_ms"]["p50"], base["latency_ms"]["p50"]),
+            # The agents' own words: actions beyond the bench ones, per second.
+            "agent_actions_per_s": round(
+                (loaded["delivered_all_per_s"] - loaded["delivered_per_s"])
+                / max(1, loaded["viewers_joined"]), 1)}
+    elif args.peer is None:
+        out = results[LIVEROOM]
     else:
         ours, theirs = results[LIVEROOM], results[SOCKETIO]
         out = {LIVEROOM: ours, SOCKETIO: theirs,

@@ -45,7 +45,9 @@ class LiveServer:
 
     def start(self, timeout: float = 15.0) -> LiveServer:
         env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
-               "PYTHONUNBUFFERED": "1", **self.extra_env}
+               "PYTHONUNBUFFERED": "1",
+               # Deterministic characters unless a test picks a model backend.
+               "LIVEROOM_AGENT_BACKEND": "scripted", **self.extra_env}
         cmd = [sys.executable, "-m", "liveroom.cli", "serve", "--host", "127.0.0.1",
                "--port", "0", "--data-dir", str(self.data_dir), *self.args]
         if self.dev:

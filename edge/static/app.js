@@ -496,8 +496,59 @@
     if (room.name === app.current) $("online-count").textContent = String(frame.count);
   }
 
+  // An agent's reply streams as agent.delta actions (one reply_id) and ends
+  // with agent.say: one feed line per reply, its text growing as it streams.
+  const agentLines = new Map(); // reply_id -> feed <li> while the reply streams
+
+  function onAgentAction(frame) {
+    const body = isObject(frame.body) ? frame.body : {};
+    const id = typeof body.reply_id === "string" ? body.reply_id : "";
+    let li = agentLines.get(id);
+    if (!li) {
+      li = renderAction({ ...frame, kind: "agent", body: { text: "" } });
+      li.dataset.testid = "agent-reply";
+      li.dataset.replyId = id;
+      li.classList.add("kind-agent", "streaming");
+      if (body.backend) {
+        li.dataset.backend = String(body.backend);
+        if (body.backend === "scripted") {
+          li.querySelector(".who").appendChild(el("span", "label", "scripted"));
+        }
+      }
+      agentLines.set(id, li);
+      const feed = $("feed");
+      feed.appendChild(li);
+      while (feed.children.length > MAX_FEED) feed.removeChild(feed.firstChild);
+      feed.scrollTop = feed.scrollHeight;
+    }
+    const text = li.querySelector(".text");
+    if (frame.kind === "agent.delta") {
+      text.textContent += typeof body.text === "string" ? body.text : "";
+      return;
+    }
+    // agent.say: the whole reply is authoritative (deltas may have been shed).
+    agentLines.delete(id);
+    li.classList.remove("streaming");
+    li.dataset.done = "1";
+    if (body.backend === "scripted" && !li.querySelector(".label")) {
+      li.querySelector(".who").appendChild(el("span", "label", "scripted"));
+    }
+    text.textContent = typeof body.text === "string" ? body.text : "";
+    if (body.error) {
+      li.classList.add("agent-error");
+      li.appendChild(el("span", "agent-note", ` (${body.error})`));
+    } else if (body.cancelled) {
+      li.appendChild(el("span", "agent-note", ` (${body.cancelled})`));
+    }
+    while (agentLines.size > 50) agentLines.delete(agentLines.keys().next().value);
+  }
+
   function onAction(frame) {
     if (frame.room !== app.current) return;
+    if (frame.kind === "agent.delta" || frame.kind === "agent.say") {
+      onAgentAction(frame);
+      return;
+    }
     const feed = $("feed");
     const nearBottom = feed.scrollHeight - feed.scrollTop - feed.clientHeight < 40;
     feed.appendChild(renderAction(frame));

@@ -29,7 +29,9 @@ TIMEOUT_MS = 10_000
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A real server in dev mode (dev tokens, demo room) on an ephemeral port."""
-    srv = LiveServer(tmp_path / "data").start()
+    # No character in the room: these tests count the members (agent tests
+    # start their own server).
+    srv = LiveServer(tmp_path / "data", "--no-agents").start()
     try:
         yield srv
     finally:

@@ -1,0 +1,135 @@
+"""Any OpenAI-compatible streaming chat-completions server (vLLM in
+production), through the official ``openai`` client.
+
+Usage comes from the stream itself: with ``stream_options.include_usage``
+vLLM (and llama.cpp's ``llama-server``) send it in a last chunk whose
+``choices`` is empty; servers that send none (``llama_cpp.server``) get an
+estimate, marked ``reported=False``. Servers differ in their first chunk
+(``content`` is ``""``, ``null`` or absent): all three mean "no text yet".
+
+Failures: a connect error, a server error, or no chunk for ``idle_timeout``
+seconds before the first text is retried ``retries`` times with exponential
+backoff (nothing reached the room yet); after text has streamed it is not
+retried (the room has seen half a reply: it ends marked as an error). Every
+failed call counts against the circuit breaker; while it is open calls fail
+at once with ``model_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, cast
+
+import openai
+from openai import AsyncOpenAI
+
+from edge.protocol import ModelUnavailable
+from llm_agents.backends.base import ReplyRequest, Usage
+from llm_agents.breaker import CircuitBreaker
+from llm_agents.prompt import CHARS_PER_TOKEN
+
+log = logging.getLogger("liveroom.agents.openai")
+
+
+def parse_chunk(chunk: Mapping[str, Any]) -> tuple[str, Usage | None]:
+    """(text, usage) of one ``chat.completion.chunk`` as a plain dict. The
+    text is "" when the chunk has none (role-only first chunk, ``content``
+    null or absent, the usage-only last chunk with ``choices: []``)."""
+    text = ""
+    choices = chunk.get("choices") or []
+    if choices:
+        delta = choices[0].get("delta") or {}
+        content = delta.get("content")
+        if isinstance(content, str):
+            text = content
+    usage = None
+    u = chunk.get("usage")
+    if isinstance(u, Mapping) and u.get("completion_tokens") is not None:
+        usage = Usage(int(u.get("prompt_tokens") or 0), int(u["completion_tokens"]))
+    return text, usage
+
+
+_RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
+              openai.RateLimitError, asyncio.TimeoutError)
+
+
+class OpenAIBackend:
+    label = "openai"
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "not-needed",
+                 timeout: float = 30.0, idle_timeout: float = 10.0, retries: int = 2,
+                 backoff: float = 0.5, breaker: CircuitBreaker | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        # The client's own retries are off: ours know whether text has
+        # already reached the room.
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
+                                   max_retries=0)
+        self.model = model
+        self.idle_timeout = idle_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.breaker = breaker or CircuitBreaker()
+        self._clock = clock
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+        if not self.breaker.allow(self._clock()):
+            raise ModelUnavailable("the model backend's circuit breaker is open",
+                                   retry_after=round(self.breaker.retry_after(self._clock()), 3))
+        attempt = 0
+        while True:
+            produced = False
+            try:
+                async for item in self._once(request):
+                    if isinstance(item, str):
+                        produced = True
+                    yield item
+                self.breaker.success(self._clock())
+                return
+            except Exception as exc:
+                # Anything: the client's errors, and the transport's own
+                # (a stream cut mid-body surfaces as the HTTP library's error).
+                retry = not produced and attempt < self.retries and isinstance(exc, _RETRYABLE)
+                log.warning("model call failed (%s: %s)%s", type(exc).__name__, exc,
+                            "; retrying" if retry else "")
+                if not retry:
+                    self.breaker.failure(self._clock())
+                    raise ModelUnavailable(f"the model server failed: {type(exc).__name__}") \
+                        from None
+                await asyncio.sleep(self.backoff * 2 ** attempt)
+                attempt += 1
+
+    async def _once(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+        stream = await asyncio.wait_for(self._client.chat.completions.create(
+            model=self.model or request.character.model or "default",
+            messages=cast(Any, request.messages),
+            max_tokens=request.max_tokens, stream=True,
+            stream_options={"include_usage": True}), self.idle_timeout)
+        usage: Usage | None = None
+        chars = 0
+        pieces = 0
+        try:
+            it = stream.__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(it.__anext__(), self.idle_timeout)
+                except StopAsyncIteration:
+                    break
+                text, u = parse_chunk(chunk.model_dump())
+                if u is not None:
+                    usage = u
+                if text:
+                    chars += len(text)
+                    pieces += 1
+                    yield text
+        finally:
+            await stream.close()
+        if usage is None:
+            prompt = sum(len(m["content"]) for m in request.messages) // CHARS_PER_TOKEN
+            usage = Usage(prompt, max(pieces, chars // CHARS_PER_TOKEN), reported=False)
+        yield usage
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,33 @@
+"""The scripted backend: deterministic lines from the character file.
+
+For tests and for machines without the embedded model. Words come out one by
+one, ``word_delay`` seconds apart, so that the room shows the same streaming
+as with a model (0 in tests that want it instant)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from llm_agents.backends.base import ReplyRequest, Usage
+from llm_agents.prompt import CHARS_PER_TOKEN, scripted_reply
+
+
+class ScriptedBackend:
+    label = "scripted"
+
+    def __init__(self, word_delay: float = 0.04) -> None:
+        self.word_delay = word_delay
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+        text = scripted_reply(request.character, request.trigger, request.turn)
+        words = text.split(" ")
+        for i, word in enumerate(words[: request.max_tokens]):
+            if self.word_delay:
+                await asyncio.sleep(self.word_delay)
+            yield word if i == 0 else " " + word
+        prompt = sum(len(m["content"]) for m in request.messages) // CHARS_PER_TOKEN
+        yield Usage(prompt, min(len(words), request.max_tokens), reported=False)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,346 @@
+"""Direct interactions: for clients that are not in the room.
+
+    POST /v1/rooms/{room}/agents/{name}/interactions   {"text": "..."}
+        -> 202 {"id", "status": "running", "events": "/v1/interactions/<id>/events"}
+    GET  /v1/interactions/{id}           -> the interaction (status, text, error, usage)
+    GET  /v1/interactions/{id}/events    -> Server-Sent Events: "delta" events with
+         the text as it streams, then one "done" event; ``Last-Event-ID`` resumes.
+    GET  /v1/rooms/{room}/agents         -> the room's characters (backend, breaker)
+         and today's token usage of the room and of the caller.
+
+Authentication: ``Authorization: Bearer <user token>`` (the same JWT as the
+WebSocket hello); the token's user is charged in the quota, and only that
+user reads the interaction (another user gets 404). Over quota the POST is
+answered ``429 quota_exceeded`` before anything runs.
+
+Durable: every interaction and every event is written to SQLite (one worker
+thread, as the peer inbox) before listeners are told, so a client that
+reconnects (or asks after a restart) gets the whole stream from the store.
+PostgreSQL implements the same ``InteractionStore`` in the distributed
+deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from edge.auth import Identity
+from edge.protocol import (
+    InvalidField,
+    NotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
+from llm_agents.backends.base import Usage
+from llm_agents.policy import INTERACTION, Trigger
+from llm_agents.prompt import build_messages, estimate_tokens
+from llm_agents.runtime import AgentRuntime, RoomAgent
+
+log = logging.getLogger("liveroom.agents.interactions")
+T = TypeVar("T")
+MAX_TEXT = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS interactions (
+    id TEXT PRIMARY KEY,
+    room TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    user TEXT NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reply TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS interaction_events (
+    interaction TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (interaction, seq)
+);
+"""
+
+_COLUMNS = ("id", "room", "agent", "user", "text", "status", "reply", "error",
+            "prompt_tokens", "completion_tokens", "created", "finished")
+
+
+class InteractionStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def create(self, row: dict[str, Any]) -> None: ...
+
+    async def add_event(self, interaction: str, seq: int, event: str, data: str) -> None: ...
+
+    async def finish(self, interaction: str, status: str, reply: str, error: str | None,
+                     prompt_tokens: int | None, completion_tokens: int | None,
+                     finished: float) -> None: ...
+
+    async def get(self, interaction: str) -> dict[str, Any] | None: ...
+
+    async def events_after(self, interaction: str,
+                           seq: int) -> list[tuple[int, str, str]]: ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteInteractionStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interactions")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("interaction store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        def _open() -> None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            # Interactions that were running when the process stopped will
+            # never finish: say so instead of leaving them "running".
+            db.execute("UPDATE interactions SET status = 'failed', error = 'interrupted'"
+                       " WHERE status = 'running'")
+            self._db = db
+        await self._run(_open)
+
+    async def create(self, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        await self._run(lambda: self._conn().execute(
+            f"INSERT INTO interactions ({cols}) VALUES ({marks})", tuple(row.values())))
+
+    async def add_event(self, interaction: str, seq: int, event: str, data: str) -> None:
+        await self._run(lambda: self._conn().execute(
+            "INSERT INTO interaction_events (interaction, seq, event, data) VALUES (?, ?, ?, ?)",
+            (interaction, seq, event, data)))
+
+    async def finish(self, interaction: str, status: str, reply: str, error: str | None,
+                     prompt_tokens: int | None, completion_tokens: int | None,
+                     finished: float) -> None:
+        await self._run(lambda: self._conn().execute(
+            "UPDATE interactions SET status = ?, reply = ?, error = ?, prompt_tokens = ?,"
+            " completion_tokens = ?, finished = ? WHERE id = ?",
+            (status, reply, error, prompt_tokens, completion_tokens, finished, interaction)))
+
+    async def get(self, interaction: str) -> dict[str, Any] | None:
+        row = await self._run(lambda: self._conn().execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE id = ?",
+            (interaction,)).fetchone())
+        return None if row is None else dict(zip(_COLUMNS, row, strict=True))
+
+    async def events_after(self, interaction: str, seq: int) -> list[tuple[int, str, str]]:
+        rows = await self._run(lambda: self._conn().execute(
+            "SELECT seq, event, data FROM interaction_events WHERE interaction = ? AND seq > ?"
+            " ORDER BY seq", (interaction, seq)).fetchall())
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
+        self._pool.shutdown(wait=True)
+
+
+class Interactions:
+    """Runs interactions and tells SSE listeners when events were stored."""
+
+    def __init__(self, runtime: AgentRuntime, store: InteractionStore,
+                 verify: Callable[[object, float], Identity],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.runtime = runtime
+        self.store = store
+        self._verify = verify
+        self._clock = clock
+        # Interaction id -> one Event per waiting SSE listener, set when the
+        # interaction changes; a listener removes its own when it leaves.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _identity(self, request: web.Request) -> Identity:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise Unauthorized("Authorization: Bearer <token> is required")
+        return self._verify(header[7:], self._clock())
+
+    def _notify(self, interaction: str) -> None:
+        for ev in self._waiters.get(interaction, ()):
+            ev.set()
+
+    async def create(self, room: str, name: str, ident: Identity, text: str) -> dict[str, Any]:
+        agent = self.runtime.get(room, name)
+        if agent is None:
+            raise NotFound(f"no agent {name!r} in room {room!r}", field="agent")
+        iid = uuid.uuid4().hex
+        now = self._clock()
+        trigger = Trigger(INTERACTION, now, ident.user, ident.name, text, {"interaction": iid})
+        estimate = estimate_tokens(build_messages(agent.character, agent.window, trigger),
+                                   agent.character.max_reply_tokens)
+        # Raises QuotaExceeded (429) before anything is stored or run.
+        reservation = await agent.quota.reserve(room, ident.user, estimate, now)
+        await self.store.create({"id": iid, "room": room, "agent": name, "user": ident.user,
+                                 "text": text, "status": "running", "created": now})
+        task = asyncio.create_task(self._run(agent, iid, ident, text, reservation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return {"id": iid, "status": "running", "room": room, "agent": name,
+                "events": f"/v1/interactions/{iid}/events"}
+
+    async def _run(self, agent: RoomAgent, iid: str, ident: Identity, text: str,
+                   reservation: Any) -> None:
+        seq = 0
+        # Events are stored in order by one writer: emit() is called from the
+        # generation (synchronously), the writes happen here.
+        queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+
+        async def writer() -> None:
+            nonlocal seq
+            while (item := await queue.get()) is not None:
+                seq += 1
+                await self.store.add_event(iid, seq, item[0], item[1])
+                self._notify(iid)
+
+        w = asyncio.create_task(writer())
+        status, reply = "failed", ""
+        error: str | None = "internal"
+        usage: Usage | None = None
+        try:
+            outcome = await agent.interact(
+                iid, ident.user, ident.name, text, reservation,
+                lambda chunk: queue.put_nowait(("delta", json.dumps({"text": chunk}))))
+            reply, error, usage = outcome.text, outcome.error, outcome.usage
+            status = "failed" if error else "done"
+        except Exception:
+            log.exception("interaction %s failed", iid)
+        finally:
+            done: dict[str, Any] = {"status": status, "text": reply}
+            if error:
+                done["error"] = error
+            if usage is not None:
+                done["usage"] = {"prompt_tokens": usage.prompt_tokens,
+                                 "completion_tokens": usage.completion_tokens,
+                                 "reported": usage.reported}
+            queue.put_nowait(("done", json.dumps(done)))
+            queue.put_nowait(None)
+            await w
+            await self.store.finish(iid, status, reply, error,
+                                    usage.prompt_tokens if usage else None,
+                                    usage.completion_tokens if usage else None, self._clock())
+            self._notify(iid)
+
+    async def _owned(self, request: web.Request) -> dict[str, Any]:
+        ident = self._identity(request)
+        row = await self.store.get(request.match_info["id"])
+        if row is None or row["user"] != ident.user:
+            raise NotFound("no such interaction")
+        return row
+
+    # -- HTTP ------------------------------------------------------------
+    async def post(self, request: web.Request) -> web.Response:
+        ident = self._identity(request)
+        room, name = request.match_info["room"], request.match_info["name"]
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            raise InvalidField("the body must be JSON", field="body") from None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+            raise InvalidField(f"text must be a string of 1..{MAX_TEXT} chars", field="text")
+        try:
+            out = await self.create(room, name, ident, text)
+        except QuotaExceeded as err:
+            retry = err.extra.get("retry_after")
+            if retry is not None:
+                err.http_headers["Retry-After"] = str(retry)
+            raise
+        return web.json_response(out, status=202)
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._owned(request))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        row = await self._owned(request)
+        iid = row["id"]
+        try:
+            after = int(request.headers.get("Last-Event-ID", "0"))
+        except ValueError:
+            after = 0
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        changed = asyncio.Event()
+        waiters = self._waiters.setdefault(iid, set())
+        waiters.add(changed)
+        try:
+            while True:
+                # Cleared before reading, so a change between the read and
+                # the wait is not missed.
+                changed.clear()
+                for seq, event, data in await self.store.events_after(iid, after):
+                    after = seq
+                    await resp.write(f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode())
+                    if event == "done":
+                        await resp.write_eof()
+                        return resp
+                try:
+                    await asyncio.wait_for(changed.wait(), 15.0)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+        finally:
+            waiters.discard(changed)
+            if not waiters:
+                self._waiters.pop(iid, None)
+
+    async def list_agents(self, request: web.Request) -> web.Response:
+        """The room's characters, their breaker, and today's token usage of
+        the room and of the caller."""
+        ident = self._identity(request)
+        room = request.match_info["room"]
+        agents = [a for (r, _), a in self.runtime.agents.items() if r == room]
+        out: dict[str, Any] = {"room": room, "agents": []}
+        for a in agents:
+            breaker = getattr(a.backend, "breaker", None)
+            out["agents"].append({
+                "name": a.character.name, "display_name": a.character.display_name,
+                "backend": a.backend.label, "replies": a.replies,
+                "breaker": breaker.state if breaker is not None else None})
+        if agents:
+            room_used, user_used = await agents[0].quota.used(room, ident.user, self._clock())
+            out["quota"] = {"room_used": room_used, "user_used": user_used}
+        return web.json_response(out)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/rooms/{room}/agents", self.list_agents)
+        app.router.add_post("/v1/rooms/{room}/agents/{name}/interactions", self.post)
+        app.router.add_get("/v1/interactions/{id}", self.get)
+        app.router.add_get("/v1/interactions/{id}/events", self.events)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+

@@ -1,0 +1,340 @@
+"""The agent runtime: characters sitting in rooms as members.
+
+Theory of operation
+-------------------
+A ``RoomAgent`` is one character in one room. Its ``RoomLink`` joins the
+room as a member with role ``agent`` and hands it every frame the room
+sends (actions, state notices). Frames are read on the agent's own task,
+never in the fan-out loop: each one updates the bounded context window and,
+through the pure ``SpeakPolicy``, may queue a trigger.
+
+The agent's worker task asks the policy what to answer (``next(now)``) and
+sleeps until it is woken by a new trigger or the time the policy names
+(cooldown end, silence). A reply:
+
+1. reserves the estimated tokens in the quota (room and user); over quota
+   the character declines with its short ``decline`` line;
+2. marks its stage section ``speaking`` (compare-and-set on its version);
+3. streams the model's text as ``agent.delta`` actions (``reply_id``, ``i``,
+   ``text``), coalesced to one action per ``delta_interval`` seconds so a
+   fast model does not flood the room;
+4. ends with one ``agent.say`` (``reply_id``, the whole ``text``,
+   ``reply_to``, ``backend``), marked with ``error`` when the model failed
+   and ``cancelled`` when the policy found the reply stale or preempted;
+5. settles the quota with the reported (or estimated) usage.
+
+The model call runs in its own task; the worker waits on it *and* on new
+triggers, so a higher-priority trigger cancels a reply in flight at once.
+Nothing here runs on the fan-out path: the room never waits for a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.protocol import (
+    AGENT_DELTA,
+    AGENT_SAY,
+    LiveroomError,
+    ModelUnavailable,
+    QuotaExceeded,
+    VersionConflict,
+)
+from llm_agents.backends.base import ModelBackend, ReplyRequest, Usage
+from llm_agents.character import Character
+from llm_agents.link import RoomLink
+from llm_agents.policy import (
+    INTERACTION,
+    PolicyConfig,
+    SpeakPolicy,
+    Trigger,
+    classify_action,
+    classify_state,
+    is_room_activity,
+)
+from llm_agents.prompt import ContextWindow, action_line, build_messages, estimate_tokens
+from llm_agents.quota import QuotaStore, Reservation
+
+log = logging.getLogger("liveroom.agents")
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    delta_interval: float = 0.08
+    context_lines: int = 12
+
+
+@dataclass(slots=True)
+class ReplyOutcome:
+    reply_id: str
+    text: str
+    usage: Usage | None
+    error: str | None = None
+    cancelled: str | None = None
+    error_message: str | None = None
+
+
+class RoomAgent:
+    def __init__(self, character: Character, room: str, backend: ModelBackend,
+                 quota: QuotaStore, config: AgentConfig,
+                 make_link: Callable[[Callable[[dict[str, Any]], None]], RoomLink],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.character = character
+        self.room = room
+        self.backend = backend
+        self.quota = quota
+        self.config = config
+        self.clock = clock
+        now = clock()
+        self.policy = SpeakPolicy(character, config.policy, now)
+        self.window = ContextWindow(config.context_lines)
+        self.link = make_link(self._on_frame)
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._turn = 0
+        self.replies = 0
+        self.dropped = 0
+        self.stage: dict[str, Any] = {"name": character.display_name, **character.stage,
+                                      "speaking": False}
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        await self.link.join(self.room)
+        await self._set_stage(speaking=False)
+        self._worker = asyncio.create_task(self._run(), name=f"agent-{self.character.name}")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.link.close()
+
+    # -- frames in (the agent's reader task, not the fan-out loop) --------
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        ftype = frame.get("type")
+        now = self.clock()
+        if ftype == "action" and frame.get("room") == self.room:
+            if is_room_activity(frame, self.character):
+                self.policy.observe(now)
+            line = action_line(frame)
+            if line is not None:
+                self.window.add(line)
+            trigger = classify_action(self.character, frame, now)
+        elif ftype == "state" and frame.get("room") == self.room:
+            trigger = classify_state(self.character, frame, now)
+        else:
+            return
+        if trigger is not None:
+            self.dropped += len(self.policy.offer(trigger))
+            self._wake.set()
+
+    # -- the worker --------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            now = self.clock()
+            trigger = self.policy.next(now)
+            if trigger is None:
+                self._wake.clear()
+                at = self.policy.wake_at(now)
+                timeout = None if at is None else max(0.01, at - now)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self._reply(trigger)
+            except Exception:
+                log.exception("agent %s: reply failed", self.character.name)
+                if self.policy.speaking is not None:
+                    self.policy.finished(self.clock())
+
+    async def _reply(self, trigger: Trigger) -> None:
+        character = self.character
+        now = self.clock()
+        self.policy.started(trigger, now)
+        reply_id = uuid.uuid4().hex[:16]
+        reply_to = dict(trigger.reply_to) if trigger.reply_to else None
+        messages = build_messages(character, self.window, trigger)
+        try:
+            reservation = await self.quota.reserve(
+                self.room, trigger.user, estimate_tokens(messages, character.max_reply_tokens),
+                now)
+        except QuotaExceeded as err:
+            self.link.publish(self.room, AGENT_SAY, {
+                "reply_id": reply_id, "text": character.decline, "reply_to": reply_to,
+                "backend": self.backend.label, "declined": "quota_exceeded",
+                "scope": err.extra.get("scope")})
+            self.policy.finished(self.clock())
+            return
+        await self._set_stage(speaking=True)
+        seq = [0]
+
+        def publish_delta(text: str) -> None:
+            self.link.publish(self.room, AGENT_DELTA, {"reply_id": reply_id, "i": seq[0],
+                                                       "text": text})
+            seq[0] += 1
+
+        outcome = await self._generate(trigger, messages, reply_id, publish_delta,
+                                       reservation, watch=True)
+        body: dict[str, Any] = {"reply_id": reply_id, "text": outcome.text,
+                                "reply_to": reply_to, "backend": self.backend.label}
+        if outcome.error:
+            body["error"] = outcome.error
+            body["error_message"] = outcome.error_message
+        if outcome.usage is not None:
+            u = outcome.usage
+            body["usage"] = {"prompt_tokens": u.prompt_tokens,
+                             "completion_tokens": u.completion_tokens, "reported": u.reported}
+        if outcome.cancelled:
+            body["cancelled"] = outcome.cancelled
+        self.link.publish(self.room, AGENT_SAY, body)
+        self.replies += 1
+        if outcome.text and not outcome.error:
+            self.window.add(f"{character.display_name}: {outcome.text}")
+        await self._set_stage(speaking=False)
+        self.policy.finished(self.clock())
+
+    async def _generate(self, trigger: Trigger, messages: list[dict[str, str]], reply_id: str,
+                        emit: Callable[[str], None], reservation: Reservation,
+                        watch: bool) -> ReplyOutcome:
+        """Run the model call in its own task; coalesce its text into
+        ``emit`` calls; settle the quota. With ``watch`` the policy may
+        cancel it (stale, preempted) whenever the agent is woken."""
+        character = self.character
+        request = ReplyRequest(character, trigger, messages, character.max_reply_tokens,
+                               self._turn)
+        self._turn += 1
+        parts: list[str] = []
+        pending: list[str] = []
+        state: dict[str, Any] = {"usage": None, "error": None, "message": None, "last": 0.0}
+        limit = character.max_reply_chars
+
+        def flush() -> None:
+            if pending:
+                emit("".join(pending))
+                pending.clear()
+            state["last"] = self.clock()
+
+        async def consume() -> None:
+            size = 0
+            try:
+                async for item in self.backend.stream(request):
+                    if isinstance(item, Usage):
+                        state["usage"] = item
+                        continue
+                    item = item[: max(0, limit - size)]
+                    if not item:
+                        continue
+                    size += len(item)
+                    parts.append(item)
+                    pending.append(item)
+                    if self.clock() - state["last"] >= self.config.delta_interval:
+                        flush()
+            except LiveroomError as err:
+                state["error"], state["message"] = err.code, err.message
+            except Exception:
+                log.exception("agent %s: backend %s failed", character.name, self.backend.label)
+                state["error"] = ModelUnavailable.code
+
+        state["last"] = self.clock()
+        task = asyncio.create_task(consume())
+        cancelled: str | None = None
+        while not task.done():
+            if not watch:
+                await asyncio.wait({task})
+                break
+            self._wake.clear()
+            waiter = asyncio.create_task(self._wake.wait())
+            deadline = trigger.at + self.config.policy.stale_after_s - self.clock()
+            await asyncio.wait({task, waiter}, timeout=max(0.01, deadline),
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if task.done():
+                break
+            cancelled = self.policy.should_cancel(self.clock())
+            if cancelled:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                break
+        if watch:
+            # Triggers that came in while we watched must wake the worker.
+            self._wake.set()
+        flush()
+        text = "".join(parts)
+        usage: Usage | None = state["usage"]
+        used = usage.total if usage is not None else (
+            reservation.tokens if not text else len(text) // 4 + 1)
+        try:
+            await self.quota.settle(reservation, used)
+        except Exception:
+            log.exception("agent %s: quota settle failed", character.name)
+        return ReplyOutcome(reply_id, text, usage, state["error"], cancelled, state["message"])
+
+    async def interact(self, interaction_id: str, user: str, user_name: str, text: str,
+                       reservation: Reservation, emit: Callable[[str], None]) -> ReplyOutcome:
+        """A direct interaction (HTTP API): the same backend and quota, its
+        text handed to ``emit`` (coalesced like deltas) instead of the room."""
+        trigger = Trigger(INTERACTION, self.clock(), user, user_name, text,
+                          {"interaction": interaction_id})
+        messages = build_messages(self.character, self.window, trigger)
+        return await self._generate(trigger, messages, interaction_id, emit, reservation,
+                                    watch=False)
+
+    # -- state -------------------------------------------------------------
+    async def _set_stage(self, **changes: Any) -> None:
+        """Write the character's own stage section with compare-and-set on
+        its version: if someone else (a host) wrote it meanwhile we re-read
+        and retry once, rather than overwrite blindly."""
+        section = self.character.stage_section
+        self.stage.update(changes)
+        for _ in range(2):
+            try:
+                expected = await self.link.section_partial(self.room, section)
+                await self.link.write_state(self.room, section, dict(self.stage), expected)
+                return
+            except VersionConflict:
+                continue
+            except LiveroomError as err:
+                log.warning("agent %s: stage write refused: %s", self.character.name, err)
+                return
+
+
+class AgentRuntime:
+    """Every agent of a process; the composition root starts and stops it."""
+
+    def __init__(self) -> None:
+        self.agents: dict[tuple[str, str], RoomAgent] = {}
+
+    def add(self, agent: RoomAgent) -> None:
+        self.agents[(agent.room, agent.character.name)] = agent
+
+    def get(self, room: str, name: str) -> RoomAgent | None:
+        return self.agents.get((room, name))
+
+    async def start(self) -> None:
+        for agent in self.agents.values():
+            await agent.start()
+            log.info("agent %s joined room %s (backend %s)", agent.character.name, agent.room,
+                     agent.backend.label)
+
+    async def stop(self) -> None:
+        for agent in self.agents.values():
+            await agent.stop()
+
+    def summary(self) -> list[Mapping[str, Any]]:
+        return [{"room": a.room, "name": a.character.name, "backend": a.backend.label,
+                 "replies": a.replies, "dropped": a.dropped}
+                for a in self.agents.values()]

@@ -1,0 +1,46 @@
+"""The demo page shows a character's streamed reply: one feed line that grows
+with the agent.delta chunks, completed by agent.say, labelled "scripted"
+when the scripted backend plays; the agent counts in the online count."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import TIMEOUT_MS
+from tests.e2e.test_demo_browser import comment, join, screenshot
+from tests.support import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def agent_server(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path / "data", "--agent-backend", "scripted",
+                     "--agent-cooldown", "0.2", "--agent-word-delay", "0.05").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_scripted_character_reply_streams_into_the_feed(agent_server: LiveServer,
+                                                        new_page: Any) -> None:
+    page = new_page()
+    join(page, agent_server, "Vera", "viewer")
+    # Vera and the quiz master.
+    expect(page.get_by_test_id("online-count")).to_have_text("2", timeout=TIMEOUT_MS)
+    comment(page, "hi quinn, ready?")
+    reply = page.locator('[data-testid="agent-reply"]').first
+    expect(reply).to_contain_text("Quinn", timeout=TIMEOUT_MS)
+    expect(reply.locator(".label")).to_have_text("scripted", timeout=TIMEOUT_MS)
+    expect(reply).to_have_attribute("data-done", "1", timeout=TIMEOUT_MS)
+    expect(reply.locator(".text")).to_contain_text("Good question, Vera", timeout=TIMEOUT_MS)
+    # One line per reply, however many chunks it streamed in.
+    expect(page.locator('[data-testid="agent-reply"]')).to_have_count(1, timeout=TIMEOUT_MS)
+    screenshot(page, "/tmp/demo-agent.png")
+    assert not page.js_errors, page.js_errors
