@@ -17,6 +17,8 @@ from edge.auth import mint_token
 JWT_SECRET = "integration-test-secret-0123456789abcdef"
 API_KEY = "integration-test-api-key"
 _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+_QUIC = re.compile(r"quic listening on udp://([\d.]+):(\d+)/wt \(certificate sha256 ([0-9a-f]+)"
+                   r"|quic off")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -33,7 +35,10 @@ class LiveServer:
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
         self.port = 0
+        self.quic_port = 0  # 0: QUIC is off
+        self.cert_sha256 = ""
         self._ready = threading.Event()
+        self._quic_ready = threading.Event()
 
     @property
     def url(self) -> str:
@@ -43,6 +48,12 @@ class LiveServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    @property
+    def wt_url(self) -> str:
+        """The WebTransport URL (``--dev`` servers start QUIC on a free port)."""
+        assert self.quic_port, "QUIC is off on this server"
+        return f"https://127.0.0.1:{self.quic_port}/wt"
+
     def start(self, timeout: float = 15.0) -> LiveServer:
         env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
                "PYTHONUNBUFFERED": "1", **self.extra_env}
@@ -51,11 +62,12 @@ class LiveServer:
         if self.dev:
             cmd.append("--dev")
         self._ready.clear()
+        self._quic_ready.clear()
         self.log = []
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
+        if not self._ready.wait(timeout) or not self._quic_ready.wait(timeout):
             self.stop()
             raise RuntimeError("server did not start:\n" + "".join(self.log))
         return self
@@ -68,6 +80,11 @@ class LiveServer:
             if m:
                 self.port = int(m.group(2))
                 self._ready.set()
+            q = _QUIC.search(line)
+            if q:
+                if q.group(2):
+                    self.quic_port, self.cert_sha256 = int(q.group(2)), q.group(3)
+                self._quic_ready.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         proc, self.proc = self.proc, None
