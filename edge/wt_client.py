@@ -54,6 +54,11 @@ class _Protocol(QuicConnectionProtocol):
         self.capsules = b""
         self.close_code: int | None = None
         self.close_reason = ""
+        # The session ends when both its streams have ended: the CONNECT
+        # stream (close capsule) and the frames stream (the last frames). QUIC
+        # does not order streams, so either may end first.
+        self.session_ended = False
+        self.stream_ended = False
         self.ended = False
         self.datagrams = 0
 
@@ -80,6 +85,10 @@ class _Protocol(QuicConnectionProtocol):
             if event.stream_id == self.stream_id:
                 for payload in self.reader.feed(event.data):
                     self._put(payload)
+                if event.stream_ended:
+                    self.stream_ended = True
+                    if self.session_ended:
+                        self._end()
         elif isinstance(event, DatagramReceived):
             self.datagrams += 1
             self._put(event.data)
@@ -87,7 +96,9 @@ class _Protocol(QuicConnectionProtocol):
             self.capsules += event.data
             self._parse_capsules()
             if event.stream_ended:
-                self._end()
+                self.session_ended = True
+                if self.stream_ended or self.stream_id is None:
+                    self._end()
 
     def _put(self, payload: bytes) -> None:
         if wt_variant_of(payload) == WT_JSON:
@@ -215,13 +226,14 @@ class WtConnection:
             return
         self._closed = True
         proto = self._proto
-        if not proto.ended:
-            proto.close()
-            try:
-                await asyncio.wait_for(proto.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
+        proto.close()  # CONNECTION_CLOSE; a no-op when the connection is over
+        try:
+            await asyncio.wait_for(proto.wait_closed(), 2.0)
+        except TimeoutError:
+            pass
         self._transport.close()
+        if proto._timer is not None:
+            proto._timer.cancel()  # nothing more to send on a closed socket
 
     # -- migration -----------------------------------------------------------
     async def rebind(self) -> tuple[Any, ...]:
