@@ -28,8 +28,10 @@ TIMEOUT_MS = 10_000
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A real server in dev mode (dev tokens, demo room) on an ephemeral port."""
-    srv = LiveServer(tmp_path / "data").start()
+    """A real server in dev mode (dev tokens, demo room) on an ephemeral port.
+    QUIC is off, so the page takes its WebSocket fallback (these tests spy on
+    the WebSocket); tests/e2e/test_webtransport_browser.py covers QUIC."""
+    srv = LiveServer(tmp_path / "data", "--quic-port", "off").start()
     try:
         yield srv
     finally:
