@@ -330,6 +330,10 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
                 expiry_timer.cancel()
             await node.close(conn, session)
             self.sessions.pop(wts.session_id, None)
+            if wts.sink is not None and not wts.sink.closed:
+                # Ended by the client: end our halves too (no capsule).
+                wts.sink.closed = True
+                self._end_streams(wts, b"")
 
     # -- closing ----------------------------------------------------------------
     def close_session(self, session_id: int, code: int, reason: str) -> None:
@@ -339,15 +343,20 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         wts = self.sessions.get(session_id)
         if http is None or wts is None:
             return
+        self._end_streams(wts, wt_close_capsule(code, reason))
+        if self._linger is None:
+            self._linger = self._loop.call_later(_CLOSE_LINGER_S, self._linger_over)
+
+    def _end_streams(self, wts: WtSession, capsule: bytes) -> None:
+        http = self.http
+        assert http is not None
         try:
-            http.send_data(session_id, wt_close_capsule(code, reason), end_stream=True)
+            http.send_data(wts.session_id, capsule, end_stream=True)
             if wts.stream_id is not None:
                 self._quic.send_stream_data(wts.stream_id, b"", end_stream=True)
         except Exception:  # the stream is already finished or reset
-            log.debug("closing session %d", session_id, exc_info=True)
+            log.debug("ending session %d", wts.session_id, exc_info=True)
         self.queue.mark(self)
-        if self._linger is None:
-            self._linger = self._loop.call_later(_CLOSE_LINGER_S, self._linger_over)
 
     def _linger_over(self) -> None:
         self._linger = None

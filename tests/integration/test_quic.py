@@ -359,3 +359,54 @@ async def test_client_rebinds_its_socket_and_keeps_its_session(server: LiveServe
     pong = await mover.request({"type": "ping", "t": 3}, "pong", T)
     assert pong["t"] == 3
     assert mover.welcome["session"] == session
+
+
+# --------------------------------------------------------------------------
+# certificates, QUIC off, shutdown
+# --------------------------------------------------------------------------
+def test_liveroom_certs_prints_the_hash(tmp_path: Any) -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    out = subprocess.run([sys.executable, "-m", "liveroom.cli", "certs", "--dir",
+                          str(tmp_path), "--host", "edge.local", "--days", "14"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    sha = out.split("sha256")[1].split()[0]
+    cert = x509.load_pem_x509_certificate((tmp_path / "quic-cert.pem").read_bytes())
+    assert sha == hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    assert (tmp_path / "quic-key.pem").is_file()
+
+
+async def test_quic_is_off_without_a_certificate(make_server: Callable[..., LiveServer],
+                                                 http: aiohttp.ClientSession) -> None:
+    srv = make_server(dev=False)
+    assert srv.quic_port == 0
+    async with http.get(f"{srv.url}/v1/quic") as r:
+        assert r.status == 404
+        assert (await r.json())["code"] == "not_found"
+
+
+async def test_production_certificate_paths(make_server: Callable[..., LiveServer],
+                                            clients: Connect, tmp_path: Any) -> None:
+    import datetime as dt
+
+    from edge.certs import make_dev_cert
+
+    info = make_dev_cert(tmp_path / "prod", ["127.0.0.1"], dt.datetime.now(dt.UTC))
+    srv = make_server("--quic-cert", str(info.cert), "--quic-key", str(info.key), dev=False)
+    assert srv.cert_sha256 == info.sha256
+    c = await clients(srv, uid("p"))
+    assert c.welcome is not None
+
+
+async def test_server_shutdown_closes_sessions_4101(make_server: Callable[..., LiveServer],
+                                                    clients: Connect) -> None:
+    srv = make_server()
+    c = await clients(srv, uid("bye"))
+    await c.join(uid("room"))
+    await asyncio.get_running_loop().run_in_executor(None, srv.stop)
+    assert await wait_closed(c) == 4101

@@ -91,7 +91,7 @@ async def test_one_transmit_per_connection_per_tick(
 
 async def test_buffered_counts_unacknowledged_stream_bytes(
         edge: tuple[EdgeNode, QuicEdge, str, str]) -> None:
-    node, quic, url, sha = edge
+    node, _, url, sha = edge
     c = await wt_client(url, sha, "reader")
     try:
         await c.join("big")
