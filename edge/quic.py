@@ -138,7 +138,14 @@ class WtSink:
         quic = proto._quic
         stream, datagrams = split_records(data)
         if stream:
-            quic.send_stream_data(self.stream_id, stream)
+            try:
+                quic.send_stream_data(self.stream_id, stream)
+            except Exception:
+                # The peer reset the stream or asked us to stop sending: the
+                # session is over. Never raise into the fan-out loop.
+                self.closed = True
+                proto.session_gone(self.session_id)
+                return
         if datagrams:
             http = proto.http
             assert http is not None
@@ -243,6 +250,8 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
             cfg = self.node.config
             wts = WtSession(self, event.stream_id, cfg.max_frame_bytes * cfg.hard_frame_factor)
             self.sessions[event.stream_id] = wts
+            # A session that never opens its stream never says hello either.
+            self._loop.call_later(cfg.hello_timeout, self._no_stream, wts)
             self.http.send_headers(event.stream_id, [
                 (b":status", b"200"),
                 (b"sec-webtransport-http3-draft", b"draft02"),
@@ -283,12 +292,23 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         if event.stream_ended:
             wts.end()
 
+    def _no_stream(self, wts: WtSession) -> None:
+        if wts.stream_id is None and self.sessions.get(wts.session_id) is wts:
+            self._end_streams(wts, wt_close_capsule(CloseCode.HELLO_TIMEOUT,
+                                                    "no stream in time"))
+            del self.sessions[wts.session_id]
+
     def _bind(self, wts: WtSession, stream_id: int) -> None:
         """The session's first bidirectional stream becomes its connection."""
         wts.stream_id = stream_id
         wts.sink = WtSink(self, wts.session_id, stream_id, self._drop)
         wts.conn, wts.session = self.node.open(wts.sink)
         wts.task = asyncio.get_running_loop().create_task(self._run(wts))
+
+    def session_gone(self, session_id: int) -> None:
+        wts = self.sessions.get(session_id)
+        if wts is not None:
+            wts.end()
 
     def _stream_gone(self, stream_id: int) -> None:
         for wts in self.sessions.values():

@@ -41,6 +41,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from edge.protocol import WT_CLOSE_CAPSULE, WT_JSON, wt_frame, wt_variant_of
 from edge.wt_framing import FrameReader
 
+# How long the end of the frames stream may lag the end of the session.
+_STREAM_END_GRACE_S = 1.0
+
 
 class _Protocol(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
@@ -99,6 +102,10 @@ class _Protocol(QuicConnectionProtocol):
                 self.session_ended = True
                 if self.stream_ended or self.stream_id is None:
                     self._end()
+                else:
+                    # The frames stream's end should follow; if the server
+                    # never saw that stream, it will not.
+                    self._loop.call_later(_STREAM_END_GRACE_S, self._end)
 
     def _put(self, payload: bytes) -> None:
         if wt_variant_of(payload) == WT_JSON:
@@ -187,6 +194,7 @@ class WtConnection:
                 h3_stream.frame_type = FrameType.WEBTRANSPORT_STREAM
                 h3_stream.session_id = session_id
             proto.stream_id = stream_id
+            proto.transmit()  # the server binds the stream now, before any frame
         except BaseException:
             await conn.close()
             raise

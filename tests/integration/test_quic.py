@@ -410,3 +410,38 @@ async def test_server_shutdown_closes_sessions_4101(make_server: Callable[..., L
     await c.join(uid("room"))
     await asyncio.get_running_loop().run_in_executor(None, srv.stop)
     assert await wait_closed(c) == 4101
+
+
+async def test_client_stopping_its_stream_does_not_break_the_fanout(
+        server: LiveServer, clients: Connect) -> None:
+    room = uid("stop")
+    q = await clients(server, uid("q"))
+    w = await clients(server, uid("w"), wt=False)
+    await q.join(room)
+    assert (await w.join(room))["members"] == 2
+    # STOP_SENDING on the frames stream: the edge's next write to it fails.
+    conn = wt(q)
+    stream_id = conn._proto.stream_id
+    assert stream_id is not None
+    conn._proto._quic.stop_stream(stream_id, 0x10)
+    conn._proto.transmit()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + T
+    members = 2
+    i = 0
+    while members != 1:
+        assert loop.time() < deadline, "the stopped session was not dropped"
+        i += 1
+        await w.action(room, "comment", {"text": f"still here {i}"})
+        got = await w.expect("action", T, room=room)
+        assert got["body"] == {"text": f"still here {i}"}
+        members = (await w.join(room))["members"]
+
+
+async def test_no_hello_closes_4102(make_server: Callable[..., LiveServer]) -> None:
+    srv = make_server("--hello-timeout", "0.5")
+    c = await open_wt(srv)
+    try:
+        assert await wait_closed(c) == 4102
+    finally:
+        await c.close()
