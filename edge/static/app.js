@@ -158,22 +158,19 @@
   // serverCertificateHashes). A page that could not open a session once uses
   // WebSocket from then on.
   const forceWs = new URLSearchParams(location.search).get("ws") === "1";
-  let quicInfo;          // undefined: not asked yet; null: not offered
   let wtFailed = false;
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
 
   async function quicOffer() {
     if (forceWs || wtFailed || typeof WebTransport === "undefined") return null;
-    if (quicInfo === undefined) {
-      try {
-        const resp = await fetch("/v1/quic", { cache: "no-store" });
-        quicInfo = resp.ok ? await resp.json() : null;
-      } catch (_) {
-        quicInfo = null;
-      }
+    // Asked on every connect: after a restart the port or the certificate may differ.
+    try {
+      const resp = await fetch("/v1/quic", { cache: "no-store" });
+      return resp.ok ? await resp.json() : null;
+    } catch (_) {
+      return null;
     }
-    return quicInfo;
   }
 
   function connect() {
