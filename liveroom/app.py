@@ -155,7 +155,8 @@ async def start_quic_edge(app: web.Application, opts: ServeOptions,
         log.info("quic off (no --quic-cert/--quic-key)")
         return None
     if opts.quic_port == "auto":
-        port = tcp_port + 1 if tcp_port else 0
+        # Next to the TCP port; with --port 0 (a free port) a free one too.
+        port = tcp_port + 1 if opts.port else 0
     else:
         port = int(opts.quic_port)
     # aioquic logs every connection at INFO: too much for an edge.

@@ -158,9 +158,11 @@ async def _serve(opts: ServeOptions) -> None:
     await site.start()
     # With --port 0 the kernel picks the port: report the one actually bound.
     port = int(runner.addresses[0][1]) if runner.addresses else opts.port
+    # QUIC first: its log line then comes before "listening on", which tells
+    # whoever reads the log that the whole edge is up.
+    quic = await start_quic_edge(runner.app, opts, port)
     log.info("listening on http://%s:%d (node %s, dev=%s, data=%s)", opts.host, port,
              opts.node_id, opts.dev, opts.data_dir)
-    quic = await start_quic_edge(runner.app, opts, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
