@@ -91,7 +91,10 @@ class QuicOptions:
     # Test hook: the share of outgoing datagrams dropped on purpose, to show
     # that lossy state heals (LIVEROOM_TEST_DATAGRAM_LOSS). 0 in production.
     datagram_loss: float = 0.0
-    idle_timeout: float = 60.0
+    # A connection that hears nothing from its peer this long is dropped
+    # (the QUIC idle timeout). The edge PINGs every third of it, so a quiet
+    # room does not look idle: the heartbeat of a WebSocket, done by QUIC.
+    idle_timeout: float = 30.0
 
 
 class TransmitQueue:
@@ -200,7 +203,7 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
     """One QUIC connection: HTTP/3 with WebTransport sessions on ``/wt``."""
 
     def __init__(self, quic: QuicConnection, *, node: EdgeNode, queue: TransmitQueue,
-                 drop: Callable[[], bool] | None, **kwargs: Any) -> None:
+                 drop: Callable[[], bool] | None, keepalive: float, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         self.node = node
         self.queue = queue
@@ -208,17 +211,29 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         self.sessions: dict[int, WtSession] = {}
         self._drop = drop
         self._linger: asyncio.TimerHandle | None = None
+        self._keepalive_s = keepalive
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+
+    def _keepalive(self) -> None:
+        """A PING every third of the idle timeout (a timer, not a task); the
+        peer's ACK keeps the connection from idling out, its absence lets it."""
+        self._keepalive_timer = self._loop.call_later(self._keepalive_s, self._keepalive)
+        self._quic.send_ping(0)  # uid 0: nobody waits for this one
+        self.queue.mark(self)
 
     # -- events in ---------------------------------------------------------
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated):
             if event.alpn_protocol in H3_ALPN:
                 self.http = H3Connection(self._quic, enable_webtransport=True)
+                self._keepalive_timer = self._loop.call_later(self._keepalive_s,
+                                                              self._keepalive)
         elif isinstance(event, ConnectionTerminated):
             for wts in list(self.sessions.values()):
                 wts.end()
-            if self._linger is not None:
-                self._linger.cancel()
+            for timer in (self._linger, self._keepalive_timer):
+                if timer is not None:
+                    timer.cancel()
             return
         elif isinstance(event, StreamReset):
             self._stream_gone(event.stream_id)
@@ -424,7 +439,8 @@ async def start_quic(node: EdgeNode, options: QuicOptions) -> QuicEdge:
         drop = lambda: rng.random() < share
 
     def create(quic: QuicConnection, **kwargs: Any) -> EdgeQuicProtocol:
-        return EdgeQuicProtocol(quic, node=node, queue=queue, drop=drop, **kwargs)
+        return EdgeQuicProtocol(quic, node=node, queue=queue, drop=drop,
+                                keepalive=options.idle_timeout / 3, **kwargs)
 
     server = await serve(options.host, options.port, configuration=config,
                          create_protocol=create)

@@ -58,6 +58,7 @@ class ServeOptions:
     quic_port: str = "auto"
     quic_cert: Path | None = None
     quic_key: Path | None = None
+    quic_idle_timeout: float = 30.0
 
 
 def _dev_secret(path: Path) -> str:
@@ -165,7 +166,7 @@ async def start_quic_edge(app: web.Application, opts: ServeOptions,
     loss = float(os.environ.get("LIVEROOM_TEST_DATAGRAM_LOSS", "0") or 0)
     edge = await start_quic(app["node"], QuicOptions(
         host=opts.host, port=port, cert=str(cert.cert), key=str(cert.key),
-        cert_sha256=cert.sha256, datagram_loss=loss))
+        cert_sha256=cert.sha256, datagram_loss=loss, idle_timeout=opts.quic_idle_timeout))
     app["quic"].update({
         "port": edge.port, "path": "/wt", "cert_sha256": cert.sha256,
         "cert_not_after": cert.not_after.timestamp(),

@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     quic.add_argument("--quic-key", type=Path,
                       default=os.environ.get("LIVEROOM_QUIC_KEY") or None,
                       help="PEM private key for QUIC")
+    quic.add_argument("--quic-idle-timeout", type=float,
+                      default=_env("QUIC_IDLE_TIMEOUT", "30"),
+                      help="seconds without a packet from a client before its QUIC connection "
+                           "is dropped; the edge PINGs every third of it")
     cdn = serve.add_argument_group("polling clients (CDN origin)")
     cdn.add_argument("--head-max-age", type=int, default=_env("HEAD_MAX_AGE", "1"),
                      help="seconds a shared cache may keep a room's head")
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             api_key=os.environ.get("LIVEROOM_API_KEY"),
             demo_room=not args.no_demo_room, config=_config(args),
             quic_port=args.quic_port, quic_cert=args.quic_cert, quic_key=args.quic_key,
+            quic_idle_timeout=args.quic_idle_timeout,
             cdn=CdnConfig(head_max_age=args.head_max_age,
                           head_stale_while_revalidate=args.head_stale_while_revalidate),
         )

@@ -445,3 +445,15 @@ async def test_no_hello_closes_4102(make_server: Callable[..., LiveServer]) -> N
         assert await wait_closed(c) == 4102
     finally:
         await c.close()
+
+
+async def test_a_quiet_session_outlives_the_idle_timeout(
+        make_server: Callable[..., LiveServer], clients: Connect) -> None:
+    """The edge PINGs every third of the idle timeout, so a member of a
+    quiet room (nothing sent either way) keeps its connection."""
+    srv = make_server("--quic-idle-timeout", "1.2")
+    c = await clients(srv, uid("quiet"))
+    await c.join(uid("room"))
+    await asyncio.sleep(3.0)  # the quiet period under test, 2.5 x the idle timeout
+    assert not wt(c).closed
+    assert (await c.request({"type": "ping", "t": 9}, "pong", T))["t"] == 9
