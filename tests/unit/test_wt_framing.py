@@ -217,3 +217,36 @@ def test_dev_cert_is_kept_then_renewed_near_its_end(tmp_path: Path) -> None:
     assert dev_cert(tmp_path, ["localhost"], NOW + dt.timedelta(days=5)).sha256 == first.sha256
     renewed = dev_cert(tmp_path, ["localhost"], NOW + dt.timedelta(days=9, hours=1))
     assert renewed.sha256 != first.sha256
+
+
+def test_transmit_queue_transmits_each_connection_once_per_tick() -> None:
+    from typing import Any, cast
+
+    from edge.quic import TransmitQueue
+
+    class Loop:
+        def __init__(self) -> None:
+            self.soon: list[Any] = []
+
+        def call_soon(self, fn: Any) -> object:
+            self.soon.append(fn)
+            return object()
+
+    class Proto:
+        def __init__(self) -> None:
+            self.transmits = 0
+
+        def transmit(self) -> None:
+            self.transmits += 1
+
+    loop = Loop()
+    queue = TransmitQueue(cast(Any, loop))
+    a, b = Proto(), Proto()
+    for _ in range(10):  # ten writes to each of two connections in one tick
+        queue.mark(cast(Any, a))
+        queue.mark(cast(Any, b))
+    assert len(loop.soon) == 1  # one flush scheduled
+    loop.soon.pop()()
+    assert (a.transmits, b.transmits, queue.transmits) == (1, 1, 2)
+    queue.mark(cast(Any, a))  # the next tick schedules again
+    assert len(loop.soon) == 1
