@@ -42,7 +42,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,7 @@ from aioquic.h3.events import (
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamReset
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from edge.fanout import Conn
 from edge.node import EdgeNode
@@ -97,6 +98,19 @@ class QuicOptions:
     idle_timeout: float = 30.0
 
 
+class DatagramStats:
+    """Counts of lossy-state datagrams, as plain ints: the sink runs once per
+    recipient, where a Prometheus counter's lock would cost more than the
+    send. Exported at scrape time (``QuicCollector``)."""
+
+    __slots__ = ("dropped_full", "dropped_test", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped_full = 0  # the connection already had too many waiting
+        self.dropped_test = 0  # the LIVEROOM_TEST_DATAGRAM_LOSS hook
+
+
 class TransmitQueue:
     """One ``transmit()`` per dirty connection per loop iteration."""
 
@@ -124,11 +138,12 @@ class TransmitQueue:
 class WtSink:
     """The ``Sink`` of one WebTransport session."""
 
-    __slots__ = ("_drop", "_proto", "closed", "session_id", "stream_id")
+    __slots__ = ("_drop", "_proto", "_stats", "closed", "session_id", "stream_id")
 
     def __init__(self, proto: EdgeQuicProtocol, session_id: int, stream_id: int,
-                 drop: Callable[[], bool] | None) -> None:
+                 drop: Callable[[], bool] | None, stats: DatagramStats) -> None:
         self._proto = proto
+        self._stats = stats
         self.session_id = session_id
         self.stream_id = stream_id
         self._drop = drop
@@ -153,12 +168,15 @@ class WtSink:
             http = proto.http
             assert http is not None
             drop = self._drop
+            stats = self._stats
             for payload in datagrams:
                 if len(quic._datagrams_pending) >= _MAX_PENDING_DATAGRAMS:
-                    break
-                if drop is not None and drop():
-                    continue
-                http.send_datagram(self.session_id, payload)
+                    stats.dropped_full += 1
+                elif drop is not None and drop():
+                    stats.dropped_test += 1
+                else:
+                    stats.sent += 1
+                    http.send_datagram(self.session_id, payload)
         proto.queue.mark(proto)
 
     def buffered(self) -> int:
@@ -203,8 +221,10 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
     """One QUIC connection: HTTP/3 with WebTransport sessions on ``/wt``."""
 
     def __init__(self, quic: QuicConnection, *, node: EdgeNode, queue: TransmitQueue,
-                 drop: Callable[[], bool] | None, keepalive: float, **kwargs: Any) -> None:
+                 drop: Callable[[], bool] | None, keepalive: float, stats: DatagramStats,
+                 **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
+        self.stats = stats
         self.node = node
         self.queue = queue
         self.http: H3Connection | None = None
@@ -316,7 +336,7 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
     def _bind(self, wts: WtSession, stream_id: int) -> None:
         """The session's first bidirectional stream becomes its connection."""
         wts.stream_id = stream_id
-        wts.sink = WtSink(self, wts.session_id, stream_id, self._drop)
+        wts.sink = WtSink(self, wts.session_id, stream_id, self._drop, self.stats)
         wts.conn, wts.session = self.node.open(wts.sink)
         wts.task = asyncio.get_running_loop().create_task(self._run(wts))
 
@@ -403,10 +423,25 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
 class QuicEdge:
     """The UDP endpoint of an edge node."""
 
-    def __init__(self, server: QuicServer, options: QuicOptions, queue: TransmitQueue) -> None:
+    def __init__(self, server: QuicServer, options: QuicOptions, queue: TransmitQueue,
+                 stats: DatagramStats) -> None:
         self.server = server
         self.options = options
         self.queue = queue
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus collector protocol: the counters, read at scrape time."""
+        yield CounterMetricFamily("liveroom_quic_transmits",
+                                  "transmit() calls of the QUIC write ticks "
+                                  "(one per connection per tick)", value=self.queue.transmits)
+        dg = CounterMetricFamily("liveroom_datagrams",
+                                 "Lossy-state datagrams to QUIC sessions, by result",
+                                 labels=["result"])
+        dg.add_metric(["sent"], self.stats.sent)
+        dg.add_metric(["dropped_full"], self.stats.dropped_full)
+        dg.add_metric(["dropped_test"], self.stats.dropped_test)
+        yield dg
 
     @property
     def port(self) -> int:
@@ -432,6 +467,7 @@ async def start_quic(node: EdgeNode, options: QuicOptions) -> QuicEdge:
     config.load_cert_chain(options.cert, options.key)
     loop = asyncio.get_running_loop()
     queue = TransmitQueue(loop)
+    stats = DatagramStats()
     drop: Callable[[], bool] | None = None
     if options.datagram_loss > 0:
         rng = random.Random()
@@ -440,11 +476,13 @@ async def start_quic(node: EdgeNode, options: QuicOptions) -> QuicEdge:
 
     def create(quic: QuicConnection, **kwargs: Any) -> EdgeQuicProtocol:
         return EdgeQuicProtocol(quic, node=node, queue=queue, drop=drop,
-                                keepalive=options.idle_timeout / 3, **kwargs)
+                                keepalive=options.idle_timeout / 3, stats=stats, **kwargs)
 
     server = await serve(options.host, options.port, configuration=config,
                          create_protocol=create)
-    return QuicEdge(server, options, queue)
+    edge = QuicEdge(server, options, queue, stats)
+    node.metrics.registry.register(edge)
+    return edge
 
 
-__all__ = ["QuicEdge", "QuicOptions", "TransmitQueue", "start_quic"]
+__all__ = ["DatagramStats", "QuicEdge", "QuicOptions", "TransmitQueue", "start_quic"]

@@ -18,7 +18,7 @@ import pytest
 from edge.client import ClosedError, LiveroomClient
 from edge.protocol import JSON, MSGPACK, wt_frame
 from edge.wt_client import WtConnection
-from tests.support import API_KEY, LiveServer
+from tests.support import API_KEY, LiveServer, metric
 
 T = 5.0  # bound on every wait for a frame
 
@@ -325,6 +325,10 @@ async def test_lossy_section_over_datagrams_converges(
     got = wt(viewer).datagrams_received
     # Datagrams carried the positions, and the hook dropped some of them.
     assert 0 < got < n, got
+    sent = await metric(http, srv.url, "liveroom_datagrams_total", result="sent")
+    dropped = await metric(http, srv.url, "liveroom_datagrams_total", result="dropped_test")
+    assert sent >= got and dropped > 0 and sent + dropped == n
+    assert await metric(http, srv.url, "liveroom_quic_transmits_total") > 0
     # The WebSocket member got every change, reliably.
     seen = [(await watcher.expect("state", T, room=room, section="positions"))["partial"]
             for _ in range(n)]
