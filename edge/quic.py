@@ -79,7 +79,9 @@ _MAX_QUEUED_FRAMES = 256
 # state is latest-wins: past this, new datagrams are dropped (the next one or
 # a sync heals), so a congested path never piles them up.
 _MAX_PENDING_DATAGRAMS = 64
-_WT_STREAM_RESET = 0x52E4A40FA8DB  # WT_BUFFERED_STREAM_REJECTED (draft-ietf-webtrans-http3)
+# The error code a refused extra stream is reset with:
+# WT_BUFFERED_STREAM_REJECTED of draft-ietf-webtrans-http3.
+_WT_STREAM_RESET = 0x3994BD84
 
 
 @dataclass(frozen=True, slots=True)

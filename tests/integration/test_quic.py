@@ -461,3 +461,17 @@ async def test_a_quiet_session_outlives_the_idle_timeout(
     await asyncio.sleep(3.0)  # the quiet period under test, 2.5 x the idle timeout
     assert not wt(c).closed
     assert (await c.request({"type": "ping", "t": 9}, "pong", T))["t"] == 9
+
+
+async def test_a_second_stream_is_refused_and_the_first_goes_on(server: LiveServer,
+                                                                clients: Connect) -> None:
+    q = await clients(server, uid("two"))
+    proto = wt(q)._proto
+    assert proto.http is not None and proto.session_id is not None
+    extra = proto.http.create_webtransport_stream(proto.session_id)
+    proto._quic.send_stream_data(extra, wt_frame(pack({"type": "ping", "t": 5})))
+    proto.transmit()
+    # Nothing is answered on the extra stream; the session's stream still works.
+    assert (await q.request({"type": "ping", "t": 6}, "pong", T))["t"] == 6
+    with pytest.raises(TimeoutError):
+        await q.expect("pong", 0.3, t=5)
