@@ -275,10 +275,14 @@ async def test_expired_token_closes_4200(server: LiveServer) -> None:
 # --------------------------------------------------------------------------
 # lossy sections over datagrams
 # --------------------------------------------------------------------------
+@pytest.mark.parametrize("window", ["0", "0.005"])
 async def test_lossy_section_over_datagrams_converges(
         make_server: Callable[..., LiveServer], clients: Connect,
-        http: aiohttp.ClientSession) -> None:
-    srv = make_server("--coalesce-window", "0",
+        http: aiohttp.ClientSession, window: str) -> None:
+    """With coalescing off every change is one datagram; with the default
+    window, changes of one tick are reduced to the latest (latest wins) and
+    still leave the batch as datagrams."""
+    srv = make_server("--coalesce-window", window,
                       env={"LIVEROOM_TEST_DATAGRAM_LOSS": "0.4"})
     room = uid("stage")
     viewer = await clients(srv, uid("v"))
@@ -327,12 +331,17 @@ async def test_lossy_section_over_datagrams_converges(
     assert 0 < got < n, got
     sent = await metric(http, srv.url, "liveroom_datagrams_total", result="sent")
     dropped = await metric(http, srv.url, "liveroom_datagrams_total", result="dropped_test")
-    assert sent >= got and dropped > 0 and sent + dropped == n
+    assert sent >= got and dropped > 0 and sent + dropped <= n
     assert await metric(http, srv.url, "liveroom_quic_transmits_total") > 0
-    # The WebSocket member got every change, reliably.
-    seen = [(await watcher.expect("state", T, room=room, section="positions"))["partial"]
-            for _ in range(n)]
-    assert seen == list(range(1, n + 1))
+    # The WebSocket member got the changes reliably: every one without
+    # coalescing, the latest of each tick with it, in order, ending at n.
+    seen = [0]
+    while seen[-1] != n:
+        seen.append((await watcher.expect("state", T, room=room,
+                                          section="positions"))["partial"])
+    assert seen == sorted(set(seen))
+    if window == "0":
+        assert seen == list(range(n + 1))
 
 
 # --------------------------------------------------------------------------
