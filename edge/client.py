@@ -1,4 +1,7 @@
-"""A small asyncio client of the liveroom protocol over WebSocket (aiohttp).
+"""A small asyncio client of the liveroom protocol over WebSocket (aiohttp)
+or WebTransport (aioquic, ``edge.wt_client``): a ``ws://…/ws`` URL opens a
+WebSocket, an ``https://…/wt`` URL a WebTransport session (pass the server's
+``cert_sha256`` for a development certificate).
 
 Used by the tests, the load tests and anything in Python that talks to an
 edge. It speaks msgpack (binary frames) or JSON (text frames).
@@ -14,12 +17,31 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
 import msgpack
 
 from edge.protocol import JSON, MSGPACK
+
+
+class Channel(Protocol):
+    """What the client needs of its transport: aiohttp's client WebSocket,
+    or ``edge.wt_client.WtConnection``."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def send_str(self, data: str) -> None: ...
+
+    async def receive(self, timeout: float | None = None) -> aiohttp.WSMessage: ...
+
+    async def close(self) -> Any: ...
 
 
 class ClosedError(Exception):
@@ -30,7 +52,7 @@ class ClosedError(Exception):
 
 
 class LiveroomClient:
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+    def __init__(self, session: aiohttp.ClientSession | None, ws: Channel,
                  codec: str, own_session: bool) -> None:
         self.session = session
         self.ws = ws
@@ -43,7 +65,12 @@ class LiveroomClient:
     @classmethod
     async def open(cls, url: str, *, codec: str = MSGPACK,
                    session: aiohttp.ClientSession | None = None,
-                   max_msg_size: int = 4 << 20) -> Self:
+                   max_msg_size: int = 4 << 20, cert_sha256: str | None = None) -> Self:
+        if url.startswith("https://"):
+            from edge.wt_client import WtConnection
+
+            return cls(None, await WtConnection.open(url, cert_sha256=cert_sha256), codec,
+                       False)
         own = session is None
         s = session or aiohttp.ClientSession()
         try:
@@ -57,10 +84,12 @@ class LiveroomClient:
     @classmethod
     async def connect(cls, url: str, token: str, *, codec: str = MSGPACK,
                       session: aiohttp.ClientSession | None = None,
-                      timeout: float = 5.0, inbox_cursor: int | None = None) -> Self:
+                      timeout: float = 5.0, inbox_cursor: int | None = None,
+                      cert_sha256: str | None = None) -> Self:
         """Open and say hello; raises ClosedError or returns with ``welcome`` set.
-        ``inbox_cursor``: the highest peer seq processed before (a resume)."""
-        client = await cls.open(url, codec=codec, session=session)
+        ``inbox_cursor``: the highest peer seq processed before (a resume);
+        ``cert_sha256``: for ``https://…/wt`` URLs, the certificate hash to trust."""
+        client = await cls.open(url, codec=codec, session=session, cert_sha256=cert_sha256)
         try:
             hello: dict[str, Any] = {"type": "hello", "token": token, "v": 1}
             if inbox_cursor is not None:
@@ -83,7 +112,7 @@ class LiveroomClient:
 
     async def close(self) -> None:
         await self.ws.close()
-        if self._own_session:
+        if self._own_session and self.session is not None:
             await self.session.close()
 
     def next_ref(self) -> int:

@@ -34,3 +34,6 @@ class EdgeConfig:
     poll_interval: float = 1.0
     # Pending peer messages fetched per round of the inbox replay on connect.
     inbox_replay: int = 500
+    # Base names of the lossy sections: their changes go to QUIC sessions as
+    # unreliable datagrams (healed by the next one or by sync).
+    lossy_sections: frozenset[str] = frozenset({"positions"})

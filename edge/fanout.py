@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.protocol import CloseCode, Encoded, Priority, batch_frame
+from edge.protocol import CloseCode, Encoded, Priority, batch_of
 
 
 class Sink(Protocol):
@@ -126,7 +126,7 @@ class Batch:
         elif len(kept) == 1:
             frame = kept[0].frame(variant)
         else:
-            frame = batch_frame([m.payload(variant) for m in kept], variant)
+            frame = batch_of(kept, variant)
         self._frames[key] = frame
         return frame
 

@@ -46,10 +46,12 @@ from edge.protocol import (
     Unauthorized,
     UnsupportedVersion,
     action_priority,
+    codec_of,
     decode_frame,
     encode_msgpack,
     head_url,
     redirect_frame,
+    is_lossy_section,
 )
 from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.session import (
@@ -270,7 +272,7 @@ class EdgeNode:
             "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
             "user": {"id": ident.user, "name": ident.name, "role": ident.role},
             "node": self.node_id, "session": conn.cid, "ts": self.clock(),
-            "codec": MSGPACK if conn.variant == MSGPACK else JSON,
+            "codec": MSGPACK if codec_of(conn.variant) == MSGPACK else JSON,
             "limits": {
                 "max_frame_bytes": self.config.max_frame_bytes,
                 "max_rooms": self.config.max_rooms_per_conn,
@@ -431,6 +433,9 @@ class EdgeNode:
             local = self.hub.rooms.get(room)
             if local is not None and local.poll_mode:
                 return  # its members poll the head instead
+            # QUIC sessions take a lossy section's changes as datagrams.
+            enc.lossy = is_lossy_section(str(obj.get("section", "")),
+                                         self.config.lossy_sections)
         self._fanout(room, enc)
 
     def _fanout(self, room: str, enc: Encoded) -> None:

@@ -16,7 +16,9 @@ socket and never awaits. It holds
 - ``Encoded``: one outgoing message with its two wire variants, built lazily,
 - error codes and the one error hierarchy (``LiveroomError``), each code saying
   whose fault it is and what the client should do,
-- close codes, whose ranges tell a client whether to reconnect.
+- close codes, whose ranges tell a client whether to reconnect,
+- the WebTransport (QUIC) framing: length-prefixed frames on one stream, and
+  the datagram records of lossy state (``wt_frame``, ``WT_MSGPACK``...).
 
 ``docs/PROTOCOL.md`` documents every frame and code defined here.
 """
@@ -366,6 +368,7 @@ def loads_json(data: bytes | str) -> Any:
 def decode_frame(data: bytes | str, variant: str) -> dict[str, Any]:
     """Decode one client frame. Raises BadFrame (not a map, not decodable),
     MissingField (no ``type``) or UnknownType."""
+    variant = codec_of(variant)  # WebTransport frames decode as their codec
     try:
         if variant == MSGPACK:
             # unpackb bounds every container and string by len(data), so a
@@ -505,11 +508,16 @@ class Encoded:
     and vice versa. Instances are shared by every recipient and never mutated
     after the frames are built."""
 
-    __slots__ = ("_json", "_json_frame", "_msgpack", "_msgpack_frame", "obj", "priority")
+    __slots__ = ("_json", "_json_frame", "_msgpack", "_msgpack_frame", "_wt_frames", "lossy",
+                 "obj", "priority")
 
     def __init__(self, obj: Mapping[str, Any], priority: Priority = Priority.CONTROL) -> None:
         self.obj = obj
         self.priority = priority
+        # A state change of a lossy section (see is_lossy_section): QUIC
+        # sessions take it as an unreliable datagram instead of stream data.
+        self.lossy = False
+        self._wt_frames: dict[str, bytes] | None = None
         self._msgpack: bytes | None = None
         self._json: bytes | None = None
         self._msgpack_frame: bytes | None = None
@@ -524,7 +532,7 @@ class Encoded:
         return enc
 
     def payload(self, variant: str) -> bytes:
-        if variant == MSGPACK:
+        if variant == MSGPACK or variant == WT_MSGPACK:
             p = self._msgpack
             if p is None:
                 p = self._msgpack = encode_msgpack(self.obj)
@@ -540,9 +548,29 @@ class Encoded:
             if f is None:
                 f = self._msgpack_frame = ws_frame(self.payload(MSGPACK), OP_BINARY)
             return f
-        f = self._json_frame
+        if variant == JSON:
+            f = self._json_frame
+            if f is None:
+                f = self._json_frame = ws_frame(self.payload(JSON), OP_TEXT)
+            return f
+        return self.wt_frame(variant)
+
+    def wt_frame(self, variant: str) -> bytes:
+        """The WebTransport frame (WT_MSGPACK or WT_JSON), built once and
+        shared by every QUIC session of that variant: a length-prefixed
+        stream frame, or a datagram record when the message is lossy and
+        small enough for one datagram."""
+        frames = self._wt_frames
+        if frames is None:
+            frames = self._wt_frames = {}
+        f = frames.get(variant)
         if f is None:
-            f = self._json_frame = ws_frame(self.payload(JSON), OP_TEXT)
+            payload = self.payload(variant)
+            if self.lossy and len(payload) <= WT_DATAGRAM_MAX:
+                f = wt_datagram_record(payload)
+            else:
+                f = wt_frame(payload)
+            frames[variant] = f
         return f
 
     def frame_from(self, floor: Priority, variant: str) -> bytes | None:
@@ -564,8 +592,15 @@ _pack_u32 = struct.Struct("!BI").pack
 
 
 def batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
-    """One WebSocket frame carrying ``payloads`` (encoded in ``variant``)."""
-    if variant == MSGPACK:
+    """One frame carrying ``payloads`` (encoded in ``variant``): a WebSocket
+    frame, or a length-prefixed WebTransport frame for WT_MSGPACK/WT_JSON."""
+    if variant == WT_MSGPACK or variant == WT_JSON:
+        return wt_frame(_batch_payload(payloads, codec_of(variant)))
+    return _ws_batch_frame(payloads, variant)
+
+
+def _batch_payload(payloads: Sequence[bytes], codec: str) -> bytes:
+    if codec == MSGPACK:
         n = len(payloads)
         if n < 16:
             head = bytes((0x90 | n,))
@@ -573,8 +608,35 @@ def batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
             head = _pack_u16(0xDC, n)
         else:
             head = _pack_u32(0xDD, n)
-        return ws_frame(b"".join((_BATCH_MSGPACK_HEAD, head, *payloads)), OP_BINARY)
-    return ws_frame(b"".join((_BATCH_JSON_HEAD, b",".join(payloads), b"]}")), OP_TEXT)
+        return b"".join((_BATCH_MSGPACK_HEAD, head, *payloads))
+    return b"".join((_BATCH_JSON_HEAD, b",".join(payloads), b"]}"))
+
+
+def batch_of(messages: Sequence[Encoded], variant: str) -> bytes:
+    """The one write for the messages of a tick. For WebTransport variants,
+    lossy messages come out of the batch as datagram records (after the
+    stream frame), so that a 30 Hz section never waits behind a lost packet."""
+    if variant != WT_MSGPACK and variant != WT_JSON:
+        return _ws_batch_frame([m.payload(variant) for m in messages], variant)
+    reliable: list[bytes] = []
+    datagrams: list[bytes] = []
+    for m in messages:
+        f = m.wt_frame(variant)
+        if f[0] & 0x80:
+            datagrams.append(f)
+        else:
+            reliable.append(m.payload(variant))
+    if len(reliable) > 1:
+        head = batch_frame(reliable, variant)
+    else:
+        head = wt_frame(reliable[0]) if reliable else b""
+    return b"".join((head, *datagrams))
+
+
+def _ws_batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
+    if variant == MSGPACK:
+        return ws_frame(_batch_payload(payloads, MSGPACK), OP_BINARY)
+    return ws_frame(_batch_payload(payloads, JSON), OP_TEXT)
 
 
 def redirect_frame(room: str, urls: Sequence[str], reason: str,
@@ -589,3 +651,81 @@ def redirect_frame(room: str, urls: Sequence[str], reason: str,
 
 def error_frame(err: LiveroomError) -> Encoded:
     return Encoded(err.to_frame())
+
+
+# --------------------------------------------------------------------------
+# WebTransport framing (QUIC edge, edge/quic.py). A session carries the same
+# frames as a WebSocket on one bidirectional stream, each frame a 4-byte
+# big-endian length and the payload: msgpack, or JSON when the payload starts
+# with "{" (what a text frame is on a WebSocket). The hello's encoding fixes the
+# connection's variant, as on a WebSocket: WT_MSGPACK or WT_JSON.
+#
+# Lossy state goes as unreliable QUIC datagrams: one datagram is one frame
+# payload (no length prefix), a ``state`` frame carrying its versions. Inside
+# the edge, between the hub and a QUIC sink, such a message is a *datagram
+# record*: the same 4-byte header with its top bit set. A sink never writes a
+# record to the stream; it sends its payload as a datagram. Lengths are
+# therefore below 2**31 (frames are capped far below that anyway).
+# --------------------------------------------------------------------------
+WT_MSGPACK: Final = "wt-msgpack"
+WT_JSON: Final = "wt-json"
+WT_PATH: Final = "/wt"
+WT_HEADER: Final = 4
+WT_DATAGRAM_FLAG: Final = 0x8000_0000
+# A datagram must fit one QUIC packet of the smallest size every path carries
+# (1200 bytes) with the packet, frame and quarter-stream-id headers; larger
+# lossy messages go on the stream.
+WT_DATAGRAM_MAX: Final = 1100
+_pack_wt_len = struct.Struct("!I").pack
+unpack_wt_len = struct.Struct("!I").unpack_from
+
+
+def codec_of(variant: str) -> str:
+    """The encoding (MSGPACK or JSON) of a wire variant."""
+    return MSGPACK if variant == MSGPACK or variant == WT_MSGPACK else JSON
+
+
+def wt_variant_of(payload: bytes) -> str:
+    """The variant of one WebTransport frame payload, by its first byte."""
+    return WT_JSON if payload[:1] in (b"{", b" ", b"\n", b"\r", b"\t") else WT_MSGPACK
+
+
+def wt_frame(payload: bytes) -> bytes:
+    """One length-prefixed WebTransport stream frame."""
+    return _pack_wt_len(len(payload)) + payload
+
+
+def wt_datagram_record(payload: bytes) -> bytes:
+    """A datagram record (internal to the edge, see above)."""
+    return _pack_wt_len(WT_DATAGRAM_FLAG | len(payload)) + payload
+
+
+def is_lossy_section(section: str, lossy_bases: frozenset[str]) -> bool:
+    """A section is lossy when its base name (before any ".suffix") is one of
+    the edge's lossy sections (``--lossy-sections``, default ``positions``):
+    ``positions`` and ``positions.bot1`` both are."""
+    return section.split(".", 1)[0] in lossy_bases
+
+
+# WebTransport session close codes are the close codes above (CloseCode),
+# carried in the CLOSE_WEBTRANSPORT_SESSION capsule (type 0x2843: a 32-bit
+# code and a UTF-8 reason of at most 1024 bytes) on the session's CONNECT
+# stream, which then ends.
+WT_CLOSE_CAPSULE: Final = 0x2843
+
+
+def wt_close_capsule(code: int, reason: str) -> bytes:
+    """The CLOSE_WEBTRANSPORT_SESSION capsule (RFC 9297 capsule framing)."""
+    body = struct.pack("!I", code) + reason.encode()[:1024]
+    return _varint(WT_CLOSE_CAPSULE) + _varint(len(body)) + body
+
+
+def _varint(n: int) -> bytes:
+    """A QUIC variable-length integer (RFC 9000 section 16)."""
+    if n < 0x40:
+        return bytes((n,))
+    if n < 0x4000:
+        return struct.pack("!H", 0x4000 | n)
+    if n < 0x4000_0000:
+        return struct.pack("!I", 0x8000_0000 | n)
+    return struct.pack("!Q", 0xC000_0000_0000_0000 | n)

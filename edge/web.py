@@ -194,6 +194,15 @@ async def write_section(request: web.Request) -> web.Response:
                               "total": total})
 
 
+async def quic_info(request: web.Request) -> web.Response:
+    """Where the QUIC edge listens and the SHA-256 of its certificate (for a
+    browser's ``serverCertificateHashes``); 404 ``not_found`` when it is off."""
+    info: dict[str, Any] = request.app["quic"]
+    if not info:
+        raise NotFound("QUIC is off on this edge")
+    return web.json_response(info, headers={"Cache-Control": "no-store"})
+
+
 async def not_dev(request: web.Request) -> web.Response:
     raise Forbidden("dev tokens are minted only in --dev mode")
 
@@ -204,11 +213,13 @@ def build_app(node: EdgeNode, cdn: CdnOrigin, *, jwt_secret: str, api_key: str |
     app["node"] = node
     app["jwt_secret"] = jwt_secret
     app["api_key"] = api_key
+    app["quic"] = {}  # filled in when the QUIC edge has started (GET /v1/quic)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/ws", handle_ws)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/quic", quic_info)
     app.router.add_post("/v1/dev/token", dev_token if dev else not_dev)
     app.router.add_post("/v1/rooms/{room}/actions", publish_action)
     cdn.add_routes(app)

@@ -5,7 +5,9 @@ registries, a SQLite inbox under the data directory)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from cdn.origin import CdnConfig, CdnOrigin
+from edge.certs import cert_info, dev_cert
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from edge.node import EdgeNode
+from edge.quic import QuicEdge, QuicOptions, start_quic
 from edge.web import build_app
 from liveroom.demo import ScoreboardKeeper
 from llm_agents.serve import AgentOptions, AgentsService, in_process_links
@@ -50,6 +54,13 @@ class ServeOptions:
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
     agents: AgentOptions = field(default_factory=AgentOptions)
+    # QUIC (WebTransport on /wt): "auto" = the TCP port + 1 (0 with --port 0)
+    # when a certificate is at hand (--quic-cert/--quic-key, or --dev, which
+    # keeps a development one in the data dir); "off"; or a UDP port number.
+    quic_port: str = "auto"
+    quic_cert: Path | None = None
+    quic_key: Path | None = None
+    quic_idle_timeout: float = 30.0
 
 
 def _dev_secret(path: Path) -> str:
@@ -135,3 +146,44 @@ def make_app(opts: ServeOptions) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_connections)
     return app
+
+
+async def start_quic_edge(app: web.Application, opts: ServeOptions,
+                          tcp_port: int) -> QuicEdge | None:
+    """Start the QUIC edge next to the HTTP one (see ServeOptions.quic_port),
+    and publish its address and certificate hash at ``GET /v1/quic``."""
+    if opts.quic_port == "off":
+        log.info("quic off (--quic-port off)")
+        return None
+    if opts.quic_cert is not None and opts.quic_key is not None:
+        cert = cert_info(opts.quic_cert, opts.quic_key)
+    elif opts.dev:
+        cert = dev_cert(opts.data_dir / "quic", sorted({"localhost", "127.0.0.1", opts.host}),
+                        dt.datetime.now(dt.UTC))
+    else:
+        if opts.quic_port != "auto":
+            raise SystemExit("--quic-port needs --quic-cert and --quic-key (or --dev)")
+        log.info("quic off (no --quic-cert/--quic-key)")
+        return None
+    if opts.quic_port == "auto":
+        # Next to the TCP port; with --port 0 (a free port) a free one too.
+        port = tcp_port + 1 if opts.port else 0
+    else:
+        port = int(opts.quic_port)
+    # aioquic logs every connection at INFO: too much for an edge.
+    logging.getLogger("quic").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+    # Test hook only: drop this share of outgoing datagrams (lossy sections).
+    loss = float(os.environ.get("LIVEROOM_TEST_DATAGRAM_LOSS", "0") or 0)
+    edge = await start_quic(app["node"], QuicOptions(
+        host=opts.host, port=port, cert=str(cert.cert), key=str(cert.key),
+        cert_sha256=cert.sha256, datagram_loss=loss, idle_timeout=opts.quic_idle_timeout))
+    app["quic"].update({
+        "port": edge.port, "path": "/wt", "cert_sha256": cert.sha256,
+        "cert_not_after": cert.not_after.timestamp(),
+        "datagrams": {"lossy_sections": sorted(opts.config.lossy_sections)},
+    })
+    log.info("quic listening on udp://%s:%d/wt (certificate sha256 %s, valid until %s)",
+             opts.host, edge.port, cert.sha256, cert.not_after.isoformat())
+    if loss:
+        log.warning("test hook: dropping %.0f%% of outgoing datagrams", loss * 100)
+    return edge

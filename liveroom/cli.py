@@ -16,7 +16,7 @@ from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
-from liveroom.app import ServeOptions, make_app
+from liveroom.app import ServeOptions, make_app, start_quic_edge
 from liveroom.roles_cli import ROLE_COMMANDS, add_role_parsers, run_role_command
 from llm_agents.role import add_agents_parser, run_agents
 from llm_agents.serve import add_agent_arguments, agent_options
@@ -91,6 +91,24 @@ def _parser() -> argparse.ArgumentParser:
                      default=float(_env("COALESCE_WINDOW", str(d.coalesce_window))),
                      help="seconds; messages to a busy room within this window go out as "
                           "one batch frame per connection (0: off)")
+    lim.add_argument("--lossy-sections",
+                     default=_env("LOSSY_SECTIONS", ",".join(sorted(d.lossy_sections))),
+                     help="comma-separated base names of sections whose changes go to QUIC "
+                          "clients as unreliable datagrams (\"\": none)")
+    quic = serve.add_argument_group("QUIC (WebTransport over HTTP/3 on /wt)")
+    quic.add_argument("--quic-port", default=_env("QUIC_PORT", "auto"),
+                      help="UDP port; 'auto': the TCP port + 1 when a certificate is at hand "
+                           "(--quic-cert/--quic-key, or --dev, which makes one), 'off': no QUIC")
+    quic.add_argument("--quic-cert", type=Path,
+                      default=os.environ.get("LIVEROOM_QUIC_CERT") or None,
+                      help="PEM certificate (chain) for QUIC")
+    quic.add_argument("--quic-key", type=Path,
+                      default=os.environ.get("LIVEROOM_QUIC_KEY") or None,
+                      help="PEM private key for QUIC")
+    quic.add_argument("--quic-idle-timeout", type=float,
+                      default=_env("QUIC_IDLE_TIMEOUT", "30"),
+                      help="seconds without a packet from a client before its QUIC connection "
+                           "is dropped; the edge PINGs every third of it")
     cdn = serve.add_argument_group("polling clients (CDN origin)")
     cdn.add_argument("--head-max-age", type=int, default=_env("HEAD_MAX_AGE", "1"),
                      help="seconds a shared cache may keep a room's head")
@@ -100,6 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     add_agent_arguments(serve)
 
     add_agents_parser(sub)
+
+    certs = sub.add_parser("certs", help="make a development certificate for QUIC (ECDSA "
+                           "P-256, <= 14 days) and print its SHA-256 hash")
+    certs.add_argument("--dir", type=Path, default=Path(_env("DATA_DIR", "data")) / "quic",
+                       help="where quic-cert.pem and quic-key.pem are written")
+    certs.add_argument("--host", action="append", default=None,
+                       help="a DNS name or IP address the certificate is for (repeatable; "
+                            "default: localhost and 127.0.0.1)")
+    certs.add_argument("--days", type=int, default=10, help="validity, 1..14 days")
+    certs.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
     proxy = sub.add_parser("cdn-proxy", help="run nginx (cdn/nginx.conf) as a caching proxy "
                            "in front of an origin")
@@ -129,6 +157,8 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         coalesce_window=args.coalesce_window,
         poll_threshold=args.poll_threshold,
         poll_interval=float(args.head_max_age),
+        lossy_sections=frozenset(s.strip() for s in args.lossy_sections.split(",")
+                                 if s.strip()),
     )
 
 
@@ -139,6 +169,9 @@ async def _serve(opts: ServeOptions) -> None:
     await site.start()
     # With --port 0 the kernel picks the port: report the one actually bound.
     port = int(runner.addresses[0][1]) if runner.addresses else opts.port
+    # QUIC first: its log line then comes before "listening on", which tells
+    # whoever reads the log that the whole edge is up.
+    quic = await start_quic_edge(runner.app, opts, port)
     log.info("listening on http://%s:%d (node %s, dev=%s, data=%s)", opts.host, port,
              opts.node_id, opts.dev, opts.data_dir)
     stop = asyncio.Event()
@@ -148,6 +181,8 @@ async def _serve(opts: ServeOptions) -> None:
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
+    if quic is not None:
+        quic.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +197,16 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen, origin=args.origin, prefix=prefix, workers=args.workers))
         log.info("nginx caching %s on http://%s (config %s)", args.origin, args.listen, conf)
         os.execv(cdn_proxy.find_nginx(), cdn_proxy.nginx_command(conf, prefix))
+    if args.command == "certs":
+        import datetime as dt
+
+        from edge.certs import make_dev_cert
+
+        info = make_dev_cert(args.dir, args.host or ["localhost", "127.0.0.1"],
+                             dt.datetime.now(dt.UTC), days=args.days)
+        print(f"certificate {info.cert}\nkey         {info.key}\n"
+              f"valid until {info.not_after.isoformat()}\nsha256      {info.sha256}")
+        return 0
     if args.command == "agents":
         return run_agents(args)
     if args.command in ROLE_COMMANDS:
@@ -174,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
             api_key=os.environ.get("LIVEROOM_API_KEY"),
             demo_room=not args.no_demo_room, config=_config(args),
+            quic_port=args.quic_port, quic_cert=args.quic_cert, quic_key=args.quic_key,
+            quic_idle_timeout=args.quic_idle_timeout,
             cdn=CdnConfig(head_max_age=args.head_max_age,
                           head_stale_while_revalidate=args.head_stale_while_revalidate),
             agents=agent_options(args),

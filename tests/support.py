@@ -17,6 +17,8 @@ from edge.auth import mint_token
 JWT_SECRET = "integration-test-secret-0123456789abcdef"
 API_KEY = "integration-test-api-key"
 _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+# Logged before _LISTENING when QUIC is on.
+_QUIC = re.compile(r"quic listening on udp://([\d.]+):(\d+)/wt \(certificate sha256 ([0-9a-f]+)")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,8 @@ class LiveServer:
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
         self.port = 0
+        self.quic_port = 0  # 0: QUIC is off
+        self.cert_sha256 = ""
         self._ready = threading.Event()
 
     @property
@@ -42,6 +46,12 @@ class LiveServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def wt_url(self) -> str:
+        """The WebTransport URL (``--dev`` servers start QUIC on a free port)."""
+        assert self.quic_port, "QUIC is off on this server"
+        return f"https://127.0.0.1:{self.quic_port}/wt"
 
     def start(self, timeout: float = 15.0) -> LiveServer:
         env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
@@ -66,6 +76,9 @@ class LiveServer:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.log.append(line)
+            q = _QUIC.search(line)
+            if q:
+                self.quic_port, self.cert_sha256 = int(q.group(2)), q.group(3)
             m = _LISTENING.search(line)
             if m:
                 self.port = int(m.group(2))

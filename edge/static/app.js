@@ -1,6 +1,9 @@
 /* liveroom demo page: plain JS, no build step, no dependencies.
  *
- * Speaks the liveroom wire protocol (JSON text frames) over /ws:
+ * Speaks the liveroom wire protocol (JSON frames) over WebTransport (HTTP/3 over QUIC,
+ * when the browser has it and the edge offers it at GET /v1/quic: one bidirectional
+ * stream of length-prefixed frames, lossy state as datagrams) or else over /ws
+ * (WebSocket text frames; `?ws=1` forces it):
  *   hello -> welcome, join -> joined, action, state, sync, peer/peer_ack, online, error,
  *   batch (a list of frames, handled in order).
  * Keeps the state versions of each joined room (total + one partial per section), resyncs
@@ -38,6 +41,8 @@
     peerSeen: new Set(),  // seqs of received peer messages (redelivery after reconnect)
     peerAcked: 0,
     errorTimer: null,
+    transport: null,      // "webtransport" or "websocket" (the page's data-transport too)
+    datagrams: 0,         // datagrams received (lossy state over WebTransport)
   };
 
   function newRoom(name) {
@@ -94,7 +99,9 @@
 
   function send(frame) {
     const ws = app.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    if (!ws) return false;
+    if (ws.kind === "webtransport") return ws.send(JSON.stringify(frame));
+    if (ws.readyState !== WebSocket.OPEN) return false;
     ws.send(JSON.stringify(frame));
     return true;
   }
@@ -142,9 +149,167 @@
     return body.token;
   }
 
+  // For tests and curious people: which transport, how many datagrams.
+  window.liveroomStats = () => ({ transport: app.transport, datagrams: app.datagrams });
+
+  // ------------------------------------------------------- WebTransport
+  // The edge says where its QUIC endpoint is and the SHA-256 of its
+  // certificate (a development certificate is accepted by its hash alone,
+  // serverCertificateHashes). A page that could not open a session once uses
+  // WebSocket from then on.
+  const forceWs = new URLSearchParams(location.search).get("ws") === "1";
+  let wtFailed = false;
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+
+  async function quicOffer() {
+    if (forceWs || wtFailed || typeof WebTransport === "undefined") return null;
+    // Asked on every connect: after a restart the port or the certificate may differ.
+    try {
+      const resp = await fetch("/v1/quic", { cache: "no-store" });
+      return resp.ok ? await resp.json() : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   function connect() {
     clearTimeout(app.reconnectTimer);
     app.reconnectTimer = null;
+    quicOffer().then((info) => {
+      if (!app.wanted || app.ws) return;
+      if (info) connectWt(info);
+      else connectWs();
+    });
+  }
+
+  /** One frame: a 4-byte big-endian length, then the JSON text. */
+  function wtFrame(text) {
+    const body = encoder.encode(text);
+    const frame = new Uint8Array(4 + body.length);
+    new DataView(frame.buffer).setUint32(0, body.length);
+    frame.set(body, 4);
+    return frame;
+  }
+
+  function connectWt(info) {
+    const url = `https://${location.hostname}:${info.port}${info.path}`;
+    const hash = new Uint8Array(info.cert_sha256.match(/../g).map((h) => parseInt(h, 16)));
+    let wt;
+    try {
+      wt = new WebTransport(url, { serverCertificateHashes: [{ algorithm: "sha-256", value: hash }] });
+    } catch (err) {
+      wtFailed = true;
+      connectWs();
+      return;
+    }
+    let opened = false;
+    const conn = {
+      kind: "webtransport",
+      writer: null,
+      send(text) {
+        if (!this.writer) return false;
+        this.writer.write(wtFrame(text)).catch(() => {});
+        return true;
+      },
+      close(code, reason) {
+        try {
+          wt.close({ closeCode: code, reason: reason || "" });
+        } catch (_) {
+          /* already closed */
+        }
+      },
+    };
+    app.ws = conn;
+    app.transport = "webtransport";
+    app.welcomed = false;
+    app.helloExpired = false;
+    setConn("connecting", app.attempt ? `reconnecting… (try ${app.attempt + 1})` : "connecting…");
+    const finish = (code, reason) => {
+      if (conn !== app.ws) return;
+      app.ws = null;
+      if (!opened) {
+        // No session at all (no UDP, a blocked port, a refused certificate):
+        // WebSocket from now on.
+        wtFailed = true;
+        connectWs();
+        return;
+      }
+      onClosed(code, reason);
+    };
+    wt.closed.then(
+      (info) => finish(info && info.closeCode ? info.closeCode : 1000, (info && info.reason) || ""),
+      (err) => finish(1006, String((err && err.message) || err)),
+    );
+    (async () => {
+      try {
+        await wt.ready;
+        const stream = await wt.createBidirectionalStream();
+        conn.writer = stream.writable.getWriter();
+        opened = true;
+        if (conn !== app.ws) {
+          conn.close(1000, "superseded");
+          return;
+        }
+        send({ type: "hello", token: app.token, v: 1, ref: nextRef() });
+        readWtDatagrams(wt, conn);
+        await readWtFrames(stream.readable, conn);
+      } catch (err) {
+        if (!opened) finish(1006, String(err));
+      }
+    })();
+  }
+
+  async function readWtFrames(readable, conn) {
+    const reader = readable.getReader();
+    let buf = new Uint8Array(0);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || conn !== app.ws) return;
+      const joined = new Uint8Array(buf.length + value.length);
+      joined.set(buf);
+      joined.set(value, buf.length);
+      buf = joined;
+      let pos = 0;
+      while (buf.length - pos >= 4) {
+        const size = new DataView(buf.buffer, buf.byteOffset + pos, 4).getUint32(0);
+        if (buf.length - pos - 4 < size) break;
+        handleText(decoder.decode(buf.subarray(pos + 4, pos + 4 + size)));
+        pos += 4 + size;
+      }
+      buf = buf.slice(pos);
+    }
+  }
+
+  async function readWtDatagrams(wt, conn) {
+    // Lossy state (a section updated many times a second) comes as datagrams:
+    // each is one state frame with its versions; a lost one is healed by the
+    // next or by sync, as for any gap.
+    const reader = wt.datagrams.readable.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || conn !== app.ws) return;
+        app.datagrams += 1;
+        handleText(decoder.decode(value));
+      }
+    } catch (_) {
+      /* the session ended */
+    }
+  }
+
+  function handleText(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (_) {
+      showError("got a frame that is not JSON");
+      return;
+    }
+    handle(frame);
+  }
+
+  function connectWs() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     let ws;
     try {
@@ -155,6 +320,7 @@
       return;
     }
     app.ws = ws;
+    app.transport = "websocket";
     app.welcomed = false;
     app.helloExpired = false;
     setConn("connecting", app.attempt ? `reconnecting… (try ${app.attempt + 1})` : "connecting…");
@@ -310,6 +476,7 @@
     app.attempt = 0;
     app.me = frame.user || { id: app.ident.user, name: app.ident.name, role: app.ident.role };
     setConn("online", "online");
+    $("conn-status").dataset.transport = app.transport || "";
     const me = $("me");
     me.textContent = `${app.me.name} (${app.me.id}) · ${app.me.role}`;
     me.hidden = false;

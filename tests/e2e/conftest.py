@@ -28,10 +28,12 @@ TIMEOUT_MS = 10_000
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A real server in dev mode (dev tokens, demo room) on an ephemeral port."""
-    # No character in the room: these tests count the members (agent tests
-    # start their own server).
-    srv = LiveServer(tmp_path / "data", "--no-agents").start()
+    """A real server in dev mode (dev tokens, demo room) on an ephemeral port.
+    No character in the room: these tests count the members (agent tests
+    start their own server). QUIC is off, so the page takes its WebSocket
+    fallback (these tests spy on the WebSocket);
+    tests/e2e/test_webtransport_browser.py covers QUIC."""
+    srv = LiveServer(tmp_path / "data", "--no-agents", "--quic-port", "off").start()
     try:
         yield srv
     finally:

@@ -4,6 +4,9 @@ The host (alice) and the viewer (bob) join the demo room from the page's join
 form, each in a browser context of their own. Comments, likes, the host's
 title and pinned-message edits and a private message go through a real
 ``liveroom serve --dev`` process and must show up on the other page.
+Every server here runs with ``--quic-port off``, so the page takes its
+WebSocket path (the spy below wraps it); the WebTransport path has its own
+test (test_webtransport_browser.py).
 """
 
 from __future__ import annotations
@@ -221,7 +224,8 @@ def test_pages_reconnect_after_a_server_crash(live_server: LiveServer,
             "queued", timeout=TIMEOUT_MS)
 
         # Same port, same data directory (the peer inbox survives).
-        restarted = LiveServer(live_server.data_dir, "--port", str(port)).start()
+        restarted = LiveServer(live_server.data_dir, "--port", str(port),
+                               "--quic-port", "off").start()
         for page in (alice, bob):
             expect(page.get_by_test_id("conn-status")).to_have_text("online",
                                                                     timeout=TIMEOUT_MS)
@@ -250,7 +254,8 @@ def test_pages_reconnect_after_a_server_crash(live_server: LiveServer,
 def test_the_page_decodes_batch_frames(tmp_path: Path, new_page: Any) -> None:
     """A burst into a busy room arrives as coalesced batch frames; the page
     shows every comment, in order."""
-    srv = LiveServer(tmp_path / "batch-data", "--coalesce-window", "0.2").start()
+    srv = LiveServer(tmp_path / "batch-data", "--coalesce-window", "0.2",
+                     "--quic-port", "off").start()
     try:
         page = new_page()
         page.add_init_script(WS_SPY)
@@ -277,7 +282,8 @@ def test_the_page_decodes_batch_frames(tmp_path: Path, new_page: Any) -> None:
 def test_a_big_room_takes_state_by_polling(tmp_path: Path, new_page: Any) -> None:
     """Over --poll-threshold members the server stops pushing state and says
     "poll": the page reads the head and the moved sections over HTTP."""
-    srv = LiveServer(tmp_path / "poll-data", "--poll-threshold", "1").start()
+    srv = LiveServer(tmp_path / "poll-data", "--poll-threshold", "1",
+                     "--quic-port", "off").start()
     try:
         page = new_page()
         page.add_init_script(WS_SPY)
