@@ -50,8 +50,8 @@ from edge.protocol import (
     decode_frame,
     encode_msgpack,
     head_url,
-    redirect_frame,
     is_lossy_section,
+    redirect_frame,
 )
 from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.session import (
