@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from cdn.origin import CdnOrigin
+from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
 from edge.protocol import (
@@ -49,6 +50,7 @@ MAX_API_BODY = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+
 def error_response(err: LiveroomError) -> web.Response:
     return web.json_response(err.to_http(), status=err.spec.http_status,
                              headers=err.http_headers or None)
@@ -77,7 +79,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def _node(request: web.Request) -> EdgeNode:
-    node: EdgeNode = request.app["node"]
+    node: EdgeNode = request.app[NODE_KEY]
     return node
 
 
@@ -96,7 +98,7 @@ def _section(request: web.Request) -> str:
 
 
 def _require_api_key(request: web.Request) -> None:
-    key: str | None = request.app["api_key"]
+    key: str | None = request.app[API_KEY_KEY]
     if not key:
         raise Unavailable("the backend API is disabled: set LIVEROOM_API_KEY")
     header = request.headers.get("Authorization", "")
@@ -148,7 +150,7 @@ async def dev_token(request: web.Request) -> web.Response:
     if type(ttl) is not int or not 0 < ttl <= 86400:
         raise InvalidField("ttl must be 1..86400 seconds", field="ttl")
     node = _node(request)
-    token = mint_token(request.app["jwt_secret"], user, name, role, node.clock(), ttl)
+    token = mint_token(request.app[JWT_SECRET_KEY], user, name, role, node.clock(), ttl)
     return web.json_response({"token": token})
 
 
@@ -197,7 +199,7 @@ async def write_section(request: web.Request) -> web.Response:
 async def quic_info(request: web.Request) -> web.Response:
     """Where the QUIC edge listens and the SHA-256 of its certificate (for a
     browser's ``serverCertificateHashes``); 404 ``not_found`` when it is off."""
-    info: dict[str, Any] = request.app["quic"]
+    info: dict[str, Any] = request.app[QUIC_KEY]
     if not info:
         raise NotFound("QUIC is off on this edge")
     return web.json_response(info, headers={"Cache-Control": "no-store"})
@@ -210,10 +212,10 @@ async def not_dev(request: web.Request) -> web.Response:
 def build_app(node: EdgeNode, cdn: CdnOrigin, *, jwt_secret: str, api_key: str | None,
               dev: bool) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_API_BODY)
-    app["node"] = node
-    app["jwt_secret"] = jwt_secret
-    app["api_key"] = api_key
-    app["quic"] = {}  # filled in when the QUIC edge has started (GET /v1/quic)
+    app[NODE_KEY] = node
+    app[JWT_SECRET_KEY] = jwt_secret
+    app[API_KEY_KEY] = api_key
+    app[QUIC_KEY] = {}  # filled in when the QUIC edge has started (GET /v1/quic)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/ws", handle_ws)

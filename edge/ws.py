@@ -22,6 +22,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
+from edge.appkeys import NODE_KEY
 from edge.node import EdgeNode
 from edge.protocol import JSON, MSGPACK, CloseCode, ws_close_frame
 from edge.session import Phase
@@ -59,7 +60,7 @@ class WsSink:
 
 
 async def handle_ws(request: web.Request) -> web.StreamResponse:
-    node: EdgeNode = request.app["node"]
+    node: EdgeNode = request.app[NODE_KEY]
     cfg = node.config
     ws = web.WebSocketResponse(
         heartbeat=cfg.heartbeat,

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from cdn.origin import CdnConfig, CdnOrigin
+from edge.appkeys import NODE_KEY, QUIC_KEY
 from edge.certs import cert_info, dev_cert
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
@@ -174,10 +175,10 @@ async def start_quic_edge(app: web.Application, opts: ServeOptions,
     logging.getLogger("quic").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     # Test hook only: drop this share of outgoing datagrams (lossy sections).
     loss = float(os.environ.get("LIVEROOM_TEST_DATAGRAM_LOSS", "0") or 0)
-    edge = await start_quic(app["node"], QuicOptions(
+    edge = await start_quic(app[NODE_KEY], QuicOptions(
         host=opts.host, port=port, cert=str(cert.cert), key=str(cert.key),
         cert_sha256=cert.sha256, datagram_loss=loss, idle_timeout=opts.quic_idle_timeout))
-    app["quic"].update({
+    app[QUIC_KEY].update({
         "port": edge.port, "path": "/wt", "cert_sha256": cert.sha256,
         "cert_not_after": cert.not_after.timestamp(),
         "datagrams": {"lossy_sections": sorted(opts.config.lossy_sections)},

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from edge.appkeys import NODE_KEY, QUIC_KEY
 from edge.auth import mint_token
 from edge.client import LiveroomClient
 from edge.config import EdgeConfig
@@ -42,9 +43,9 @@ async def edge(tmp_path: Path) -> AsyncIterator[tuple[EdgeNode, QuicEdge, str, s
     await site.start()
     quic = await start_quic_edge(runner.app, opts, 0)
     assert quic is not None
-    info = runner.app["quic"]
+    info = runner.app[QUIC_KEY]
     try:
-        yield (runner.app["node"], quic, f"https://127.0.0.1:{quic.port}/wt",
+        yield (runner.app[NODE_KEY], quic, f"https://127.0.0.1:{quic.port}/wt",
                info["cert_sha256"])
     finally:
         await runner.cleanup()
