@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts, NodeInfo
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
@@ -19,6 +21,7 @@ from room_router.redis_conn import RedisClient, open_redis
 from room_router.registry import MemoryConnectionRegistry
 from room_router.registry_redis import RedisConnectionRegistry
 from tests.redisserver import RedisClusterServers, RedisServer, eventually, when_up
+from tests.state_props import PROPERTY
 
 
 def uid(prefix: str) -> str:
@@ -214,3 +217,49 @@ async def test_a_heartbeat_rebuilds_the_registries_after_a_cluster_master_restar
             await _lose_and_rebuild(client, lambda: cluster.restart(0), everything=False)
         finally:
             await client.aclose()
+
+
+# --------------------------------------------------------------------------
+# Property: any sequence of adds and removes answers like the memory registry
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def registries(redis_server: RedisServer, redis_cluster: RedisClusterServers,
+               ) -> Iterator[tuple[asyncio.Runner, dict[str, RedisConnectionRegistry]]]:
+    """One event loop for the module's property (hypothesis drives a
+    synchronous function; each example runs its coroutine on this loop)."""
+    with asyncio.Runner() as runner:
+        by_kind = {"standalone": RedisConnectionRegistry(open_redis(redis_server.url)),
+                   "cluster": RedisConnectionRegistry(open_redis(redis_cluster.url))}
+        yield runner, by_kind
+
+        async def close() -> None:
+            for reg in by_kind.values():
+                await reg.client.aclose()
+        runner.run(close())
+
+
+registry_ops = st.lists(st.tuples(st.sampled_from(["add", "remove"]), st.integers(0, 2),
+                                  st.sampled_from(["n1", "n2", "n@3"]), st.integers(1, 3)),
+                        max_size=20)
+
+
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_any_adds_and_removes_answer_like_the_memory_registry(registries, kind) -> None:
+    runner, by_kind = registries
+    reg = by_kind[kind]
+
+    async def prop(ops: list[tuple[str, int, str, int]]) -> None:
+        users = [uid("user") for _ in range(3)]
+        memory = MemoryConnectionRegistry()
+        for op, u, node, cid in ops:
+            await getattr(reg, op)(users[u], node, cid)
+            await getattr(memory, op)(users[u], node, cid)
+        for user in users:
+            assert await reg.nodes(user) == await memory.nodes(user)
+
+    @PROPERTY
+    @given(registry_ops)
+    def check(ops: list[tuple[str, int, str, int]]) -> None:
+        runner.run(prop(ops))
+
+    check()
