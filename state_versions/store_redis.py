@@ -79,7 +79,13 @@ import msgpack
 from redis.crc import key_slot
 
 from edge.protocol import Unavailable, VersionConflict
-from room_router.redis_conn import RedisClient, is_cluster, room_key, unavailable_when_down
+from room_router.redis_conn import (
+    RedisClient,
+    is_cluster,
+    register_script,
+    room_key,
+    unavailable_when_down,
+)
 from state_versions.versions import Change, Section, Snapshot
 
 if TYPE_CHECKING:
@@ -124,8 +130,9 @@ redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 return {1, partial, total}
 """
 
-# Everything: {1, total, versions (flat), values (flat)}.
+# {1, total, versions (flat), values (flat, only when ARGV[3] is '1')}.
 _READ_ALL = _PRELUDE + """
+if ARGV[3] ~= '1' then return {1, total, redis.call('HGETALL', KEYS[3]), {}} end
 return {1, total, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
 """
 
@@ -240,13 +247,13 @@ class RedisStateStore:
         self.epoch = epoch
         self.loader = loader
         self._cluster = is_cluster(client)
-        self._apply = client.register_script(_APPLY)
-        self._read_all = client.register_script(_READ_ALL)
-        self._changed = client.register_script(_CHANGED)
-        self._section = client.register_script(_SECTION)
-        self._load = client.register_script(_LOAD)
-        self._renew = client.register_script(_RENEW)
-        self._restamp = client.register_script(_RESTAMP)
+        self._apply = register_script(client, _APPLY)
+        self._read_all = register_script(client, _READ_ALL)
+        self._changed = register_script(client, _CHANGED)
+        self._section = register_script(client, _SECTION)
+        self._load = register_script(client, _LOAD)
+        self._renew = register_script(client, _RENEW)
+        self._restamp = register_script(client, _RESTAMP)
         # How many times this process renewed or adopted an epoch (metrics, tests).
         self.epoch_changes = 0
 
@@ -361,7 +368,8 @@ class RedisStateStore:
         return Change(room, section, partial, total, value)
 
     async def versions(self, room: str) -> tuple[int, dict[str, int]]:
-        reply = await self._run(room, self._read_all)
+        # Versions only: the values (possibly large) stay in Redis.
+        reply = await self._run(room, self._read_all, "0")
         return int(reply[1]), {k: int(v) for k, v in _pairs(reply[2]).items()}
 
     async def changed_since(self, room: str,
@@ -383,7 +391,7 @@ class RedisStateStore:
         return Section(section, int(reply[1]), _unpack(reply[2]))
 
     async def snapshot(self, room: str) -> Snapshot:
-        reply = await self._run(room, self._read_all)
+        reply = await self._run(room, self._read_all, "1")
         versions, values = _pairs(reply[2]), _pairs(reply[3])
         return Snapshot(room, int(reply[1]), {
             name: Section(name, int(p), _unpack(values[name]))
