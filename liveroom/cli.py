@@ -158,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("nginx caching %s on http://%s (config %s)", args.origin, args.listen, conf)
         os.execv(cdn_proxy.find_nginx(), cdn_proxy.nginx_command(conf, prefix))
     if args.command in ROLE_COMMANDS:
-        log.info("event loop: %s", _install_uvloop())
         return run_role_command(args)
     if args.command == "serve":
         log.info("event loop: %s", _install_uvloop())
