@@ -124,8 +124,9 @@ redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 return {1, partial, total}
 """
 
-# Everything: {1, total, versions (flat), values (flat)}.
+# {1, total, versions (flat), values (flat, only when ARGV[3] is '1')}.
 _READ_ALL = _PRELUDE + """
+if ARGV[3] ~= '1' then return {1, total, redis.call('HGETALL', KEYS[3]), {}} end
 return {1, total, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
 """
 
@@ -361,7 +362,8 @@ class RedisStateStore:
         return Change(room, section, partial, total, value)
 
     async def versions(self, room: str) -> tuple[int, dict[str, int]]:
-        reply = await self._run(room, self._read_all)
+        # Versions only: the values (possibly large) stay in Redis.
+        reply = await self._run(room, self._read_all, "0")
         return int(reply[1]), {k: int(v) for k, v in _pairs(reply[2]).items()}
 
     async def changed_since(self, room: str,
@@ -383,7 +385,7 @@ class RedisStateStore:
         return Section(section, int(reply[1]), _unpack(reply[2]))
 
     async def snapshot(self, room: str) -> Snapshot:
-        reply = await self._run(room, self._read_all)
+        reply = await self._run(room, self._read_all, "1")
         versions, values = _pairs(reply[2]), _pairs(reply[3])
         return Snapshot(room, int(reply[1]), {
             name: Section(name, int(p), _unpack(values[name]))

@@ -43,10 +43,14 @@ PostgreSQL had, which is every change written behind before the loss:
   honest: nobody compares the new versions with the old ones.
 - A late batch from another process's queue, arriving after a reload, is
   recorded only where it moves things forward: a history row for a total
-  the new epoch has not written yet, a section whose stored total is lower.
-  After a double fault (changes lost from the queue, then Redis lost) the
-  durable history can therefore hold, for some totals, changes of the old
-  epoch. Redis, the hot tier, is the truth for the current epoch.
+  not written yet, a section whose stored partial is lower. A reloaded room
+  keeps PostgreSQL's partials, so its next changes always move its sections
+  forward there. But after a double fault (changes missing from PostgreSQL,
+  then Redis lost) the reloaded total (the sum of the partials) can be
+  below totals the history already holds: the history keeps the first row
+  for such a total (of the old epoch), and the new epoch's change at that
+  total is in Redis and in the section's latest value, not in the history.
+  Redis, the hot tier, is the truth for the current epoch.
 
 Time to recovery: the first operation on each room after the loss pays one
 PostgreSQL read; rooms nobody touches are not reloaded.

@@ -4,8 +4,10 @@
 -- does not count versions; it keeps the ones it is given.
 --
 -- A batch is recorded in one statement. The history keeps the first row
--- written for a (room, total); the latest value of a section and the room's
--- total only move forward (a late or repeated batch changes nothing). See
+-- written for a (room, total); the latest value of a section only moves
+-- forward, by partial first (a room reloaded into Redis from here keeps the
+-- partials it had, so its next changes always win), then by total; the
+-- room's total only grows. A late or repeated batch changes nothing. See
 -- store_tiered's docstring for what that means after Redis lost data.
 CREATE FUNCTION state_record(p_rooms text[], p_sections text[], p_partials bigint[],
                              p_totals bigint[], p_values json[])
@@ -35,7 +37,7 @@ BEGIN
         ON CONFLICT (room, section) DO UPDATE
         SET partial = excluded.partial, total = excluded.total, value = excluded.value,
             at = now()
-        WHERE s.total < excluded.total;
+        WHERE (s.partial, s.total) < (excluded.partial, excluded.total);
     RETURN n;
 END
 $$;

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from edge.protocol import VersionConflict
@@ -165,24 +164,3 @@ async def test_a_restarted_cluster_master_renews_the_epoch_and_keeps_other_slots
             await b.client.aclose()
         finally:
             await client.aclose()
-
-
-def test_slot_tags_cover_every_slot_once() -> None:
-    from redis.crc import key_slot
-
-    tags = slot_tags()
-    assert len(tags) == 16384
-    assert [key_slot(f"lr:e:{{{t}}}".encode()) for t in tags] == list(range(16384))
-
-
-async def test_open_redis_picks_the_client_by_url() -> None:
-    standalone = open_redis("redis://127.0.0.1:1/0")
-    assert isinstance(standalone, Redis)
-    await standalone.aclose()
-    for url, kw in [("redis+cluster://127.0.0.1:1", {}),
-                    ("redis://127.0.0.1:1", {"cluster": True})]:
-        c = open_redis(url, **kw)  # type: ignore[arg-type]
-        assert isinstance(c, RedisCluster)
-    for bad in ["http://127.0.0.1:1", "127.0.0.1:6379", "nats://x"]:
-        with pytest.raises(ValueError):
-            open_redis(bad)

@@ -11,13 +11,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from room_router.redis_conn import open_redis
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
 from tests.pgserver import PgServer
-from tests.redisserver import RedisServer, when_up
+from tests.redisserver import RedisClusterServers, RedisServer, when_up
 from tests.state_props import new_room, same
 
 
@@ -138,3 +139,35 @@ async def test_the_write_behind_never_blocks_an_apply_and_catches_up(
             await tiered.close()
             await client.aclose()
             await durable.close()
+
+
+async def test_a_restarted_cluster_master_has_its_rooms_refilled_from_postgresql(
+        durable: PostgresStateStore) -> None:
+    with RedisClusterServers() as cluster:
+        client = open_redis(cluster.url)
+        assert isinstance(client, RedisCluster)
+        tiered = TieredStateStore(await RedisStateStore.open(client), durable)
+        try:
+            by_port: dict[int, str] = {}
+            while len(by_port) < len(cluster.nodes):
+                room = new_room()
+                by_port.setdefault(client.get_node_from_key(f"lr:s:{{{room}}}:t").port, room)
+            for room in by_port.values():
+                for i in range(4):
+                    await tiered.apply(room, f"s{i % 2}", {"i": i})
+            before = {room: await tiered.snapshot(room) for room in by_port.values()}
+            assert await tiered.write_behind.flush(10)
+            epoch = tiered.epoch
+
+            await asyncio.to_thread(cluster.restart, 2)
+            lost = by_port[cluster.nodes[2].port]
+            for room in by_port.values():
+                after = await when_up(lambda room=room: tiered.snapshot(room))  # type: ignore[misc]
+                assert after.total == before[room].total == 4
+                assert same(dict(after.sections), dict(before[room].sections))
+            # Only the lost master's room came from PostgreSQL; all under a new epoch.
+            assert tiered.reloads == 1 and tiered.epoch != epoch
+            assert (await tiered.apply(lost, "s0", "next")).total == 5
+        finally:
+            await tiered.close()
+            await client.aclose()
