@@ -90,7 +90,7 @@ class EdgeNode:
         self.registry = registry
         self.inbox = inbox
         self.metrics = metrics
-        self.hub = Hub(config.coalesce_window)
+        self.hub = Hub(config.coalesce_window, monotonic)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._secret = jwt_secret
         self.clock = clock

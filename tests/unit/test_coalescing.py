@@ -176,3 +176,34 @@ def test_collapsed_ticks_always_end_consistent(sections) -> None:
         client[f["section"]] = f["partial"]
     assert client == partials and sum(client.values()) == len(sections)
     assert len(frames) == len(set(sections))
+
+
+def test_a_write_loop_longer_than_the_window_makes_the_next_messages_coalesce() -> None:
+    """A big room whose write loop outlasts the window: the window counts from
+    the loop's end, so what arrived meanwhile goes out as one batch at the next
+    tick instead of one message at a time."""
+    clock = [1.0]
+
+    class SlowSink(FakeSink):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            clock[0] += 0.001  # each write takes 1 ms: 20 members, 20 ms > WINDOW
+
+    hub = Hub(WINDOW, lambda: clock[0])
+    sinks = []
+    for cid in range(20):
+        sink = SlowSink()
+        conn = Conn(cid, sink, Budget())
+        conn.variant = MSGPACK
+        hub.join(conn, "r")
+        sinks.append(sink)
+    assert isinstance(hub.offer("r", action(0), clock[0]), FanoutResult)
+    end = clock[0]
+    assert abs(end - 1.02) < 1e-9  # the loop took 20 ms
+    # Arrivals right after the loop (they queued during it) wait for the tick.
+    due = hub.offer("r", action(1), end)
+    assert due == end + WINDOW
+    assert hub.offer("r", action(2), end) == due
+    assert all(len(s.written) == 1 for s in sinks)
+    hub.flush(due)
+    assert all([f["n"] for f in frames_of(s.written[1], MSGPACK)] == [1, 2] for s in sinks)
