@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from room_router.nodes import NodeInfo
 from room_router.redis_conn import (
     RedisClient,
     nodes_key,
+    register_script,
     room_key,
     run_script_many,
     unavailable_when_down,
@@ -102,9 +103,9 @@ class RedisNodeRegistry:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
         self._keys = [nodes_key("exp"), nodes_key("info")]
-        self._heartbeat = client.register_script(_HEARTBEAT)
-        self._remove = client.register_script(_REMOVE)
-        self._live = client.register_script(_LIVE)
+        self._heartbeat = register_script(client, _HEARTBEAT)
+        self._remove = register_script(client, _REMOVE)
+        self._live = register_script(client, _LIVE)
 
     async def heartbeat(self, node: NodeInfo, ttl: float, now: float) -> None:
         with unavailable_when_down("node registry"):
@@ -132,7 +133,7 @@ class RedisOnlineCounts:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
-        self._room_total = client.register_script(_ROOM_TOTAL)
+        self._room_total = register_script(client, _ROOM_TOTAL)
 
     async def report(self, node_id: str, counts: Mapping[str, int], ttl: float,
                      now: float) -> None:
@@ -141,7 +142,9 @@ class RedisOnlineCounts:
         ttl_ms = max(1, int(ttl * 1000))
         mine = _node_rooms_key(node_id)
         with unavailable_when_down("online counts"):
-            previous = {_text(r) for r in await self.client.smembers(mine)}
+            # (cast: redis-py types SMEMBERS for sync and async clients at once)
+            members: set[Any] = await cast(Any, self.client).smembers(mine)
+            previous = {_text(r) for r in members}
             ops: list[tuple[str, tuple[Any, ...]]] = []
             for room in previous - current.keys():
                 ops.append(("hdel", (room_key("o", room), node_id)))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from edge.protocol import Unavailable
 from edge.ratelimit import Rate
-from room_router.redis_conn import RedisClient, unavailable_when_down, user_key
+from room_router.redis_conn import RedisClient, register_script, unavailable_when_down, user_key
 
 if TYPE_CHECKING:
     from edge.ratelimit import SharedRateLimiter
@@ -66,7 +66,7 @@ class RedisRateLimiter:
         self.client = client
         self.rate = rate
         self.timeout = timeout
-        self._take = client.register_script(_TAKE)
+        self._take = register_script(client, _TAKE)
         self.failures = 0  # checks that failed open (metrics, tests)
         self._last_log = -60.0
 

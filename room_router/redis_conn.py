@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -72,8 +72,18 @@ def open_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Redi
     if cluster:
         # A Cluster has no databases: drop the path redis-py would refuse.
         plain = urlunsplit(parts._replace(path=""))
-        return RedisCluster.from_url(plain, **options)
-    return Redis.from_url(plain, **options)
+        cluster_client: RedisCluster = RedisCluster.from_url(plain, **options)
+        return cluster_client
+    standalone: Redis = Redis.from_url(plain, **options)
+    return standalone
+
+
+def register_script(client: RedisClient, source: str) -> AsyncScript:
+    """``client.register_script(source)`` for either client (redis-py's
+    stubs type it for the standalone client only; the Cluster client routes
+    EVALSHA by its keys and loads a script on every master)."""
+    registered: AsyncScript = cast(Any, client).register_script(source)
+    return registered
 
 
 def is_cluster(client: RedisClient) -> bool:
@@ -112,8 +122,11 @@ def unavailable_when_down(what: str) -> Iterator[None]:
         raise Unavailable(f"the {what} is unavailable; retry later") from err
 
 
-# Script calls per round of ``run_script_many``.
+# Script calls per round of ``run_script_many``: pipelined on a standalone
+# server; concurrent on a Cluster, where each call in flight holds a
+# connection of its own (so fewer per round).
 SCRIPT_BATCH = 200
+CLUSTER_SCRIPT_BATCH = 32
 
 
 async def run_script_many(client: RedisClient, script: AsyncScript,
@@ -122,14 +135,16 @@ async def run_script_many(client: RedisClient, script: AsyncScript,
     order. On a standalone server: pipelined EVALSHA, ``SCRIPT_BATCH`` per
     round trip (a server that restarted and forgot the script gets it loaded
     and the round again). redis-py's Cluster pipeline refuses scripts, so on
-    a Cluster the calls of a round go concurrently over the client's
-    per-node connections instead."""
+    a Cluster the calls go ``CLUSTER_SCRIPT_BATCH`` at a time, concurrently,
+    over the client's per-node connections instead."""
     out: list[Any] = []
+    if is_cluster(client):
+        for i in range(0, len(calls), CLUSTER_SCRIPT_BATCH):
+            out += await asyncio.gather(*(script(keys=list(k), args=list(a))
+                                          for k, a in calls[i:i + CLUSTER_SCRIPT_BATCH]))
+        return out
     for i in range(0, len(calls), SCRIPT_BATCH):
         batch = calls[i:i + SCRIPT_BATCH]
-        if is_cluster(client):
-            out += await asyncio.gather(*(script(keys=list(k), args=list(a)) for k, a in batch))
-            continue
         for attempt in (1, 2):
             pipe = client.pipeline(transaction=False)
             for keys, args in batch:

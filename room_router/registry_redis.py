@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from room_router.redis_conn import (
     RedisClient,
+    register_script,
     run_script_many,
     unavailable_when_down,
     user_key,
@@ -71,8 +72,8 @@ class RedisConnectionRegistry:
             raise ValueError("ttl must be positive")
         self.client = client
         self.ttl = ttl
-        self._add = client.register_script(_ADD)
-        self._live = client.register_script(_LIVE)
+        self._add = register_script(client, _ADD)
+        self._live = register_script(client, _LIVE)
 
     async def add(self, user: str, node: str, cid: int) -> None:
         with unavailable_when_down(_WHAT):

@@ -79,7 +79,13 @@ import msgpack
 from redis.crc import key_slot
 
 from edge.protocol import Unavailable, VersionConflict
-from room_router.redis_conn import RedisClient, is_cluster, room_key, unavailable_when_down
+from room_router.redis_conn import (
+    RedisClient,
+    is_cluster,
+    register_script,
+    room_key,
+    unavailable_when_down,
+)
 from state_versions.versions import Change, Section, Snapshot
 
 if TYPE_CHECKING:
@@ -241,13 +247,13 @@ class RedisStateStore:
         self.epoch = epoch
         self.loader = loader
         self._cluster = is_cluster(client)
-        self._apply = client.register_script(_APPLY)
-        self._read_all = client.register_script(_READ_ALL)
-        self._changed = client.register_script(_CHANGED)
-        self._section = client.register_script(_SECTION)
-        self._load = client.register_script(_LOAD)
-        self._renew = client.register_script(_RENEW)
-        self._restamp = client.register_script(_RESTAMP)
+        self._apply = register_script(client, _APPLY)
+        self._read_all = register_script(client, _READ_ALL)
+        self._changed = register_script(client, _CHANGED)
+        self._section = register_script(client, _SECTION)
+        self._load = register_script(client, _LOAD)
+        self._renew = register_script(client, _RENEW)
+        self._restamp = register_script(client, _RESTAMP)
         # How many times this process renewed or adopted an epoch (metrics, tests).
         self.epoch_changes = 0
 

@@ -155,14 +155,16 @@ class Edge:
                  counts: dict[str, int]) -> None:
         self.node, self.conns, self.counts = node, conns, counts
         self.nodes = RedisNodeRegistry(client)
-        self.registry = RedisConnectionRegistry(client, ttl=5)
+        # Long TTLs: nothing may expire during the test, however loaded
+        # the machine (expiry has tests of its own).
+        self.registry = RedisConnectionRegistry(client, ttl=60)
         self.online = RedisOnlineCounts(client)
 
     async def heartbeat(self) -> None:
         now = time.time()
-        await self.nodes.heartbeat(self.node, ttl=5, now=now)
+        await self.nodes.heartbeat(self.node, ttl=60, now=now)
         await self.registry.refresh(self.node.node_id, self.conns)
-        await self.online.report(self.node.node_id, self.counts, ttl=5, now=now)
+        await self.online.report(self.node.node_id, self.counts, ttl=60, now=now)
 
 
 async def _lose_and_rebuild(client: RedisClient, restart: Callable[[], Any], *,
@@ -175,17 +177,22 @@ async def _lose_and_rebuild(client: RedisClient, restart: Callable[[], Any], *,
         await e.heartbeat()
     reader = edges[0]
 
-    async def complete() -> bool:
+    async def missing() -> list[str]:
+        """What the registries lack (empty: complete)."""
+        out: list[str] = []
         live = {n.node_id for n in await reader.nodes.live(time.time())}
         if live != {e.node.node_id for e in edges}:
-            return False
+            out.append(f"live nodes {sorted(live)}")
         for e in edges:
             for user, _ in e.conns:
-                if await reader.registry.nodes(user) != {e.node.node_id}:
-                    return False
-        return (await reader.online.totals([room], time.time()))[room] == 33
+                if (got := await reader.registry.nodes(user)) != {e.node.node_id}:
+                    out.append(f"{user} on {got}")
+        total = (await reader.online.totals([room], time.time()))[room]
+        if total != 33:
+            out.append(f"online count {total}")
+        return out
 
-    assert await complete()
+    assert await missing() == []
     await asyncio.to_thread(restart)
     users = [user for e in edges for user, _ in e.conns]
     lost = [u for u in users if not await when_up(lambda u=u: reader.registry.nodes(u))]
@@ -198,7 +205,7 @@ async def _lose_and_rebuild(client: RedisClient, restart: Callable[[], Any], *,
     # One heartbeat round (the edges' next period) rebuilds everything.
     for e in edges:
         await when_up(e.heartbeat)
-    assert await complete()
+    assert await missing() == []
 
 
 async def test_a_heartbeat_rebuilds_the_registries_after_redis_restarts_empty() -> None:
