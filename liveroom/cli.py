@@ -210,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "agents":
         return run_agents(args)
     if args.command in ROLE_COMMANDS:
-        log.info("event loop: %s", _install_uvloop())
         return run_role_command(args)
     if args.command == "serve":
         log.info("event loop: %s", _install_uvloop())

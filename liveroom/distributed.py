@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -89,13 +89,6 @@ class RoleOptions:
     cdn: CdnConfig = field(default_factory=CdnConfig)
 
 
-class RegistryRefresh(Protocol):
-    """A connection registry that can be re-asserted from the edge's own
-    connections (the Redis one): what a restarted Redis lost comes back."""
-
-    async def refresh(self, node: str, connections: list[tuple[str, int]]) -> int: ...
-
-
 @dataclass
 class Services:
     bus: Bus
@@ -109,17 +102,32 @@ class Services:
     shared_action_limiter: SharedRateLimiter | None = None
 
     async def close(self) -> None:
-        for close in reversed(self.closers):
-            try:
-                await close()
-            except Exception:
-                log.warning("closing a service failed", exc_info=True)
-        self.closers.clear()
+        await _close_all(self.closers)
+
+
+async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Close in the reverse order of opening; one failure stops no other."""
+    for close in reversed(closers):
+        try:
+            await close()
+        except Exception:
+            log.warning("closing a service failed", exc_info=True)
+    closers.clear()
 
 
 async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
-    """The services named in ``opts``; embedded ones for those left out."""
+    """The services named in ``opts``; embedded ones for those left out.
+    If one fails to open, those already open are closed again."""
     closers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        return await _open_services(opts, metrics, closers)
+    except BaseException:
+        await _close_all(closers)
+        raise
+
+
+async def _open_services(opts: RoleOptions, metrics: Metrics,
+                         closers: list[Callable[[], Awaitable[None]]]) -> Services:
     bus: Bus
     if opts.nats:
         from room_router.bus_nats import BusMetrics, NatsBus
@@ -316,6 +324,13 @@ class RoleProcess:
         self._online: asyncio.TimerHandle | None = None
 
     async def start(self) -> RoleProcess:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()  # whatever was opened before the failure
+            raise
+
+    async def _start(self) -> RoleProcess:
         opts = self.opts
         s = self.services
         if s is None:
@@ -389,12 +404,16 @@ class RoleProcess:
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def stop(self) -> None:
+        """Deregister, close the clients (4101), close the services. Idempotent."""
         if self._online is not None:
             self._online.cancel()
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()  # closes clients with 4101 (on_shutdown)
+            self._online = None
+        heartbeat, self.heartbeat = self.heartbeat, None
+        if heartbeat is not None:
+            await heartbeat.stop()
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()  # closes clients with 4101 (on_shutdown)
         if self.node is not None:
             self.node.stop()
         if self.services is not None:

@@ -174,6 +174,14 @@ async def _run(opts: RoleOptions) -> None:
 def run_role_command(args: argparse.Namespace) -> int:
     if args.command == "cluster":
         return run_cluster(args)
+    try:
+        # uvloop when installed, as for liveroom serve: a faster loop, same semantics.
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        log.info("event loop: uvloop")
+    except ImportError:
+        log.info("event loop: asyncio")
     asyncio.run(_run(_options(args, args.command)))
     return 0
 
@@ -184,6 +192,12 @@ _LISTENING = re.compile(r"listening on (http://[\d.]+:\d+) \((.*)\)$")
 def run_cluster(args: argparse.Namespace) -> int:
     """Start ``--edges`` edge processes (groups g0..gN-1) and a router as
     children of this one; stop them all on SIGINT/SIGTERM."""
+    missing = [name for name in ("nats", "redis", "postgres") if not getattr(args, name)]
+    if missing:
+        # Separate processes share nothing else: without these each edge
+        # would see only itself.
+        raise SystemExit("liveroom cluster needs " + ", ".join(f"--{m}" for m in missing)
+                         + " (see docs/DEPLOY.md)")
     env = dict(os.environ)
     if not env.get("LIVEROOM_JWT_SECRET"):
         if not args.dev:

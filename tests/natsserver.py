@@ -62,6 +62,14 @@ class NatsNode:
         except OSError:
             return -1
 
+    def subscriptions(self) -> list[str]:
+        """Every subject the server's client connections subscribe to
+        (``/connz?subs=1``), one entry per subscription."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/connz?subs=1",
+                                    timeout=2) as r:
+            body: dict[str, Any] = json.load(r)
+        return [s for c in body.get("connections", []) for s in c.get("subscriptions_list", [])]
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.proc is not None:

@@ -218,6 +218,13 @@ async def test_big_room_over_three_edge_processes_exactly_once_in_order(
             assert sorted(got) == ["pub-0", "pub-1", "pub-2"]
             for sender, seqs in got.items():
                 assert seqs == list(range(n)), (sender, seqs[:10])
+        # The online count is the sum over the edges: one more member on
+        # edge 0 makes every viewer, on every edge, see 13.
+        late = await connect(http, edges[0].public_url, "late")
+        publishers.append(late)
+        assert (await late.join(room))["type"] == "joined"
+        for v in viewers:
+            await v.expect("online", timeout=5, room=room, count=13)
     finally:
         for c in viewers + publishers:
             await c.close()

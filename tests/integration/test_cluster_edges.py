@@ -403,3 +403,35 @@ async def test_kill_the_nats_node_of_an_edge_delivery_resumes_within_2s(
     finally:
         for c in [*viewers, sender]:
             await c.close()
+
+
+async def test_an_edge_holds_one_nats_subscription_per_room_while_it_has_members(
+        cluster: tuple[Shared, Cluster], nats_cluster: NatsCluster) -> None:
+    _, start = cluster
+    edge = await start("edge", "g0", nats_index=1)
+    bus = edge.services.bus if edge.services else None
+    assert isinstance(bus, NatsBus)
+    server = nats_cluster.nodes[nats_cluster.urls.index(str(bus.connected_url))]
+    subject = f"{bus.prefix}.room.sub_2Ecount"  # room "sub.count", one token
+
+    async def subs() -> int:
+        await bus.flush()
+        return (await asyncio.to_thread(server.subscriptions)).count(subject)
+
+    a, b = await client(edge, "sa"), await client(edge, "sb")
+    try:
+        assert await subs() == 0
+        await a.join("sub.count")
+        await b.join("sub.count")
+        await until(lambda: _eq(subs(), 1), 2, "one subscription for two members")
+        await a.request({"type": "leave", "room": "sub.count"}, "left")
+        assert await subs() == 1  # b is still there
+        await b.request({"type": "leave", "room": "sub.count"}, "left")
+        await until(lambda: _eq(subs(), 0), 2, "unsubscribed after the last leave")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _eq(value: Awaitable[int], want: int) -> bool:
+    return await value == want

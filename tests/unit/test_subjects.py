@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.protocol import ROOM_RE
@@ -17,6 +17,7 @@ ROOM_IDS = st.from_regex(ROOM_RE, fullmatch=True)
 TOKEN = re.compile(r"^[^.\s*>]+$")
 
 
+@settings(deadline=None)
 @given(ROOM_IDS)
 def test_a_room_id_is_one_valid_token_and_comes_back(room: str) -> None:
     token = encode_token(room)
@@ -27,12 +28,14 @@ def test_a_room_id_is_one_valid_token_and_comes_back(room: str) -> None:
     assert logical_subject(wire, "lr") == room_subject(room)
 
 
+@settings(deadline=None)
 @given(ROOM_IDS, ROOM_IDS)
 def test_two_ids_never_share_a_subject(a: str, b: str) -> None:
     if a != b:
         assert encode_token(a) != encode_token(b)
 
 
+@settings(deadline=None)
 @given(st.text(min_size=1, max_size=40))
 def test_any_text_roundtrips(text: str) -> None:
     assert decode_token(encode_token(text)) == text
