@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -149,7 +149,22 @@ def make_app(opts: ServeOptions) -> web.Application:
     return app
 
 
-async def start_quic_edge(app: web.Application, opts: ServeOptions,
+class QuicConfigured(Protocol):
+    """What ``start_quic_edge`` reads: ``ServeOptions`` and the distributed
+    roles' ``RoleOptions`` both have it."""
+
+    host: str
+    port: int
+    dev: bool
+    data_dir: Path
+    quic_port: str
+    quic_cert: Path | None
+    quic_key: Path | None
+    quic_idle_timeout: float
+    config: EdgeConfig
+
+
+async def start_quic_edge(app: web.Application, opts: QuicConfigured,
                           tcp_port: int) -> QuicEdge | None:
     """Start the QUIC edge next to the HTTP one (see ServeOptions.quic_port),
     and publish its address and certificate hash at ``GET /v1/quic``."""

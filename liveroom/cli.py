@@ -17,7 +17,12 @@ from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
 from liveroom.app import ServeOptions, make_app, start_quic_edge
-from liveroom.roles_cli import ROLE_COMMANDS, add_role_parsers, run_role_command
+from liveroom.roles_cli import (
+    ROLE_COMMANDS,
+    add_quic_arguments,
+    add_role_parsers,
+    run_role_command,
+)
 from llm_agents.role import add_agents_parser, run_agents
 from llm_agents.serve import add_agent_arguments, agent_options
 
@@ -95,20 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                      default=_env("LOSSY_SECTIONS", ",".join(sorted(d.lossy_sections))),
                      help="comma-separated base names of sections whose changes go to QUIC "
                           "clients as unreliable datagrams (\"\": none)")
-    quic = serve.add_argument_group("QUIC (WebTransport over HTTP/3 on /wt)")
-    quic.add_argument("--quic-port", default=_env("QUIC_PORT", "auto"),
-                      help="UDP port; 'auto': the TCP port + 1 when a certificate is at hand "
-                           "(--quic-cert/--quic-key, or --dev, which makes one), 'off': no QUIC")
-    quic.add_argument("--quic-cert", type=Path,
-                      default=os.environ.get("LIVEROOM_QUIC_CERT") or None,
-                      help="PEM certificate (chain) for QUIC")
-    quic.add_argument("--quic-key", type=Path,
-                      default=os.environ.get("LIVEROOM_QUIC_KEY") or None,
-                      help="PEM private key for QUIC")
-    quic.add_argument("--quic-idle-timeout", type=float,
-                      default=_env("QUIC_IDLE_TIMEOUT", "30"),
-                      help="seconds without a packet from a client before its QUIC connection "
-                           "is dropped; the edge PINGs every third of it")
+    add_quic_arguments(serve)
     cdn = serve.add_argument_group("polling clients (CDN origin)")
     cdn.add_argument("--head-max-age", type=int, default=_env("HEAD_MAX_AGE", "1"),
                      help="seconds a shared cache may keep a room's head")

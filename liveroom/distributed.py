@@ -44,8 +44,10 @@ from cdn.origin import CdnConfig, CdnOrigin
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from edge.node import EdgeNode
+from edge.quic import QuicEdge
 from edge.ratelimit import SharedRateLimiter
 from edge.web import build_app, errors_middleware
+from liveroom.app import start_quic_edge
 from room_router.bus import Bus, MemoryBus
 from room_router.gate import ClusterView, PlacementGate
 from room_router.inbox import Inbox, SqliteInbox
@@ -87,6 +89,12 @@ class RoleOptions:
     api_key: str | None = None
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
+    # QUIC (WebTransport) next to an edge's WebSocket, as for liveroom serve
+    # (liveroom.app.start_quic_edge); "off" for the other roles.
+    quic_port: str = "off"
+    quic_cert: Path | None = None
+    quic_key: Path | None = None
+    quic_idle_timeout: float = 30.0
 
 
 @dataclass
@@ -319,6 +327,7 @@ class RoleProcess:
         self.view: ClusterView | None = None
         self.heartbeat: Heartbeat | None = None
         self.runner: web.AppRunner | None = None
+        self.quic: QuicEdge | None = None
         self.url = ""
         self.public_url = ""
         self._online: asyncio.TimerHandle | None = None
@@ -351,6 +360,8 @@ class RoleProcess:
         site = web.TCPSite(self.runner, opts.host, opts.port)
         await site.start()
         port = int(self.runner.addresses[0][1]) if self.runner.addresses else opts.port
+        if opts.role == "edge":
+            self.quic = await start_quic_edge(app, opts, port)
         self.url = f"http://{opts.host}:{port}"
         self.public_url = opts.public_url or f"ws://{opts.host}:{port}/ws"
         roles = ("edge",) if opts.role == "edge" else (opts.role,)
@@ -414,6 +425,9 @@ class RoleProcess:
         runner, self.runner = self.runner, None
         if runner is not None:
             await runner.cleanup()  # closes clients with 4101 (on_shutdown)
+        quic, self.quic = self.quic, None
+        if quic is not None:
+            quic.close()
         if self.node is not None:
             self.node.stop()
         if self.services is not None:

@@ -124,6 +124,9 @@ def add_role_parsers(sub: Any) -> None:
     _node(edge, "edge", 8080)
     _services(edge)
     _limits(edge)
+    # Off unless asked for: the edges of one machine (liveroom cluster) would
+    # otherwise share --dev's certificate directory.
+    add_quic_arguments(edge, default_port="off")
     router = sub.add_parser("router", help="answers GET /v1/route from the node registry")
     _node(router, "router", 8070)
     _services(router)
@@ -146,6 +149,25 @@ def add_role_parsers(sub: Any) -> None:
     _services(cluster)
 
 
+
+def add_quic_arguments(parser: argparse.ArgumentParser, default_port: str = "auto") -> None:
+    """The QUIC (WebTransport) flags of ``liveroom serve`` and ``liveroom edge``."""
+    quic = parser.add_argument_group("QUIC (WebTransport over HTTP/3 on /wt)")
+    quic.add_argument("--quic-port", default=_env("QUIC_PORT", default_port),
+                      help="UDP port; 'auto': the TCP port + 1 when a certificate is at hand "
+                           "(--quic-cert/--quic-key, or --dev, which makes one), 'off': no QUIC")
+    quic.add_argument("--quic-cert", type=Path,
+                      default=os.environ.get("LIVEROOM_QUIC_CERT") or None,
+                      help="PEM certificate (chain) for QUIC")
+    quic.add_argument("--quic-key", type=Path,
+                      default=os.environ.get("LIVEROOM_QUIC_KEY") or None,
+                      help="PEM private key for QUIC")
+    quic.add_argument("--quic-idle-timeout", type=float,
+                      default=_env("QUIC_IDLE_TIMEOUT", "30"),
+                      help="seconds without a packet from a client before its QUIC connection "
+                           "is dropped; the edge PINGs every third of it")
+
+
 def _options(args: argparse.Namespace, role: str) -> RoleOptions:
     return RoleOptions(
         role=role, host=args.host, port=args.port, node_id=args.node_id, group=args.group,
@@ -155,6 +177,9 @@ def _options(args: argparse.Namespace, role: str) -> RoleOptions:
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"),
         config=_config(args) if role == "edge" else EdgeConfig(),
+        quic_port=args.quic_port if role == "edge" else "off",
+        quic_cert=getattr(args, "quic_cert", None), quic_key=getattr(args, "quic_key", None),
+        quic_idle_timeout=getattr(args, "quic_idle_timeout", 30.0),
         cdn=CdnConfig())
 
 

@@ -64,14 +64,15 @@ async def cluster(nats_cluster: NatsCluster, tmp_path: Path
     prefix = f"t{id(shared)}"
 
     async def start(role: str = "edge", group: str = "g0", node_id: str | None = None,
-                    nats_index: int | None = None) -> RoleProcess:
+                    nats_index: int | None = None, **extra: Any) -> RoleProcess:
         urls = nats_cluster.urls if nats_index is None else [nats_cluster.urls[nats_index]]
         bus = await NatsBus.connect(urls, prefix=prefix)
         services = Services(bus, shared.store, shared.registry, shared.inbox, shared.nodes,
                             shared.online, [bus.close])
         opts = RoleOptions(role=role, port=0, node_id=node_id or f"{role}-{len(procs)}",
                            group=group, heartbeat=HEARTBEAT, jwt_secret=JWT_SECRET,
-                           config=CONFIG, big_threshold=1000, data_dir=tmp_path)
+                           config=CONFIG, big_threshold=1000,
+                           **{"data_dir": tmp_path, **extra})
         proc = await RoleProcess(opts, services).start()
         procs.append(proc)
         return proc
@@ -435,3 +436,53 @@ async def test_an_edge_holds_one_nats_subscription_per_room_while_it_has_members
 
 async def _eq(value: Awaitable[int], want: int) -> bool:
     return await value == want
+
+
+async def test_an_edge_role_serves_webtransport_next_to_its_websocket(
+        cluster: tuple[Shared, Cluster], tmp_path: Path) -> None:
+    """``liveroom edge --quic-port …`` runs the same QUIC edge as ``liveroom
+    serve``: a WebTransport viewer on one edge and a WebSocket viewer on
+    another see the same actions of a room spread over both."""
+    shared, start = cluster
+    quic_edge = await start("edge", "g0", nats_index=0, dev=True, quic_port="0",
+                            data_dir=tmp_path / "quic-edge")
+    ws_edge = await start("edge", "g1", nats_index=1)
+    assert ws_edge.quic is None  # off unless asked for
+    assert quic_edge.quic is not None
+    await until(lambda: all(len(e.view.placement.groups) == 2  # type: ignore[union-attr]
+                            for e in (quic_edge, ws_edge)), 5, "both edges see 2 groups")
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{quic_edge.url}/v1/quic") as r:
+        assert r.status == 200
+        info = await r.json()
+    assert info["port"] == quic_edge.quic.port and info["path"] == "/wt"
+    room = "mixed.spread"
+    await shared.store.apply(room, "placement", {"spread": True})
+    over_wt = await LiveroomClient.connect(
+        f"https://127.0.0.1:{info['port']}/wt", token("wt-viewer"),
+        cert_sha256=info["cert_sha256"], timeout=5)
+    over_ws = await client(ws_edge, "ws-viewer")
+    try:
+        assert (await over_wt.join(room))["type"] == "joined"
+        assert (await over_ws.join(room))["type"] == "joined"
+        # The edges' room subscriptions reach NATS (and cross its routes)
+        # asynchronously: warm up each way until an action gets through.
+        for sender, receiver in ((over_ws, over_wt), (over_wt, over_ws)):
+            for i in range(50):
+                await sender.action(room, "like", {"warm": i})
+                try:
+                    await receiver.expect("action", 0.2, room=room, kind="like")
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                raise AssertionError("no action crossed between the edges in 10 s")
+        await over_ws.action(room, "comment", {"text": "from the websocket edge"})
+        got = await over_wt.expect("action", 5, room=room,
+                                   body={"text": "from the websocket edge"})
+        await over_wt.action(room, "gift", {"gift": "rose"})
+        got = await over_ws.expect("action", 5, room=room, kind="gift")
+        assert got["body"] == {"gift": "rose", "count": 1}
+    finally:
+        await over_wt.close()
+        await over_ws.close()

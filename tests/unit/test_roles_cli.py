@@ -28,6 +28,10 @@ def test_role_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.nats == ["nats://c:4222"] and args.port == 8070
 
 
-def test_agents_is_a_stub_pointing_at_issue_6(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["agents"]) == 3
-    assert "issue 6" in capsys.readouterr().err
+def test_agents_is_the_llm_agents_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``liveroom agents`` is llm_agents.role (not a role of roles_cli): it
+    needs the edge's JWT secret and says so."""
+    monkeypatch.delenv("LIVEROOM_JWT_SECRET", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["agents", "--edge-url", "ws://127.0.0.1:9/ws"])
+    assert "LIVEROOM_JWT_SECRET" in str(exc.value)
