@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -64,6 +65,8 @@ class AgentOptions:
     embedded_threads: int = 2
     # Overrides every character's cooldown_s when set (tests, demos).
     cooldown: float | None = None
+    # Quotas in Redis (shared by several agents processes) instead of memory.
+    quota_redis: str | None = None
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +98,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quota-user-per-day", type=int,
                    default=int(_env("QUOTA_USER_PER_DAY", "20000")),
                    help="tokens a day per user (0: unlimited)")
+    g.add_argument("--quota-redis", default=_env("QUOTA_REDIS", "") or None,
+                   help="redis://host:port/db: keep the quotas in Redis (several agents "
+                        "processes); default: in this process's memory")
     g.add_argument("--agent-word-delay", type=float, default=float(_env("AGENT_WORD_DELAY",
                                                                         "0.04")),
                    help="seconds between the words of a scripted reply")
@@ -121,7 +127,8 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         breaker_reset=args.breaker_reset,
         quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day),
         word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
-        cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads)
+        cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads,
+        quota_redis=args.quota_redis)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -191,6 +198,14 @@ class AgentsService:
                  clock: Callable[[], float] = time.time,
                  quota: QuotaStore | None = None) -> None:
         self.opts = opts
+        self._redis: Any = None
+        if quota is None and opts.quota_redis:
+            import redis.asyncio as aioredis
+
+            from llm_agents.quota_redis import RedisQuotaStore
+
+            self._redis = aioredis.from_url(opts.quota_redis)  # type: ignore[no-untyped-call]
+            quota = RedisQuotaStore(self._redis, opts.quota)
         self.quota = quota or MemoryQuotaStore(opts.quota)
         self.runtime = AgentRuntime()
         self.store = SqliteInteractionStore(data_dir / "interactions.sqlite3")
@@ -220,3 +235,5 @@ class AgentsService:
         for backend in self._backends.values():
             await backend.close()
         await self.store.close()
+        if self._redis is not None:
+            await self._redis.aclose()
