@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from edge.auth import Identity, mint_token
 from edge.node import EdgeNode
@@ -28,6 +29,7 @@ from llm_agents.breaker import CircuitBreaker
 from llm_agents.character import SHIPPED_DIR, Character, CharacterError, load_characters
 from llm_agents.interactions import Interactions, SqliteInteractionStore
 from llm_agents.link import FrameHandler, InProcessLink, RoomLink
+from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
 from llm_agents.quota import MemoryQuotaStore, QuotaLimits, QuotaStore
 from llm_agents.runtime import AgentConfig, AgentRuntime, RoomAgent
@@ -196,7 +198,8 @@ class AgentsService:
     def __init__(self, opts: AgentOptions, data_dir: Path, links: LinkFactory,
                  verify: Callable[[object, float], Identity],
                  clock: Callable[[], float] = time.time,
-                 quota: QuotaStore | None = None) -> None:
+                 quota: QuotaStore | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
         self.opts = opts
         self._redis: Any = None
         if quota is None and opts.quota_redis:
@@ -211,6 +214,8 @@ class AgentsService:
         self.store = SqliteInteractionStore(data_dir / "interactions.sqlite3")
         self.interactions = Interactions(self.runtime, self.store, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
+        self.registry = registry or CollectorRegistry()
+        metrics = AgentMetrics(self.registry)
         config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
                              delta_interval=opts.delta_interval)
         for character in pick_characters(opts):
@@ -220,7 +225,7 @@ class AgentsService:
             if backend is None:
                 backend = self._backends[kind] = make_backend(kind, opts)
             self.runtime.add(RoomAgent(character, opts.room, backend, self.quota, config,
-                                       partial(links, character), clock))
+                                       partial(links, character), clock, metrics))
 
     def add_routes(self, app: web.Application) -> None:
         self.interactions.add_routes(app)
