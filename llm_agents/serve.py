@@ -63,7 +63,7 @@ class AgentOptions:
     word_delay: float = 0.04
     stale_after: float = 20.0
     queue_size: int = 8
-    delta_interval: float = 0.08
+    delta_interval: float = 0.2
     embedded_threads: int = 2
     # Overrides every character's cooldown_s when set (tests, demos).
     cooldown: float | None = None
