@@ -245,7 +245,7 @@ class Hub:
     __slots__ = ("_clock", "_dirty", "defer_window", "rooms", "window")
 
     def __init__(self, window: float = 0.0, clock: Callable[[], float] | None = None,
-                 defer_window: float = 0.1) -> None:
+                 defer_window: float = 0.25) -> None:
         # How long a deferred message may wait for another to carry it.
         self.defer_window = defer_window
         self.rooms: dict[str, LocalRoom] = {}
