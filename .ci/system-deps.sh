@@ -16,7 +16,8 @@ else
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
   # The distributed stores' integration tests start their own servers:
   # PostgreSQL (initdb + postgres, tests/pgserver.py) and Redis standalone and
-  # Cluster (tests/redisserver.py; redis-cli joins the cluster).
+  # Cluster (tests/redisserver.py; redis-cli joins the cluster); the agents'
+  # Redis quota store test starts its own redis-server too.
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 \
     || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

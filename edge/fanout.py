@@ -217,7 +217,8 @@ class FanoutResult:
 
 
 class LocalRoom:
-    __slots__ = ("last_write", "members", "pending", "poll_mode", "reported_count", "room")
+    __slots__ = ("deferred", "last_write", "members", "pending", "poll_mode", "reported_count",
+                 "room")
 
     def __init__(self, room: str) -> None:
         self.room = room
@@ -226,6 +227,8 @@ class LocalRoom:
         self.members: set[Conn] = set()
         self.reported_count = 0
         self.pending: list[Encoded] = []
+        # True while ``pending`` holds only deferred messages (Hub.offer).
+        self.deferred = False
         self.last_write = float("-inf")
 
 
@@ -239,9 +242,12 @@ class Hub:
     message by message (which would fall further behind exactly when the edge
     is busiest). Without it the loop's start time (``now``) is used."""
 
-    __slots__ = ("_clock", "_dirty", "rooms", "window")
+    __slots__ = ("_clock", "_dirty", "defer_window", "rooms", "window")
 
-    def __init__(self, window: float = 0.0, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, window: float = 0.0, clock: Callable[[], float] | None = None,
+                 defer_window: float = 0.25) -> None:
+        # How long a deferred message may wait for another to carry it.
+        self.defer_window = defer_window
         self.rooms: dict[str, LocalRoom] = {}
         self.window = window
         self._clock = clock
@@ -275,13 +281,40 @@ class Hub:
         local = self.rooms.get(room)
         return 0 if local is None else len(local.members)
 
-    def offer(self, room: str, enc: Encoded, now: float) -> FanoutResult | float:
+    def offer(self, room: str, enc: Encoded, now: float, *,
+              defer: bool = False) -> FanoutResult | float:
         """Hand ``enc`` to the room's local members: written at once if the
         room is quiet (FanoutResult), else queued for the tick; then the
-        return value is the time by which ``flush`` must run."""
+        return value is the time by which ``flush`` must run.
+
+        ``defer`` (an agent's streamed words, which nobody waits on to the
+        millisecond): never a write loop of its own if it can be helped. It
+        waits up to ``defer_window`` for the room's next message and goes out
+        in that message's frame; a room's other messages are never delayed
+        by it (in a 2,000-member room every extra write loop is a few ms that
+        the next message may have to wait behind: docs/BENCHMARKS.md)."""
         local = self.rooms.get(room)
         if local is None:
             return FanoutResult()
+        if defer:
+            if not local.pending:
+                self._dirty.append(local)
+                local.deferred = True
+            local.pending.append(enc)
+            return now + self.defer_window if local.deferred else local.last_write + self.window
+        if local.deferred:
+            # Only deferred messages wait: this one carries them, by the
+            # usual rule (at once in a quiet room, else at the tick).
+            local.deferred = False
+            if now - local.last_write >= self.window:
+                pending = latest_state_only([*local.pending, enc])
+                local.pending = []
+                out: Outgoing = pending[0] if len(pending) == 1 else Batch(pending)
+                result = self._write(local, out, now)
+                local.last_write = now if self._clock is None else self._clock()
+                return result
+            local.pending.append(enc)
+            return local.last_write + self.window
         if not local.pending:
             if now - local.last_write >= self.window:
                 result = self._write(local, enc, now)
@@ -297,6 +330,7 @@ class Hub:
         dirty, self._dirty = self._dirty, []
         for local in dirty:
             pending, local.pending = local.pending, []
+            local.deferred = False
             if not pending or self.rooms.get(local.room) is not local:
                 continue  # the room emptied meanwhile
             if len(pending) > 1:

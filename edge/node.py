@@ -94,6 +94,7 @@ class EdgeNode:
         self.metrics = metrics
         self.hub = Hub(config.coalesce_window, monotonic)
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_at = float("inf")
         self._secret = jwt_secret
         self.clock = clock
         self._monotonic = monotonic
@@ -427,8 +428,12 @@ class EdgeNode:
         room = subject[len("room."):]
         enc = Encoded.from_msgpack(payload, Priority.CONTROL)
         obj = enc.obj
+        defer = False
         if obj.get("type") == ACTION:
-            enc.priority = action_priority(obj.get("kind", ""))
+            kind = obj.get("kind", "")
+            enc.priority = action_priority(kind)
+            # An agent's words ride in the room's next frame (Hub.offer).
+            defer = isinstance(kind, str) and kind.startswith("agent.")
         elif obj.get("type") == "state":
             local = self.hub.rooms.get(room)
             if local is not None and local.poll_mode:
@@ -436,14 +441,19 @@ class EdgeNode:
             # QUIC sessions take a lossy section's changes as datagrams.
             enc.lossy = is_lossy_section(str(obj.get("section", "")),
                                          self.config.lossy_sections)
-        self._fanout(room, enc)
+        self._fanout(room, enc, defer)
 
-    def _fanout(self, room: str, enc: Encoded) -> None:
+    def _fanout(self, room: str, enc: Encoded, defer: bool = False) -> None:
         t0 = self._monotonic()
-        result = self.hub.offer(room, enc, t0)
+        result = self.hub.offer(room, enc, t0, defer=defer)
         if isinstance(result, float):
-            # Queued for the room's tick: one timer for the whole node.
-            if self._flush_handle is None:
+            # Queued for the room's tick: one timer for the whole node, moved
+            # earlier when a tick is due before it (deferred messages may
+            # have set it later than a room's coalescing window).
+            if self._flush_handle is None or result < self._flush_at:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                self._flush_at = result
                 self._flush_handle = asyncio.get_running_loop().call_later(
                     max(0.0, result - t0), self._flush)
             return
@@ -451,6 +461,7 @@ class EdgeNode:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        self._flush_at = float("inf")
         t0 = self._monotonic()
         self._account(self.hub.flush(t0), t0)
 

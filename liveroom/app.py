@@ -100,7 +100,8 @@ def make_app(opts: ServeOptions) -> web.Application:
     cdn = CdnOrigin(store, opts.cdn, node.metrics.registry)
     app = build_app(node, cdn, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
     agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
-                           node.verify, node.clock) if opts.agents.enabled else None
+                           node.verify, node.clock, registry=node.metrics.registry) \
+        if opts.agents.enabled else None
     if agents is not None:
         agents.add_routes(app)
 

@@ -299,10 +299,18 @@ class Interactions:
                 # Cleared before reading, so a change between the read and
                 # the wait is not missed.
                 changed.clear()
-                for seq, event, data in await self.store.events_after(iid, after):
+                events = await self.store.events_after(iid, after)
+                for seq, event, data in events:
                     after = seq
                     await resp.write(f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode())
                     if event == "done":
+                        await resp.write_eof()
+                        return resp
+                if not events:
+                    # Resumed past the end (Last-Event-ID at or after "done"),
+                    # or interrupted by a restart: nothing more will come.
+                    now = await self.store.get(iid)
+                    if now is None or now["status"] != "running":
                         await resp.write_eof()
                         return resp
                 try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from edge.auth import Identity, mint_token, verify_token
 from edge.client import ClosedError, LiveroomClient
@@ -153,6 +154,12 @@ async def _run(args: argparse.Namespace, secret: str) -> int:
                             lambda token, now: verify_token(token, secret, now))
     app = web.Application()
     service.add_routes(app)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(service.registry),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

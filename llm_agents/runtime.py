@@ -14,7 +14,8 @@ sleeps until it is woken by a new trigger or the time the policy names
 
 1. reserves the estimated tokens in the quota (room and user); over quota
    the character declines with its short ``decline`` line;
-2. marks its stage section ``speaking`` (compare-and-set on its version);
+2. marks its stage section ``speaking`` (compare-and-set on its version; it
+   is cleared when the agent falls idle, not after every reply);
 3. streams the model's text as ``agent.delta`` actions (``reply_id``, ``i``,
    ``text``), coalesced to one action per ``delta_interval`` seconds so a
    fast model does not flood the room;
@@ -49,6 +50,7 @@ from edge.protocol import (
 from llm_agents.backends.base import ModelBackend, ReplyRequest, Usage
 from llm_agents.character import Character
 from llm_agents.link import RoomLink
+from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import (
     INTERACTION,
     PolicyConfig,
@@ -66,7 +68,10 @@ log = logging.getLogger("liveroom.agents")
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    delta_interval: float = 0.08
+    # A fast model's tokens are merged into one agent.delta per interval:
+    # 5 updates a second read as smooth streaming, and each delta is a message
+    # to every member of the room (docs/BENCHMARKS.md).
+    delta_interval: float = 0.2
     context_lines: int = 12
 
 
@@ -84,7 +89,8 @@ class RoomAgent:
     def __init__(self, character: Character, room: str, backend: ModelBackend,
                  quota: QuotaStore, config: AgentConfig,
                  make_link: Callable[[Callable[[dict[str, Any]], None]], RoomLink],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics: AgentMetrics | None = None) -> None:
         self.character = character
         self.room = room
         self.backend = backend
@@ -98,6 +104,7 @@ class RoomAgent:
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._turn = 0
+        self.metrics = metrics
         self.replies = 0
         self.dropped = 0
         self.stage: dict[str, Any] = {"name": character.display_name, **character.stage,
@@ -134,7 +141,11 @@ class RoomAgent:
         else:
             return
         if trigger is not None:
-            self.dropped += len(self.policy.offer(trigger))
+            dropped = len(self.policy.offer(trigger))
+            if dropped:
+                self.dropped += dropped
+                if self.metrics is not None:
+                    self.metrics.dropped.labels(self.character.name).inc(dropped)
             self._wake.set()
 
     # -- the worker --------------------------------------------------------
@@ -143,6 +154,12 @@ class RoomAgent:
             now = self.clock()
             trigger = self.policy.next(now)
             if trigger is None:
+                if self.stage["speaking"]:
+                    # Written when the agent falls idle, not after every reply:
+                    # a character talking on and on changes its stage twice,
+                    # not twice a reply (state goes to every member).
+                    await self._set_stage(speaking=False)
+                    continue
                 self._wake.clear()
                 at = self.policy.wake_at(now)
                 timeout = None if at is None else max(0.01, at - now)
@@ -174,9 +191,11 @@ class RoomAgent:
                 "reply_id": reply_id, "text": character.decline, "reply_to": reply_to,
                 "backend": self.backend.label, "declined": "quota_exceeded",
                 "scope": err.extra.get("scope")})
+            self._count("declined")
             self.policy.finished(self.clock())
             return
-        await self._set_stage(speaking=True)
+        if not self.stage["speaking"]:
+            await self._set_stage(speaking=True)
         seq = [0]
 
         def publish_delta(text: str) -> None:
@@ -199,10 +218,14 @@ class RoomAgent:
             body["cancelled"] = outcome.cancelled
         self.link.publish(self.room, AGENT_SAY, body)
         self.replies += 1
+        self._count("error" if outcome.error else "cancelled" if outcome.cancelled else "ok")
         if outcome.text and not outcome.error:
             self.window.add(f"{character.display_name}: {outcome.text}")
-        await self._set_stage(speaking=False)
         self.policy.finished(self.clock())
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.replies.labels(self.character.name, outcome).inc()
 
     async def _generate(self, trigger: Trigger, messages: list[dict[str, str]], reply_id: str,
                         emit: Callable[[str], None], reservation: Reservation,
@@ -225,6 +248,8 @@ class RoomAgent:
                 pending.clear()
             state["last"] = self.clock()
 
+        started = self.clock()
+
         async def consume() -> None:
             size = 0
             try:
@@ -235,6 +260,9 @@ class RoomAgent:
                     item = item[: max(0, limit - size)]
                     if not item:
                         continue
+                    if not parts and self.metrics is not None:
+                        self.metrics.first_token.labels(character.name).observe(
+                            self.clock() - started)
                     size += len(item)
                     parts.append(item)
                     pending.append(item)
@@ -277,6 +305,9 @@ class RoomAgent:
         usage: Usage | None = state["usage"]
         used = usage.total if usage is not None else (
             reservation.tokens if not text else len(text) // 4 + 1)
+        if usage is not None and self.metrics is not None:
+            self.metrics.tokens.labels(character.name, "prompt").inc(usage.prompt_tokens)
+            self.metrics.tokens.labels(character.name, "completion").inc(usage.completion_tokens)
         try:
             await self.quota.settle(reservation, used)
         except Exception:

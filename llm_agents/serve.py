@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from edge.auth import Identity, mint_token
 from edge.node import EdgeNode
@@ -27,6 +29,7 @@ from llm_agents.breaker import CircuitBreaker
 from llm_agents.character import SHIPPED_DIR, Character, CharacterError, load_characters
 from llm_agents.interactions import Interactions, SqliteInteractionStore
 from llm_agents.link import FrameHandler, InProcessLink, RoomLink
+from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
 from llm_agents.quota import MemoryQuotaStore, QuotaLimits, QuotaStore
 from llm_agents.runtime import AgentConfig, AgentRuntime, RoomAgent
@@ -60,10 +63,12 @@ class AgentOptions:
     word_delay: float = 0.04
     stale_after: float = 20.0
     queue_size: int = 8
-    delta_interval: float = 0.08
+    delta_interval: float = 0.2
     embedded_threads: int = 2
     # Overrides every character's cooldown_s when set (tests, demos).
     cooldown: float | None = None
+    # Quotas in Redis (shared by several agents processes) instead of memory.
+    quota_redis: str | None = None
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +100,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quota-user-per-day", type=int,
                    default=int(_env("QUOTA_USER_PER_DAY", "20000")),
                    help="tokens a day per user (0: unlimited)")
+    g.add_argument("--quota-redis", default=_env("QUOTA_REDIS", "") or None,
+                   help="redis://host:port/db: keep the quotas in Redis (several agents "
+                        "processes); default: in this process's memory")
     g.add_argument("--agent-word-delay", type=float, default=float(_env("AGENT_WORD_DELAY",
                                                                         "0.04")),
                    help="seconds between the words of a scripted reply")
@@ -121,7 +129,8 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         breaker_reset=args.breaker_reset,
         quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day),
         word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
-        cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads)
+        cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads,
+        quota_redis=args.quota_redis)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -189,13 +198,24 @@ class AgentsService:
     def __init__(self, opts: AgentOptions, data_dir: Path, links: LinkFactory,
                  verify: Callable[[object, float], Identity],
                  clock: Callable[[], float] = time.time,
-                 quota: QuotaStore | None = None) -> None:
+                 quota: QuotaStore | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
         self.opts = opts
+        self._redis: Any = None
+        if quota is None and opts.quota_redis:
+            import redis.asyncio as aioredis
+
+            from llm_agents.quota_redis import RedisQuotaStore
+
+            self._redis = aioredis.from_url(opts.quota_redis)  # type: ignore[no-untyped-call]
+            quota = RedisQuotaStore(self._redis, opts.quota)
         self.quota = quota or MemoryQuotaStore(opts.quota)
         self.runtime = AgentRuntime()
         self.store = SqliteInteractionStore(data_dir / "interactions.sqlite3")
         self.interactions = Interactions(self.runtime, self.store, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
+        self.registry = registry or CollectorRegistry()
+        metrics = AgentMetrics(self.registry)
         config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
                              delta_interval=opts.delta_interval)
         for character in pick_characters(opts):
@@ -205,7 +225,7 @@ class AgentsService:
             if backend is None:
                 backend = self._backends[kind] = make_backend(kind, opts)
             self.runtime.add(RoomAgent(character, opts.room, backend, self.quota, config,
-                                       partial(links, character), clock))
+                                       partial(links, character), clock, metrics))
 
     def add_routes(self, app: web.Application) -> None:
         self.interactions.add_routes(app)
@@ -220,3 +240,5 @@ class AgentsService:
         for backend in self._backends.values():
             await backend.close()
         await self.store.close()
+        if self._redis is not None:
+            await self._redis.aclose()

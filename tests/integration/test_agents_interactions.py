@@ -66,11 +66,16 @@ async def test_interaction_streams_over_sse_and_is_stored(srv: LiveServer, http)
     async with http.get(f"{srv.url}/v1/interactions/{iid}", headers=auth(srv, "ivy")) as r:
         row = await r.json()
     assert row["status"] == "done" and row["reply"] == text and row["user"] == "ivy"
-    # Resuming after the 2nd event replays the rest from the store.
-    headers = {**auth(srv, "ivy"), "Last-Event-ID": "2"}
+    # Resuming after the 1st event replays the rest from the store; resuming
+    # after the last one ends at once.
+    headers = {**auth(srv, "ivy"), "Last-Event-ID": "1"}
     async with http.get(f"{srv.url}/v1/interactions/{iid}/events", headers=headers) as r:
         rest = await read_sse(r)
-    assert [i for i, _, _ in rest] == [i for i, _, _ in events if i > 2]
+    assert [i for i, _, _ in rest] == [i for i, _, _ in events if i > 1]
+    headers["Last-Event-ID"] = str(events[-1][0])
+    async with http.get(f"{srv.url}/v1/interactions/{iid}/events", headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=10)) as r:
+        assert await read_sse(r) == []
     # Another user does not see it.
     async with http.get(f"{srv.url}/v1/interactions/{iid}", headers=auth(srv, "eve")) as r:
         assert r.status == 404 and (await r.json())["code"] == "not_found"

@@ -97,7 +97,7 @@ TELLER = '''
 name = "teller"
 display_name = "Teller"
 persona = "You are a storyteller. Whatever you are asked, tell a very long story."
-max_reply_tokens = 600
+max_reply_tokens = 200
 max_reply_chars = 4000
 cooldown_s = 0
 [reacts]

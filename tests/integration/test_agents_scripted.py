@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edge.client import LiveroomClient
-from tests.support import LiveServer
+from tests.support import LiveServer, metric
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,21 @@ async def test_mention_streams_deltas_then_say_with_reply_to(agent_server: LiveS
     assert all(d["body"]["reply_id"] == body["reply_id"] for d in deltas)
     assert [d["body"]["i"] for d in deltas] == list(range(len(deltas)))
     assert "".join(d["body"]["text"] for d in deltas) == body["text"]
+
+
+async def test_replies_are_counted_in_metrics(agent_server: LiveServer, connect,
+                                              http) -> None:
+    viewer = await connect(agent_server, "mia")
+    await viewer.join("demo")
+    before = await metric(http, agent_server.url, "liveroom_agent_replies_total",
+                          agent="quinn", outcome="ok")
+    await viewer.action("demo", "comment", {"text": "quinn?"})
+    await _reply(viewer, "quinn")
+    after = await metric(http, agent_server.url, "liveroom_agent_replies_total",
+                         agent="quinn", outcome="ok")
+    assert after == before + 1
+    assert await metric(http, agent_server.url, "liveroom_agent_tokens_total",
+                        agent="quinn", kind="completion") > 0
 
 
 async def test_gift_is_thanked(agent_server: LiveServer, connect) -> None:
