@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +63,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from edge.fanout import Conn
 from edge.node import EdgeNode
 from edge.protocol import WT_PATH, CloseCode, wt_close_capsule, wt_variant_of
-from edge.session import Phase, Session
+from edge.session import Session
+from edge.timers import SessionTimers
 from edge.wt_framing import FrameReader, FrameTooBig, split_records
 
 log = logging.getLogger("liveroom.quic")
@@ -356,15 +356,7 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
     async def _run(self, wts: WtSession) -> None:
         node, conn, session = self.node, wts.conn, wts.session
         assert conn is not None and session is not None
-        cfg = node.config
-        loop = asyncio.get_running_loop()
-
-        def hello_timeout() -> None:
-            if session.phase is Phase.AWAITING_HELLO:
-                node.close_connection(conn, CloseCode.HELLO_TIMEOUT, "no hello in time")
-
-        hello_timer = loop.call_later(cfg.hello_timeout, hello_timeout)
-        expiry_timer: asyncio.TimerHandle | None = None
+        timers = SessionTimers(node, conn, session, asyncio.get_running_loop())
         try:
             while True:
                 data = await wts.frames.get()
@@ -373,18 +365,11 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
                 if conn.closed:
                     continue  # closed by us: act on nothing more
                 await node.receive(conn, session, data, wt_variant_of(data))
-                if expiry_timer is None and session.identity is not None:
-                    hello_timer.cancel()
-                    delay = max(0.0, session.identity.exp - time.time())
-                    expiry_timer = loop.call_later(
-                        delay, node.close_connection, conn, CloseCode.TOKEN_EXPIRED,
-                        "token expired")
+                timers.after_frame()
         except Exception:
             log.debug("session %d ended with an error", conn.cid, exc_info=True)
         finally:
-            hello_timer.cancel()
-            if expiry_timer is not None:
-                expiry_timer.cancel()
+            timers.cancel()
             await node.close(conn, session)
             self.sessions.pop(wts.session_id, None)
             if wts.sink is not None and not wts.sink.closed:

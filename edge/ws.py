@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import WSMsgType, web
 
 from edge.appkeys import NODE_KEY
 from edge.node import EdgeNode
-from edge.protocol import JSON, MSGPACK, CloseCode, ws_close_frame
-from edge.session import Phase
+from edge.protocol import JSON, MSGPACK, ws_close_frame
+from edge.timers import SessionTimers
 
 log = logging.getLogger("liveroom.ws")
 
@@ -73,13 +72,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         return ws
     loop = asyncio.get_running_loop()
     conn, session = node.open(WsSink(transport, loop))
-
-    def hello_timeout() -> None:
-        if session.phase is Phase.AWAITING_HELLO:
-            node.close_connection(conn, CloseCode.HELLO_TIMEOUT, "no hello in time")
-
-    hello_timer = loop.call_later(cfg.hello_timeout, hello_timeout)
-    expiry_timer: asyncio.TimerHandle | None = None
+    timers = SessionTimers(node, conn, session, loop)
     try:
         async for msg in ws:
             if conn.closed:
@@ -92,17 +85,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                 await node.receive(conn, session, msg.data, JSON)
             else:
                 break
-            if expiry_timer is None and session.identity is not None:
-                hello_timer.cancel()
-                delay = max(0.0, session.identity.exp - time.time())
-                expiry_timer = loop.call_later(
-                    delay, node.close_connection, conn, CloseCode.TOKEN_EXPIRED,
-                    "token expired")
+            timers.after_frame()
     except Exception:  # the transport broke under us: same as a disconnect
         log.debug("connection %d ended with an error", conn.cid, exc_info=True)
     finally:
-        hello_timer.cancel()
-        if expiry_timer is not None:
-            expiry_timer.cancel()
+        timers.cancel()
         await node.close(conn, session)
     return ws

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from liveroom.roles_cli import (
     add_quic_arguments,
     add_role_parsers,
     run_role_command,
+    until_stopped,
 )
 from llm_agents.role import add_agents_parser, run_agents
 from llm_agents.serve import add_agent_arguments, agent_options
@@ -166,12 +166,7 @@ async def _serve(opts: ServeOptions) -> None:
     quic = await start_quic_edge(runner.app, opts, port)
     log.info("listening on http://%s:%d (node %s, dev=%s, data=%s)", opts.host, port,
              opts.node_id, opts.dev, opts.data_dir)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
+    await until_stopped()
     await runner.cleanup()
     if quic is not None:
         quic.close()

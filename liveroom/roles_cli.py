@@ -187,13 +187,18 @@ async def _run(opts: RoleOptions) -> None:
     proc = await RoleProcess(opts).start()
     # The line tests and scripts wait for (same shape as liveroom serve's).
     log.info("listening on %s (%s)", proc.url, json.dumps(describe(proc)))
+    await until_stopped()
+    await proc.stop()
+
+
+async def until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM: how every long-running command ends."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await proc.stop()
 
 
 def run_role_command(args: argparse.Namespace) -> int:
