@@ -72,6 +72,11 @@ class AgentConfig:
     # 5 updates a second read as smooth streaming, and each delta is a message
     # to every member of the room (docs/BENCHMARKS.md).
     delta_interval: float = 0.2
+    # In a big room every delta is one more message to every member, and the
+    # room's write loops are long: from ``big_room_members`` members on, a
+    # reply's tokens are merged into one delta per ``big_room_delta_interval``.
+    big_room_members: int = 500
+    big_room_delta_interval: float = 1.0
     context_lines: int = 12
 
 
@@ -107,6 +112,7 @@ class RoomAgent:
         self.metrics = metrics
         self.replies = 0
         self.dropped = 0
+        self.members = 0  # the room's member count, from joined/online frames
         self.stage: dict[str, Any] = {"name": character.display_name, **character.stage,
                                       "speaking": False}
 
@@ -126,9 +132,21 @@ class RoomAgent:
         await self.link.close()
 
     # -- frames in (the agent's reader task, not the fan-out loop) --------
+    def delta_interval(self) -> float:
+        """Seconds between two deltas of a reply, by the room's size."""
+        cfg = self.config
+        if self.members >= cfg.big_room_members:
+            return cfg.big_room_delta_interval
+        return cfg.delta_interval
+
     def _on_frame(self, frame: dict[str, Any]) -> None:
         ftype = frame.get("type")
         now = self.clock()
+        if ftype in ("joined", "online") and frame.get("room") == self.room:
+            count = frame.get("members" if ftype == "joined" else "count")
+            if type(count) is int:
+                self.members = count
+            return
         if ftype == "action" and frame.get("room") == self.room:
             if is_room_activity(frame, self.character):
                 self.policy.observe(now)
@@ -266,7 +284,7 @@ class RoomAgent:
                     size += len(item)
                     parts.append(item)
                     pending.append(item)
-                    if self.clock() - state["last"] >= self.config.delta_interval:
+                    if self.clock() - state["last"] >= state["interval"]:
                         flush()
             except LiveroomError as err:
                 state["error"], state["message"] = err.code, err.message
@@ -274,6 +292,8 @@ class RoomAgent:
                 log.exception("agent %s: backend %s failed", character.name, self.backend.label)
                 state["error"] = ModelUnavailable.code
 
+        interval = self.delta_interval()
+        state["interval"] = interval
         state["last"] = self.clock()
         task = asyncio.create_task(consume())
         cancelled: str | None = None

@@ -64,6 +64,8 @@ class AgentOptions:
     stale_after: float = 20.0
     queue_size: int = 8
     delta_interval: float = 0.2
+    big_room_members: int = 500
+    big_room_delta_interval: float = 1.0
     embedded_threads: int = 2
     # Overrides every character's cooldown_s when set (tests, demos).
     cooldown: float | None = None
@@ -110,6 +112,12 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                    default=float(_env("AGENT_STALE_AFTER", "20")),
                    help="seconds after which an unanswered trigger (or a reply in flight) "
                         "is stale and dropped")
+    g.add_argument("--agent-big-room", type=int, default=int(_env("AGENT_BIG_ROOM", "500")),
+                   help="members from which a room is big: a reply's deltas then go out every "
+                        "--agent-big-room-delta-interval seconds (each is a message to every "
+                        "member)")
+    g.add_argument("--agent-big-room-delta-interval", type=float,
+                   default=float(_env("AGENT_BIG_ROOM_DELTA_INTERVAL", "1.0")))
     g.add_argument("--embedded-threads", type=int,
                    default=int(_env("EMBEDDED_THREADS", "2")),
                    help="CPU threads of the embedded model")
@@ -130,7 +138,8 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day),
         word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
         cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads,
-        quota_redis=args.quota_redis)
+        quota_redis=args.quota_redis, big_room_members=args.agent_big_room,
+        big_room_delta_interval=args.agent_big_room_delta_interval)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -217,7 +226,9 @@ class AgentsService:
         self.registry = registry or CollectorRegistry()
         metrics = AgentMetrics(self.registry)
         config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
-                             delta_interval=opts.delta_interval)
+                             delta_interval=opts.delta_interval,
+                             big_room_members=opts.big_room_members,
+                             big_room_delta_interval=opts.big_room_delta_interval)
         for character in pick_characters(opts):
             kind = opts.backend if character.backend == "default" or opts.backend != "auto" \
                 else character.backend

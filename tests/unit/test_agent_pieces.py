@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -210,3 +211,34 @@ def test_queue_sink_decodes_single_and_batch_frames_and_counts_bytes() -> None:
     assert [f["type"] for f in frames] == ["action", "action", "state", "action"]
     assert len(frames[-1]["body"]) == 70000 and sink.buffered() == 0
     assert msgpack.unpackb(a)["seq"] == 1
+
+
+def test_deltas_slow_down_in_a_big_room() -> None:
+    """Every delta is a message to every member: from big_room_members on
+    (learned from joined/online frames of the agent's room), a reply's tokens
+    are merged into one delta per big_room_delta_interval."""
+    from llm_agents.backends.scripted import ScriptedBackend
+    from llm_agents.quota import MemoryQuotaStore
+    from llm_agents.runtime import AgentConfig, RoomAgent
+
+    frames: list[Any] = []
+
+    def make_link(on_frame: Any) -> Any:
+        frames.append(on_frame)
+        return None  # _on_frame alone is exercised here
+
+    config = AgentConfig(delta_interval=0.2, big_room_members=500, big_room_delta_interval=1.0)
+    agent = RoomAgent(load_character(SHIPPED_DIR / "quiz_master.toml"), "r", ScriptedBackend(0),
+                      MemoryQuotaStore(QuotaLimits()), config, make_link, clock=lambda: 0.0)
+    on_frame = frames[0]
+    assert agent.delta_interval() == 0.2
+    on_frame({"type": "joined", "room": "r", "members": 499})
+    assert agent.delta_interval() == 0.2
+    on_frame({"type": "online", "room": "other", "count": 5000})  # another room: ignored
+    assert agent.delta_interval() == 0.2
+    on_frame({"type": "online", "room": "r", "count": 500})
+    assert agent.delta_interval() == 1.0
+    on_frame({"type": "online", "room": "r", "count": "many"})  # not an int: ignored
+    assert agent.delta_interval() == 1.0
+    on_frame({"type": "online", "room": "r", "count": 20})
+    assert agent.delta_interval() == 0.2
