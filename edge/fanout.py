@@ -307,19 +307,13 @@ class Hub:
             # usual rule (at once in a quiet room, else at the tick).
             local.deferred = False
             if now - local.last_write >= self.window:
-                pending = latest_state_only([*local.pending, enc])
-                local.pending = []
-                out: Outgoing = pending[0] if len(pending) == 1 else Batch(pending)
-                result = self._write(local, out, now)
-                local.last_write = now if self._clock is None else self._clock()
-                return result
+                pending, local.pending = [*local.pending, enc], []
+                return self._write_tick(local, pending, now)
             local.pending.append(enc)
             return local.last_write + self.window
         if not local.pending:
             if now - local.last_write >= self.window:
-                result = self._write(local, enc, now)
-                local.last_write = now if self._clock is None else self._clock()
-                return result
+                return self._write_stamped(local, enc, now)
             self._dirty.append(local)
         local.pending.append(enc)
         return local.last_write + self.window
@@ -333,11 +327,7 @@ class Hub:
             local.deferred = False
             if not pending or self.rooms.get(local.room) is not local:
                 continue  # the room emptied meanwhile
-            if len(pending) > 1:
-                pending = latest_state_only(pending)
-            out: Outgoing = pending[0] if len(pending) == 1 else Batch(pending)
-            part = self._write(local, out, now)
-            local.last_write = now if self._clock is None else self._clock()
+            part = self._write_tick(local, pending, now)
             result.sent += part.sent
             result.dropped += part.dropped
             result.closed.extend(part.closed)
@@ -347,6 +337,21 @@ class Hub:
         """Write ``enc`` to the room's members now, bypassing coalescing."""
         local = self.rooms.get(room)
         return FanoutResult() if local is None else self._write(local, enc, now)
+
+    def _write_tick(self, local: LocalRoom, pending: list[Encoded],
+                    now: float) -> FanoutResult:
+        """The messages of one tick as one frame per connection (latest
+        state wins), then stamped as the room's last write."""
+        if len(pending) > 1:
+            pending = latest_state_only(pending)
+        out: Outgoing = pending[0] if len(pending) == 1 else Batch(pending)
+        return self._write_stamped(local, out, now)
+
+    def _write_stamped(self, local: LocalRoom, out: Outgoing, now: float) -> FanoutResult:
+        """Write, then record when the room's write loop ended (see ``clock``)."""
+        result = self._write(local, out, now)
+        local.last_write = now if self._clock is None else self._clock()
+        return result
 
     def _write(self, local: LocalRoom, out: Outgoing, now: float) -> FanoutResult:
         """One synchronous loop over the members, the same bytes for every

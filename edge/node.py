@@ -31,8 +31,6 @@ from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
 from edge.protocol import (
     ACTION,
-    JSON,
-    MSGPACK,
     PROTOCOL_VERSION,
     REDIRECT_MOVED,
     REDIRECT_NOT_OWNER,
@@ -273,7 +271,7 @@ class EdgeNode:
             "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
             "user": {"id": ident.user, "name": ident.name, "role": ident.role},
             "node": self.node_id, "session": conn.cid, "ts": self.clock(),
-            "codec": MSGPACK if codec_of(conn.variant) == MSGPACK else JSON,
+            "codec": codec_of(conn.variant),
             "limits": {
                 "max_frame_bytes": self.config.max_frame_bytes,
                 "max_rooms": self.config.max_rooms_per_conn,
