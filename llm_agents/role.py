@@ -16,7 +16,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,17 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from edge.auth import Identity, mint_token, verify_token
+from edge.auth import Identity, verify_token
 from edge.client import ClosedError, LiveroomClient
 from edge.protocol import MSGPACK, Forbidden
 from edge.session import may_write_section
 from llm_agents.character import Character
 from llm_agents.link import FrameHandler, RoomLink
 from llm_agents.serve import (
-    AGENT_TOKEN_TTL,
     AgentsService,
     LinkFactory,
     add_agent_arguments,
+    agent_credentials,
     agent_options,
 )
 
@@ -124,10 +123,7 @@ class WebSocketLink:
 
 def websocket_links(url: str, jwt_secret: str) -> LinkFactory:
     def make(character: Character, on_frame: FrameHandler) -> RoomLink:
-        now = time.time()
-        ident = Identity(character.name, character.display_name, "agent", now + AGENT_TOKEN_TTL)
-        token = mint_token(jwt_secret, ident.user, ident.name, ident.role, now, AGENT_TOKEN_TTL)
-        return WebSocketLink(url, ident, token, on_frame)
+        return WebSocketLink(url, *agent_credentials(character, jwt_secret), on_frame)
     return make
 
 

@@ -189,13 +189,18 @@ def pick_characters(opts: AgentOptions) -> list[Character]:
 LinkFactory = Callable[[Character, FrameHandler], RoomLink]
 
 
+def agent_credentials(character: Character, jwt_secret: str) -> tuple[Identity, str]:
+    """The identity (role ``agent``) a character joins rooms as, and its token."""
+    now = time.time()
+    ident = Identity(character.name, character.display_name, "agent", now + AGENT_TOKEN_TTL)
+    return ident, mint_token(jwt_secret, ident.user, ident.name, ident.role, now,
+                             AGENT_TOKEN_TTL)
+
+
 def in_process_links(node: EdgeNode, jwt_secret: str) -> LinkFactory:
     """Agents as connections of ``node`` in this process (``liveroom serve``)."""
     def make(character: Character, on_frame: FrameHandler) -> RoomLink:
-        now = time.time()
-        ident = Identity(character.name, character.display_name, "agent", now + AGENT_TOKEN_TTL)
-        token = mint_token(jwt_secret, ident.user, ident.name, ident.role, now, AGENT_TOKEN_TTL)
-        return InProcessLink(node, ident, token, on_frame)
+        return InProcessLink(node, *agent_credentials(character, jwt_secret), on_frame)
     return make
 
 
