@@ -29,9 +29,8 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -46,9 +45,9 @@ from llm_agents.backends.base import Usage
 from llm_agents.policy import INTERACTION, Trigger
 from llm_agents.prompt import build_messages, estimate_tokens
 from llm_agents.runtime import AgentRuntime, RoomAgent
+from room_router.sqlite_thread import SqliteThread
 
 log = logging.getLogger("liveroom.agents.interactions")
-T = TypeVar("T")
 MAX_TEXT = 1000
 
 _SCHEMA = """
@@ -100,68 +99,51 @@ class InteractionStore(Protocol):
 
 class SqliteInteractionStore:
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interactions")
-        self._db: sqlite3.Connection | None = None
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("interaction store is not open")
-        return self._db
+        self._sql = SqliteThread(path, "interaction store", _SCHEMA, on_open=_fail_interrupted)
 
     async def open(self) -> None:
-        def _open() -> None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            # Interactions that were running when the process stopped will
-            # never finish: say so instead of leaving them "running".
-            db.execute("UPDATE interactions SET status = 'failed', error = 'interrupted'"
-                       " WHERE status = 'running'")
-            self._db = db
-        await self._run(_open)
+        await self._sql.open()
 
     async def create(self, row: dict[str, Any]) -> None:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        await self._run(lambda: self._conn().execute(
+        await self._sql.run(lambda: self._sql.conn().execute(
             f"INSERT INTO interactions ({cols}) VALUES ({marks})", tuple(row.values())))
 
     async def add_event(self, interaction: str, seq: int, event: str, data: str) -> None:
-        await self._run(lambda: self._conn().execute(
+        await self._sql.run(lambda: self._sql.conn().execute(
             "INSERT INTO interaction_events (interaction, seq, event, data) VALUES (?, ?, ?, ?)",
             (interaction, seq, event, data)))
 
     async def finish(self, interaction: str, status: str, reply: str, error: str | None,
                      prompt_tokens: int | None, completion_tokens: int | None,
                      finished: float) -> None:
-        await self._run(lambda: self._conn().execute(
+        await self._sql.run(lambda: self._sql.conn().execute(
             "UPDATE interactions SET status = ?, reply = ?, error = ?, prompt_tokens = ?,"
             " completion_tokens = ?, finished = ? WHERE id = ?",
             (status, reply, error, prompt_tokens, completion_tokens, finished, interaction)))
 
     async def get(self, interaction: str) -> dict[str, Any] | None:
-        row = await self._run(lambda: self._conn().execute(
+        row = await self._sql.run(lambda: self._sql.conn().execute(
             f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE id = ?",
             (interaction,)).fetchone())
         return None if row is None else dict(zip(_COLUMNS, row, strict=True))
 
     async def events_after(self, interaction: str, seq: int) -> list[tuple[int, str, str]]:
-        rows = await self._run(lambda: self._conn().execute(
+        rows = await self._sql.run(lambda: self._sql.conn().execute(
             "SELECT seq, event, data FROM interaction_events WHERE interaction = ? AND seq > ?"
             " ORDER BY seq", (interaction, seq)).fetchall())
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=True)
+        await self._sql.close()
+
+
+def _fail_interrupted(db: sqlite3.Connection) -> None:
+    """Interactions that were running when the process stopped will never
+    finish: say so instead of leaving them "running"."""
+    db.execute("UPDATE interactions SET status = 'failed', error = 'interrupted'"
+               " WHERE status = 'running'")
 
 
 class Interactions:

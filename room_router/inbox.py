@@ -19,18 +19,14 @@ implements the same ``Inbox`` protocol in the distributed deployment.
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import msgpack
 
-T = TypeVar("T")
+from room_router.sqlite_thread import SqliteThread
 
 # Acknowledged messages are kept this long for deduplication of retries.
 ACKED_RETENTION_S = 24 * 3600
@@ -84,39 +80,19 @@ class Inbox(Protocol):
 
 class SqliteInbox:
     def __init__(self, path: Path) -> None:
-        self._path = path
-        # One thread owns the connection: sqlite3 objects are used from the
-        # thread that made them, and one writer at a time is what SQLite wants.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
-        self._db: sqlite3.Connection | None = None
+        self._sql = SqliteThread(path, "inbox", _SCHEMA)
 
     async def open(self) -> None:
-        await self._run(self._open_sync)
-
-    def _open_sync(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self._path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        self._db = db
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("inbox is not open")
-        return self._db
+        await self._sql.open()
 
     async def append(self, to: str, sender: str, sender_name: str, client_id: str,
                      body: Any, ts: float) -> tuple[PeerMessage, bool]:
-        return await self._run(self._append_sync, to, sender, sender_name, client_id,
+        return await self._sql.run(self._append_sync, to, sender, sender_name, client_id,
                                msgpack.packb(body, use_bin_type=True), ts)
 
     def _append_sync(self, to: str, sender: str, sender_name: str, client_id: str,
                      body: bytes, ts: float) -> tuple[PeerMessage, bool]:
-        db = self._conn()
+        db = self._sql.conn()
         cur = db.execute(
             "INSERT OR IGNORE INTO peer_inbox (to_user, from_user, from_name, client_id,"
             " body, ts) VALUES (?, ?, ?, ?, ?, ?)",
@@ -129,10 +105,10 @@ class SqliteInbox:
         return _message(row), new
 
     async def pending(self, user: str, after: int, limit: int) -> list[PeerMessage]:
-        return await self._run(self._pending_sync, user, after, limit)
+        return await self._sql.run(self._pending_sync, user, after, limit)
 
     def _pending_sync(self, user: str, after: int, limit: int) -> list[PeerMessage]:
-        db = self._conn()
+        db = self._sql.conn()
         row = db.execute("SELECT acked_upto FROM peer_cursor WHERE user = ?",
                          (user,)).fetchone()
         floor = max(after, row[0] if row else 0)
@@ -143,10 +119,10 @@ class SqliteInbox:
         return [_message(r) for r in rows]
 
     async def ack(self, user: str, upto: int) -> None:
-        await self._run(self._ack_sync, user, upto, time.time())
+        await self._sql.run(self._ack_sync, user, upto, time.time())
 
     def _ack_sync(self, user: str, upto: int, now: float) -> None:
-        db = self._conn()
+        db = self._sql.conn()
         db.execute(
             "INSERT INTO peer_cursor (user, acked_upto) VALUES (?, ?)"
             " ON CONFLICT (user) DO UPDATE SET acked_upto = max(acked_upto, excluded.acked_upto)",
@@ -155,15 +131,12 @@ class SqliteInbox:
                    (user, upto, now - ACKED_RETENTION_S))
 
     async def acked_upto(self, user: str) -> int:
-        row = await self._run(lambda: self._conn().execute(
+        row = await self._sql.run(lambda: self._sql.conn().execute(
             "SELECT acked_upto FROM peer_cursor WHERE user = ?", (user,)).fetchone())
         return int(row[0]) if row else 0
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=True)
+        await self._sql.close()
 
 
 def _message(row: tuple[Any, ...]) -> PeerMessage:
