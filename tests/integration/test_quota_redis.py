@@ -6,11 +6,7 @@ overshoot, and it answers like the memory store."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,37 +14,14 @@ import redis.asyncio as aioredis
 from edge.protocol import QuotaExceeded
 from llm_agents.quota import DAY, MemoryQuotaStore, QuotaLimits
 from llm_agents.quota_redis import RedisQuotaStore, room_key
-from tests.llm_server import free_port
+from tests.redisserver import RedisServer
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed (.ci/system-deps.sh installs it)",
-                    pytrace=False)
-    port = free_port()
-    d: Path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(d)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                out = subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                                     capture_output=True, text=True, timeout=5)
-                if out.stdout.strip() == "PONG":
-                    break
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)  # polling a starting server, bounded by the deadline
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis (tests/integration/conftest.py), in a database of
+    this module's own: these tests flush it and list its keys."""
+    return f"redis://127.0.0.1:{redis_server.port}/3"
 
 
 @pytest.fixture
