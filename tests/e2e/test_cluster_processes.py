@@ -46,12 +46,6 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
         yield cluster
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with PgServer() as server:
-        yield server
-
-
 @dataclass
 class Cluster:
     nats: NatsCluster

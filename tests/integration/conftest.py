@@ -10,6 +10,7 @@ import pytest
 
 from edge.client import LiveroomClient
 from room_router.redis_conn import RedisClient, open_redis
+from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.support import LiveServer
 
@@ -92,3 +93,9 @@ async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
     client = open_redis(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def dsn(pg: PgServer) -> str:
+    """A new, empty database on the session's PostgreSQL (tests/conftest.py)."""
+    return await pg.create_database()

@@ -11,10 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from edge.auth import mint_token
 from edge.config import EdgeConfig
@@ -30,12 +27,6 @@ from tests.pgserver import PgServer
 from tests.redisserver import RedisServer, when_up
 
 SECRET = "k" * 32
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with PgServer() as srv:
-        yield srv
 
 
 def uid(prefix: str) -> str:

@@ -8,7 +8,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,6 @@ from room_router.inbox import ACKED_RETENTION_S, PeerMessage, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox, open_postgres_inbox
 from state_versions.migrations import open_database
 from tests.pgserver import PgServer
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with PgServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def dsn(pg: PgServer) -> str:
-    return await pg.create_database()
 
 
 @pytest.fixture

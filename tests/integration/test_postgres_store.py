@@ -35,17 +35,6 @@ from tests.state_props import PROPERTY, changes, same
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with PgServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def dsn(pg: PgServer) -> str:
-    return await pg.create_database()
-
-
 @pytest.fixture
 async def store(dsn: str) -> AsyncIterator[PostgresStateStore]:
     s = await open_postgres_store(dsn)

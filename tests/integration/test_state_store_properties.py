@@ -38,12 +38,6 @@ STORE_KINDS = pytest.mark.parametrize("kind", KINDS)
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with PgServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def stores(pg: PgServer, redis_server: RedisServer, redis_cluster: RedisClusterServers,
            ) -> Iterator[tuple[asyncio.Runner, dict[str, StateStore]]]:
     """One event loop for the module (hypothesis drives a synchronous

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -20,12 +20,6 @@ from state_versions.store_tiered import TieredStateStore
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer, when_up
 from tests.state_props import new_room, same
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with PgServer() as srv:
-        yield srv
 
 
 @pytest.fixture
