@@ -13,15 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from edge.auth import mint_token
 from edge.client import ClosedError, LiveroomClient
-from tests.support import API_KEY, JWT_SECRET, REPO
+from tests.support import API_KEY, JWT_SECRET, REPO, token
 
 _LISTENING = re.compile(r"listening on (http://[\d.]+:\d+) \((\{.*\})\)")
 
@@ -89,25 +87,6 @@ class RoleServer:
 
     def logs(self) -> str:
         return "".join(self.log)
-
-
-def token(user: str, role: str = "viewer", ttl: float = 3600.0) -> str:
-    return mint_token(JWT_SECRET, user, user, role, time.time(), ttl)
-
-
-async def until(cond: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``cond()`` (sync or async) until truthy; bounded by ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def route(http: aiohttp.ClientSession, base: str, room: str,

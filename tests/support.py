@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -129,3 +131,30 @@ async def metric(session: Any, url: str, name: str, **labels: str) -> float:
         if line.startswith(want + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (the kernel's pick for port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def token(user: str, role: str = "viewer", ttl: float = 3600.0) -> str:
+    """A token for ``user`` signed with the tests' JWT secret."""
+    return mint_token(JWT_SECRET, user, user, role, time.time(), ttl)
+
+
+async def until(cond: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``cond()`` (sync or async) until truthy; bounded by ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(interval)

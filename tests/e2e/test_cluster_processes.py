@@ -26,11 +26,11 @@ from edge.client import LiveroomClient
 from room_router.nodes_redis import RedisNodeRegistry
 from room_router.placement import owner
 from room_router.redis_conn import open_redis
-from tests.cluster_support import ResumingClient, RoleServer, route, token, until
-from tests.natsserver import NatsCluster, free_port
+from tests.cluster_support import ResumingClient, RoleServer, route
+from tests.natsserver import NatsCluster
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
-from tests.support import API_KEY, JWT_SECRET, REPO
+from tests.support import API_KEY, JWT_SECRET, REPO, free_port, token, until
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts
 from room_router.registry import MemoryConnectionRegistry
 from state_versions.store import MemoryStateStore
 from tests.natsserver import NatsCluster
-from tests.support import JWT_SECRET, mint_token
+from tests.support import JWT_SECRET, token, until
 
 HEARTBEAT = 0.2
 CONFIG = EdgeConfig(action_rate=Rate(500.0, 500), peer_rate=Rate(200.0, 200),
@@ -81,25 +81,6 @@ async def cluster(nats_cluster: NatsCluster, tmp_path: Path
     for proc in reversed(procs):
         await proc.stop()
     await shared.inbox.close()
-
-
-async def until(cond: Callable[[], Any], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await _value(cond()):
-        if loop.time() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
-async def _value(v: Any) -> Any:
-    return await v if asyncio.iscoroutine(v) else v
-
-
-def token(user: str, role: str = "viewer") -> str:
-    import time
-
-    return mint_token(JWT_SECRET, user, user, role, time.time(), 3600)
 
 
 async def client(proc: RoleProcess, user: str, role: str = "viewer",

@@ -10,11 +10,9 @@ real aioquic WebTransport clients over UDP, in one event loop.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -26,7 +24,7 @@ from edge.config import EdgeConfig
 from edge.node import EdgeNode
 from edge.quic import QuicEdge, WtSink
 from liveroom.app import ServeOptions, make_app, start_quic_edge
-from tests.support import JWT_SECRET
+from tests.support import JWT_SECRET, until
 
 T = 5.0
 
@@ -55,15 +53,6 @@ async def edge(tmp_path: Path) -> AsyncIterator[tuple[EdgeNode, QuicEdge, str, s
 async def wt_client(url: str, sha: str, user: str) -> LiveroomClient:
     token = mint_token(JWT_SECRET, user, user, "viewer", time.time(), 600)
     return await LiveroomClient.connect(url, token, cert_sha256=sha, timeout=T)
-
-
-async def until(cond: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    while not cond():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.01)
 
 
 async def test_one_transmit_per_connection_per_tick(
@@ -99,12 +88,12 @@ async def test_buffered_counts_unacknowledged_stream_bytes(
         (conn,) = node.hub.rooms["big"].members
         sink = conn.sink
         assert isinstance(sink, WtSink)
-        await until(lambda: sink.buffered() == 0, "the join reply was not acknowledged")
+        await until(lambda: sink.buffered() == 0, T, "the join reply was not acknowledged", 0.01)
         node.publish_action("big", "note", {"blob": "x" * 30_000},
                             {"id": "svc", "name": "svc", "role": "system"})
         # Written, not yet transmitted (that happens once per tick).
         assert sink.buffered() > 30_000
         assert (await c.expect("action", T))["kind"] == "note"
-        await until(lambda: sink.buffered() == 0, "the client's acks did not drain it")
+        await until(lambda: sink.buffered() == 0, T, "the client's acks did not drain it", 0.01)
     finally:
         await c.close()
