@@ -9,17 +9,14 @@ import asyncio
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from edge.client import ClosedError, LiveroomClient
-from tests.support import API_KEY, JWT_SECRET, REPO, token
+from tests.support import API_KEY, JWT_SECRET, LoggedProcess, token
 
 _LISTENING = re.compile(r"listening on (http://[\d.]+:\d+) \((\{.*\})\)")
 
@@ -33,60 +30,36 @@ class RoleServer:
         self.data_dir = data_dir
         self.args = list(args)
         self.extra_env = env or {}
-        self.proc: subprocess.Popen[str] | None = None
-        self.log: list[str] = []
+        self.child = LoggedProcess(role, self._on_line)
         self.url = ""
         self.public_url = ""
         self.info: dict[str, Any] = {}
-        self._ready = threading.Event()
 
     def start(self, timeout: float = 20.0) -> RoleServer:
         env = {**os.environ, "LIVEROOM_JWT_SECRET": JWT_SECRET, "LIVEROOM_API_KEY": API_KEY,
                "PYTHONUNBUFFERED": "1", **self.extra_env}
         cmd = [sys.executable, "-m", "liveroom.cli", self.role, "--host", "127.0.0.1",
                "--port", "0", "--data-dir", str(self.data_dir), *self.args]
-        self._ready.clear()
-        self.log = []
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"{self.role} did not start:\n" + "".join(self.log))
+        self.child.start(cmd, env, timeout)
         return self
 
-    def _drain(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.log.append(line)
-            m = _LISTENING.search(line)
-            if m:
-                self.url = m.group(1)
-                self.info = json.loads(m.group(2))
-                self.public_url = self.info["public_url"]
-                self._ready.set()
+    def _on_line(self, line: str) -> bool:
+        m = _LISTENING.search(line)
+        if m:
+            self.url = m.group(1)
+            self.info = json.loads(m.group(2))
+            self.public_url = self.info["public_url"]
+        return m is not None
 
     def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        self.child.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
+        self.child.kill()
 
     def logs(self) -> str:
-        return "".join(self.log)
+        return self.child.logs()
 
 
 async def route(http: aiohttp.ClientSession, base: str, room: str,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,63 @@ _QUIC = re.compile(r"quic listening on udp://([\d.]+):(\d+)/wt \(certificate sha
 REPO = Path(__file__).resolve().parent.parent
 
 
+class LoggedProcess:
+    """A server in a child process whose stderr is read line by line and
+    kept (``log``); ``is_ready(line)`` says which line means it is up."""
+
+    def __init__(self, what: str, is_ready: Callable[[str], bool]) -> None:
+        self.what = what
+        self._is_ready = is_ready
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, cmd: list[str], env: dict[str, str], timeout: float) -> None:
+        """Start ``cmd`` and return once it is ready (else stop it, RuntimeError)."""
+        self._ready.clear()
+        self.log = []
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{self.what} did not start:\n" + "".join(self.log))
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.log.append(line)
+            if self._is_ready(line):
+                self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def logs(self) -> str:
+        return "".join(self.log)
+
+
 class LiveServer:
     """``liveroom serve`` in a child process. ``start()`` returns once the
-    server logs the port it bound; its log is kept in ``self.log``."""
+    server logs the port it bound; its log is kept in ``self.child.log``."""
 
     def __init__(self, data_dir: Path, *args: str, dev: bool = True,
                  env: dict[str, str] | None = None) -> None:
@@ -34,12 +89,14 @@ class LiveServer:
         self.args = list(args)
         self.dev = dev
         self.extra_env = env or {}
-        self.proc: subprocess.Popen[str] | None = None
-        self.log: list[str] = []
+        self.child = LoggedProcess("server", self._on_line)
         self.port = 0
         self.quic_port = 0  # 0: QUIC is off
         self.cert_sha256 = ""
-        self._ready = threading.Event()
+
+    @property
+    def proc(self) -> subprocess.Popen[str] | None:
+        return self.child.proc
 
     @property
     def url(self) -> str:
@@ -64,54 +121,31 @@ class LiveServer:
                "--port", "0", "--data-dir", str(self.data_dir), *self.args]
         if self.dev:
             cmd.append("--dev")
-        self._ready.clear()
-        self.log = []
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.log))
+        self.child.start(cmd, env, timeout)
         return self
 
-    def _drain(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.log.append(line)
-            q = _QUIC.search(line)
-            if q:
-                self.quic_port, self.cert_sha256 = int(q.group(2)), q.group(3)
-            m = _LISTENING.search(line)
-            if m:
-                self.port = int(m.group(2))
-                self._ready.set()
+    def _on_line(self, line: str) -> bool:
+        q = _QUIC.search(line)
+        if q:
+            self.quic_port, self.cert_sha256 = int(q.group(2)), q.group(3)
+        m = _LISTENING.search(line)
+        if m:
+            self.port = int(m.group(2))
+        return m is not None
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return self.child.stop(timeout)
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
+        self.child.kill()
 
     def token(self, user: str, role: str = "viewer", name: str | None = None,
               ttl: float = 3600.0) -> str:
         return mint_token(JWT_SECRET, user, name or user, role, time.time(), ttl)
 
     def logs(self) -> str:
-        return "".join(self.log)
+        return self.child.logs()
 
     def __enter__(self) -> LiveServer:
         return self.start()
