@@ -43,6 +43,7 @@ from edge.protocol import (
     RateLimited,
     Unauthorized,
     UnsupportedVersion,
+    action_frame,
     action_priority,
     codec_of,
     decode_frame,
@@ -404,10 +405,8 @@ class EdgeNode:
             # so the map is bounded by the rooms this edge serves.
             self._seq[room] = seq
         self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
-        self.bus.publish(room_subject(room), encode_msgpack({
-            "type": ACTION, "room": room, "kind": kind, "body": body,
-            "from": sender, "seq": seq, "ts": self.clock(),
-        }))
+        self.bus.publish(room_subject(room), encode_msgpack(
+            action_frame(room, kind, body, sender, seq, self.clock())))
         return seq
 
     async def write_state(self, room: str, section: str, value: Any,

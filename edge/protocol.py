@@ -639,6 +639,14 @@ def _ws_batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
     return ws_frame(_batch_payload(payloads, JSON), OP_TEXT)
 
 
+def action_frame(room: str, kind: str, body: Any, sender: Mapping[str, Any], seq: int,
+                 ts: float) -> dict[str, Any]:
+    """A stamped ``action`` as it goes on the bus and to the room's members
+    (``seq``: the stamping node's counter for the room, see PROTOCOL.md)."""
+    return {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
+            "seq": seq, "ts": ts}
+
+
 def redirect_frame(room: str, urls: Sequence[str], reason: str,
                    ref: Any = None) -> dict[str, Any]:
     """Join ``room`` at ``url`` instead (``urls``: fallbacks in order)."""

@@ -15,6 +15,7 @@ from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
+from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import ServeOptions, make_app, start_quic_edge
 from liveroom.roles_cli import (
     ROLE_COMMANDS,
@@ -23,7 +24,6 @@ from liveroom.roles_cli import (
     run_role_command,
     until_stopped,
 )
-from llm_agents.role import add_agents_parser, run_agents
 from llm_agents.serve import add_agent_arguments, agent_options
 
 log = logging.getLogger("liveroom")

@@ -1,6 +1,6 @@
 """The distributed roles on the ``liveroom`` command: ``edge``, ``router``,
 ``cdn`` and ``cluster`` (a local multi-process cluster). The ``agents`` role
-lives in ``llm_agents.role``.
+is composed in ``liveroom.agents_cli``.
 
 Each role takes ``--nats`` (comma-separated URLs of the NATS cluster),
 ``--redis`` and ``--postgres`` (or ``LIVEROOM_NATS``, ``LIVEROOM_REDIS``,
@@ -44,7 +44,8 @@ def _urls(text: str) -> list[str]:
     return [u.strip() for u in text.split(",") if u.strip()]
 
 
-def _services(p: argparse.ArgumentParser) -> None:
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    """``--nats``, ``--redis``, ``--postgres``, ``--subject-prefix``: every role's."""
     g = p.add_argument_group("services (see docs/DEPLOY.md)")
     g.add_argument("--nats", type=_urls, default=_urls(_env("NATS", "")),
                    help="NATS cluster URLs, comma-separated (nats://h1:4222,nats://h2:4222)")
@@ -122,18 +123,18 @@ def add_role_parsers(sub: Any) -> None:
     """Add the role sub-commands to the ``liveroom`` parser."""
     edge = sub.add_parser("edge", help="an edge node: client WebSockets, placement, bus")
     _node(edge, "edge", 8080)
-    _services(edge)
+    add_service_arguments(edge)
     _limits(edge)
     # Off unless asked for: the edges of one machine (liveroom cluster) would
     # otherwise share --dev's certificate directory.
     add_quic_arguments(edge, default_port="off")
     router = sub.add_parser("router", help="answers GET /v1/route from the node registry")
     _node(router, "router", 8070)
-    _services(router)
+    add_service_arguments(router)
     cdn = sub.add_parser("cdn", help="the polling origin (head, versioned sections) over "
                          "the shared state store")
     _node(cdn, "cdn", 8090)
-    _services(cdn)
+    add_service_arguments(cdn)
     cluster = sub.add_parser("cluster", help="a local multi-process cluster: N edges and a "
                              "router against the given services")
     cluster.add_argument("--edges", type=int, default=3)
@@ -146,7 +147,7 @@ def add_role_parsers(sub: Any) -> None:
     cluster.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")))
     cluster.add_argument("--dev", action="store_true")
     cluster.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
-    _services(cluster)
+    add_service_arguments(cluster)
 
 
 

@@ -17,7 +17,9 @@ Durable: every interaction and every event is written to SQLite (one worker
 thread, as the peer inbox) before listeners are told, so a client that
 reconnects (or asks after a restart) gets the whole stream from the store.
 PostgreSQL implements the same ``InteractionStore`` in the distributed
-deployment.
+deployment (``llm_agents.interactions_postgres``, ``liveroom agents
+--postgres``): there any agents process answers for any interaction, and a
+stream run by another process is read by polling the store.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ from room_router.sqlite_thread import SqliteThread
 
 log = logging.getLogger("liveroom.agents.interactions")
 MAX_TEXT = 1000
+# SSE: a comment line after this many idle seconds keeps proxies from closing
+# the stream; an interaction another process runs is polled every POLL_S.
+KEEPALIVE_S = 15.0
+POLL_S = 0.25
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS interactions (
@@ -160,6 +166,8 @@ class Interactions:
         # interaction changes; a listener removes its own when it leaves.
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The interactions this process runs (the others are another's).
+        self._running: set[str] = set()
 
     def _identity(self, request: web.Request) -> Identity:
         header = request.headers.get("Authorization", "")
@@ -186,7 +194,9 @@ class Interactions:
                                  "text": text, "status": "running", "created": now})
         task = asyncio.create_task(self._run(agent, iid, ident, text, reservation))
         self._tasks.add(task)
+        self._running.add(iid)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._running.discard(iid))
         return {"id": iid, "status": "running", "room": room, "agent": name,
                 "events": f"/v1/interactions/{iid}/events"}
 
@@ -266,7 +276,9 @@ class Interactions:
         row = await self._owned(request)
         iid = row["id"]
         try:
-            after = int(request.headers.get("Last-Event-ID", "0"))
+            # Any integer a client sends is harmless: clamped to the seqs a
+            # stream can have (a 32-bit count of events).
+            after = max(0, min(int(request.headers.get("Last-Event-ID", "0")), 2**31 - 1))
         except ValueError:
             after = 0
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -274,6 +286,7 @@ class Interactions:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         changed = asyncio.Event()
+        idle = 0.0
         waiters = self._waiters.setdefault(iid, set())
         waiters.add(changed)
         try:
@@ -295,10 +308,18 @@ class Interactions:
                     if now is None or now["status"] != "running":
                         await resp.write_eof()
                         return resp
+                else:
+                    idle = 0.0
+                # Run here: woken when the writer stored an event. Run by
+                # another process sharing the store: polled.
+                wait = KEEPALIVE_S if iid in self._running else POLL_S
                 try:
-                    await asyncio.wait_for(changed.wait(), 15.0)
+                    await asyncio.wait_for(changed.wait(), wait)
                 except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
+                    idle += wait
+                    if idle >= KEEPALIVE_S:
+                        idle = 0.0
+                        await resp.write(b": keep-alive\n\n")
         finally:
             waiters.discard(changed)
             if not waiters:

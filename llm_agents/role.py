@@ -1,71 +1,197 @@
-"""``liveroom agents``: the characters as a process of their own.
+"""How the characters of a ``liveroom agents`` process sit in rooms served by
+other processes: ``WebSocketLink`` (a member over the protocol's WebSocket,
+found through ``--edge-url`` or the node registry, reconnecting when its
+edge goes away) and ``BusWords`` (their words published on the NATS bus).
+The command itself is composed in ``liveroom.agents_cli``.
 
-They connect to an edge over the protocol's WebSocket (``--edge-url``) as
-users with role ``agent``, with tokens this process mints from the shared
-JWT secret, and serve the interaction API on ``--host``/``--port``. Over
-the wire their words are ordinary ``action`` frames, so the edge's per-user
-action rate applies to them: deltas are coalesced to one every
-``--agent-delta-interval`` seconds (0.3 by default here), well inside the
-default 5 a second.
+Over the WebSocket the characters are users with role ``agent`` whose tokens
+the process mints from the shared JWT secret. Without the bus their words
+are ordinary ``action`` frames, so the edge's per-user action rate applies
+to them: deltas are then coalesced to one every 0.3 s by default, well
+inside the default 5 a second.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
-import signal
-from pathlib import Path
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from prometheus_client import generate_latest
 
-from edge.auth import Identity, verify_token
+from edge.auth import Identity
 from edge.client import ClosedError, LiveroomClient
-from edge.protocol import MSGPACK, Forbidden
+from edge.protocol import (
+    MSGPACK,
+    Forbidden,
+    LiveroomError,
+    Unavailable,
+    action_frame,
+    encode_msgpack,
+)
 from edge.session import may_write_section
 from llm_agents.character import Character
 from llm_agents.link import FrameHandler, RoomLink
-from llm_agents.serve import (
-    AgentsService,
-    LinkFactory,
-    add_agent_arguments,
-    agent_credentials,
-    agent_options,
-)
+from llm_agents.serve import LinkFactory, agent_credentials
+from room_router.bus import Bus, room_subject
+from room_router.nodes import NodeRegistry
+from room_router.placement import Placement
 
 log = logging.getLogger("liveroom.agents")
 
 
-class WebSocketLink:
-    """An agent's connection to a remote edge. Versions of the sections it
-    sees are tracked from ``joined``/``state`` frames, so its compare-and-set
-    writes name the version it last saw; a ``version_conflict`` error brings
-    the current one."""
+Locate = Callable[[str], Awaitable[Sequence[str]]]
 
-    def __init__(self, url: str, identity: Identity, token: str,
-                 on_frame: FrameHandler) -> None:
-        self.url = url
+# Redirects followed in a row before a connect attempt counts as failed (two
+# edges that disagree about a room's owner, while the placement settles).
+MAX_REDIRECTS = 4
+
+
+class BusWords:
+    """An agents process's words on the NATS bus (``--nats``): stamped and
+    encoded here as an edge stamps an action (``seq`` counts this process's
+    actions in the room) and published once to the room's subject, so every
+    edge with members in the room delivers them, one bus message for the
+    whole room. Like the backend API and ``InProcessLink``, this is trusted
+    server-side code: the per-user action rate meant for people does not
+    throttle a character's token chunks."""
+
+    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time) -> None:
+        self.bus = bus
+        self._clock = clock
+        self._seq: dict[str, int] = {}
+
+    def publish(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> None:
+        seq = self._seq[room] = self._seq.get(room, 0) + 1
+        self.bus.publish(room_subject(room), encode_msgpack(
+            action_frame(room, kind, body, sender, seq, self._clock())))
+
+
+class WebSocketLink:
+    """An agent's connection to a remote edge.
+
+    ``locate(room)`` answers the edge URL(s) to try (a fixed ``--edge-url``,
+    or the room's owner from the node registry with ``--redis``); a
+    ``redirect`` answer to the join (or later, when the room moves) is
+    followed. When the connection drops the link reconnects, with backoff
+    from ``backoff[0]`` to ``backoff[1]`` seconds, locating the room again,
+    and re-joins: an edge that dies or restarts costs the character a few
+    seconds in the room, not the process.
+
+    Versions of the sections it sees are tracked from ``joined``/``state``
+    frames, so its compare-and-set writes name the version it last saw; a
+    ``version_conflict`` error brings the current one. Its words go over the
+    WebSocket as ``action`` frames (rate-limited like any user's), or on the
+    bus when ``words`` is given."""
+
+    def __init__(self, locate: Locate, identity: Identity, token: str,
+                 on_frame: FrameHandler, words: BusWords | None = None,
+                 backoff: tuple[float, float] = (0.2, 5.0)) -> None:
         self.identity = identity
+        self._locate = locate
         self._token = token
         self._on_frame = on_frame
+        self._words = words
+        self._backoff = backoff
+        self._sender = {"id": identity.user, "name": identity.name, "role": identity.role}
+        self._rooms: list[str] = []
         self._client: LiveroomClient | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._redirect: list[str] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._partials: dict[tuple[str, str], int] = {}
+        self.url = ""
+        self.reconnects = 0
         self.closed = asyncio.Event()
 
     async def join(self, room: str) -> None:
+        if room not in self._rooms:
+            self._rooms.append(room)
         if self._client is None:
-            self._client = await LiveroomClient.connect(self.url, self._token, codec=MSGPACK)
-        joined = await self._client.join(room)
+            # The first connect raises: a wrong URL or token shows at start.
+            await self._connect()
+            self._task = asyncio.create_task(self._run(), name=f"link-{self.identity.user}")
+        else:
+            await self._join_on(self._client, room)
+
+    async def _join_on(self, client: LiveroomClient, room: str) -> list[str] | None:
+        """Join ``room`` on ``client``: None when joined, the URLs of a redirect."""
+        joined = await client.join(room)
+        if joined.get("type") == "redirect":
+            return [str(u) for u in joined.get("urls") or [joined["url"]]]
         if joined.get("type") != "joined":
-            raise ClosedError(None, f"join refused: {joined}")
+            raise ClosedError(None, f"join {room!r} refused: {joined}")
         self._track(joined)
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read())
+        self._on_frame(joined)
+        return None
+
+    async def _connect(self) -> None:
+        """Connect where the link's rooms are served and join them there."""
+        urls = self._redirect or list(await self._locate(self._rooms[0]))
+        self._redirect = None
+        for _ in range(MAX_REDIRECTS + 1):
+            if not urls:
+                raise Unavailable(f"no edge serves room {self._rooms[0]!r}")
+            client = await LiveroomClient.connect(urls[0], self._token, codec=MSGPACK)
+            try:
+                for room in self._rooms:
+                    moved = await self._join_on(client, room)
+                    if moved is not None:
+                        break
+            except BaseException:
+                await client.close()
+                raise
+            if moved is None:
+                self._client, self.url = client, urls[0]
+                log.info("agent %s: in %s at %s", self.identity.user, ", ".join(self._rooms),
+                         self.url)
+                return
+            await client.close()
+            urls = moved
+        raise ClosedError(None, f"more than {MAX_REDIRECTS} redirects in a row")
+
+    async def _run(self) -> None:
+        while True:
+            await self._read()
+            delay = self._backoff[0]
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await self._connect()
+                except (OSError, aiohttp.ClientError, ClosedError, TimeoutError,
+                        LiveroomError) as exc:
+                    delay = min(delay * 2, self._backoff[1])
+                    log.warning("agent %s: reconnect failed (%s); again in %.1f s",
+                                self.identity.user, exc, delay)
+                    continue
+                self.reconnects += 1
+                break
+
+    async def _read(self) -> None:
+        """Hand the frames to the agent until the connection ends or the
+        room moves (a ``redirect``, kept for the next connect)."""
+        client = self._client
+        assert client is not None
+        try:
+            while True:
+                try:
+                    frame = await client.recv(timeout=3600)
+                except TimeoutError:
+                    continue
+                if frame.get("type") == "redirect" and frame.get("room") in self._rooms:
+                    self._redirect = [str(u) for u in frame.get("urls") or [frame["url"]]]
+                    log.info("agent %s: room %s moved to %s", self.identity.user,
+                             frame.get("room"), self._redirect[0])
+                    return
+                self._track(frame)
+                self._on_frame(frame)
+        except (ClosedError, aiohttp.ClientError) as exc:
+            log.warning("agent %s: connection to %s ended: %s", self.identity.user, self.url,
+                        exc)
+        finally:
+            self._client = None
+            await client.close()
 
     def _track(self, frame: dict[str, Any]) -> None:
         room = frame.get("room", "")
@@ -80,33 +206,27 @@ class WebSocketLink:
                 for key in [k for k in self._partials if k[1] == section]:
                     self._partials[key] = frame["current"]
 
-    async def _read(self) -> None:
-        assert self._client is not None
-        try:
-            while True:
-                frame = await self._client.recv(timeout=3600)
-                self._track(frame)
-                self._on_frame(frame)
-        except (ClosedError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("agent %s: connection to the edge ended: %s", self.identity.user, exc)
-        finally:
-            self.closed.set()
-
     def publish(self, room: str, kind: str, body: Any) -> None:
-        if self._client is not None and not self._client.ws.closed:
-            task = asyncio.ensure_future(self._client.action(room, kind, body))
+        if self._words is not None:
+            self._words.publish(room, kind, body, self._sender)
+            return
+        client = self._client
+        if client is not None and not client.ws.closed:
+            task = asyncio.ensure_future(client.action(room, kind, body))
             task.add_done_callback(lambda t: t.exception())
 
     async def write_state(self, room: str, section: str, value: Any,
                           expected: int | None) -> tuple[int, int]:
         if not may_write_section(self.identity, section):
             raise Forbidden(f"agent {self.identity.user!r} may not write {section!r}")
-        assert self._client is not None
+        client = self._client
+        if client is None or client.ws.closed:
+            raise Unavailable("the agent is reconnecting to its edge")
         frame: dict[str, Any] = {"type": "state", "room": room, "section": section,
                                  "value": value}
         if expected is not None:
             frame["expect"] = expected
-        await self._client.send(frame)
+        await client.send(frame)
         # No direct reply: the broadcast state frame (or a conflict) updates
         # what section_partial answers next time.
         return (expected or 0) + 1, 0
@@ -115,72 +235,34 @@ class WebSocketLink:
         return self._partials.get((room, section), 0)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
+            self._client = None
+        self.closed.set()
 
 
-def websocket_links(url: str, jwt_secret: str) -> LinkFactory:
+def fixed_edge(url: str) -> Locate:
+    async def locate(room: str) -> Sequence[str]:
+        return [url]
+    return locate
+
+
+def registry_edges(nodes: NodeRegistry, clock: Callable[[], float] = time.time) -> Locate:
+    """The room's owner group in the node registry (rendezvous hashing, as the
+    router answers), its nodes in order of preference. A room spread over
+    every group accepts members on its owner's edges too."""
+    async def locate(room: str) -> Sequence[str]:
+        return Placement(await nodes.live(clock()), big_threshold=0).route(
+            room, big=False).urls
+    return locate
+
+
+def websocket_links(locate: Locate, jwt_secret: str,
+                    words: BusWords | None = None) -> LinkFactory:
     def make(character: Character, on_frame: FrameHandler) -> RoomLink:
-        return WebSocketLink(url, *agent_credentials(character, jwt_secret), on_frame)
+        return WebSocketLink(locate, *agent_credentials(character, jwt_secret), on_frame,
+                             words)
     return make
-
-
-def add_agents_parser(sub: Any) -> None:
-    p = sub.add_parser("agents", help="run the LLM characters as their own process, "
-                       "connected to an edge over WebSocket")
-    p.add_argument("--edge-url", default=os.environ.get("LIVEROOM_EDGE_URL",
-                                                        "ws://127.0.0.1:8080/ws"))
-    p.add_argument("--host", default=os.environ.get("LIVEROOM_AGENTS_HOST", "127.0.0.1"),
-                   help="where the interaction API listens")
-    p.add_argument("--port", type=int, default=int(os.environ.get("LIVEROOM_AGENTS_PORT",
-                                                                  "8090")))
-    p.add_argument("--data-dir", type=Path,
-                   default=Path(os.environ.get("LIVEROOM_DATA_DIR", "data")))
-    p.add_argument("--agent-delta-interval", type=float, default=0.3)
-    p.add_argument("--log-level", default=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO"))
-    add_agent_arguments(p)
-
-
-async def _run(args: argparse.Namespace, secret: str) -> int:
-    opts = agent_options(args)
-    opts.delta_interval = args.agent_delta_interval
-    service = AgentsService(opts, args.data_dir, websocket_links(args.edge_url, secret),
-                            lambda token, now: verify_token(token, secret, now))
-    app = web.Application()
-    service.add_routes(app)
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(service.registry),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = int(runner.addresses[0][1]) if runner.addresses else args.port
-    await service.start()
-    log.info("agents listening on http://%s:%d (edge %s)", args.host, port, args.edge_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    # A link that loses the edge ends the process (its supervisor restarts it).
-    lost = [asyncio.create_task(a.link.closed.wait())  # type: ignore[attr-defined]
-            for a in service.runtime.agents.values()]
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopper, *lost], return_when=asyncio.FIRST_COMPLETED)
-    for t in [stopper, *lost]:
-        t.cancel()
-    await service.stop()
-    await runner.cleanup()
-    return 0 if stopper in done else 1
-
-
-def run_agents(args: argparse.Namespace) -> int:
-    secret = os.environ.get("LIVEROOM_JWT_SECRET")
-    if not secret:
-        raise SystemExit("liveroom agents needs LIVEROOM_JWT_SECRET (the edge's secret)")
-    return asyncio.run(_run(args, secret))

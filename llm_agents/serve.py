@@ -27,7 +27,7 @@ from llm_agents.backends.base import ModelBackend
 from llm_agents.backends.scripted import ScriptedBackend
 from llm_agents.breaker import CircuitBreaker
 from llm_agents.character import SHIPPED_DIR, Character, CharacterError, load_characters
-from llm_agents.interactions import Interactions, SqliteInteractionStore
+from llm_agents.interactions import Interactions, InteractionStore, SqliteInteractionStore
 from llm_agents.link import FrameHandler, InProcessLink, RoomLink
 from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
@@ -103,8 +103,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                    default=int(_env("QUOTA_USER_PER_DAY", "20000")),
                    help="tokens a day per user (0: unlimited)")
     g.add_argument("--quota-redis", default=_env("QUOTA_REDIS", "") or None,
-                   help="redis://host:port/db: keep the quotas in Redis (several agents "
-                        "processes); default: in this process's memory")
+                   help="redis://host:port/db (or redis+cluster://): keep the quotas in Redis "
+                        "(several agents processes; liveroom agents --redis does it too); "
+                        "default: in this process's memory")
     g.add_argument("--agent-word-delay", type=float, default=float(_env("AGENT_WORD_DELAY",
                                                                         "0.04")),
                    help="seconds between the words of a scripted reply")
@@ -213,19 +214,22 @@ class AgentsService:
                  verify: Callable[[object, float], Identity],
                  clock: Callable[[], float] = time.time,
                  quota: QuotaStore | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 store: InteractionStore | None = None) -> None:
         self.opts = opts
         self._redis: Any = None
         if quota is None and opts.quota_redis:
-            import redis.asyncio as aioredis
-
+            # Imported here: redis-py is an extra, and the embedded default
+            # runs without it.
             from llm_agents.quota_redis import RedisQuotaStore
+            from room_router.redis_conn import open_redis
 
-            self._redis = aioredis.from_url(opts.quota_redis)  # type: ignore[no-untyped-call]
+            self._redis = open_redis(opts.quota_redis)
             quota = RedisQuotaStore(self._redis, opts.quota)
         self.quota = quota or MemoryQuotaStore(opts.quota)
         self.runtime = AgentRuntime()
-        self.store = SqliteInteractionStore(data_dir / "interactions.sqlite3")
+        # ``stop`` closes the store, whoever opened it.
+        self.store = store or SqliteInteractionStore(data_dir / "interactions.sqlite3")
         self.interactions = Interactions(self.runtime, self.store, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
         self.registry = registry or CollectorRegistry()

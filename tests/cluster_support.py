@@ -48,7 +48,8 @@ class RoleServer:
         if m:
             self.url = m.group(1)
             self.info = json.loads(m.group(2))
-            self.public_url = self.info["public_url"]
+            # The agents role serves no WebSocket: no public_url.
+            self.public_url = self.info.get("public_url", self.url)
         return m is not None
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from edge.client import LiveroomClient
@@ -495,3 +496,163 @@ async def test_stopping_an_edge_its_group_leaves_and_clients_resume_at_the_new_o
     assert user.url == edges[int(new_owner[1:])].public_url
     assert joined["recovered"] is True and joined["sections"] == []
     await user.close()
+
+
+# --------------------------------------------------------------------------
+# The agents role on the cluster's services: --redis (owner lookup, quotas),
+# --nats (the words on the bus), --postgres (the interactions).
+# --------------------------------------------------------------------------
+AGENT_ARGS = ("--agent-backend", "scripted", "--agent-characters", "quinn",
+              "--agent-cooldown", "0.1", "--agent-word-delay", "0.01")
+
+
+def agents_server(cluster: Cluster, node: str, room: str, *extra: str) -> RoleServer:
+    return RoleServer("agents", cluster.tmp / node, "--node-id", node, "--agent-room", room,
+                      *AGENT_ARGS, *cluster._services(), *extra)
+
+
+async def say_to_everyone(room: str, speaker: LiveroomClient, viewers: list[LiveroomClient],
+                          timeout: float = 20) -> list[dict[str, Any]]:
+    """Comment to Quinn until every viewer hears one same answer of hers (the
+    bus interest of fresh joins spreads over the NATS routes
+    asynchronously); that answer's ``agent.say`` frame, one per viewer, each
+    heard exactly once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    async def says(v: LiveroomClient, until_t: float) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        while (left := until_t - loop.time()) > 0:
+            try:
+                f = await v.recv(left)
+            except TimeoutError:
+                break
+            if f.get("type") == "action" and f.get("kind") == "agent.say" \
+                    and f.get("from", {}).get("id") == "quinn":
+                got.append(f)
+        return got
+
+    k = 0
+    while loop.time() < deadline:
+        k += 1
+        await speaker.action(room, "comment", {"text": f"quinn, question {k}?"})
+        heard = await asyncio.gather(*(says(v, loop.time() + 2.0) for v in viewers))
+        common = set.intersection(*({f["body"]["reply_id"] for f in h} for h in heard))
+        if common:
+            rid = sorted(common)[0]
+            out = []
+            for h in heard:
+                mine = [f for f in h if f["body"]["reply_id"] == rid]
+                assert len(mine) == 1, f"heard {len(mine)} times"
+                out.append(mine[0])
+            return out
+    raise AssertionError(f"no answer of Quinn reached every viewer in {timeout} s")
+
+
+async def test_agents_role_on_nats_redis_postgres_and_an_edge_killed(
+        cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    edges = await three(cluster, http)
+    room = "agents.show:1"
+    home = await route(http, cluster.base, room)
+    agents = agents_server(cluster, "agents-a", room)
+    await asyncio.to_thread(agents.start)
+    try:
+        assert agents.info == {"node_id": "agents-a", "edge": "registry", "bus": True,
+                               "quota": "redis", "interactions": "postgres"}
+        # Quinn joined at the owner edge the registry names (no --edge-url).
+        assert f"in {room} at {home['url']}" in agents.logs()
+        # Spread over every edge: a viewer on each; Quinn's words reach all
+        # three through the bus, once each.
+        await set_section(http, edges[0], room, "placement", {"spread": True})
+        viewers = [await connect(http, e.public_url, f"fan-{i}") for i, e in enumerate(edges)]
+        for v in viewers:
+            assert (await v.join(room))["type"] == "joined"
+        says = await say_to_everyone(room, viewers[1], viewers)
+        assert {s["body"]["reply_id"] for s in says} == {says[0]["body"]["reply_id"]}
+        assert all(s["from"]["role"] == "agent" for s in says)
+
+        # The interaction API: stored in PostgreSQL under this node, charged
+        # in Redis.
+        headers = {"Authorization": f"Bearer {token('ivy')}"}
+        async with http.post(f"{agents.url}/v1/rooms/{room}/agents/quinn/interactions",
+                             json={"text": "hello there"}, headers=headers) as r:
+            assert r.status == 202, await r.text()
+            iid = (await r.json())["id"]
+        async with http.get(f"{agents.url}/v1/interactions/{iid}/events", headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=15)) as r:
+            assert "event: done" in await r.text()
+        db = await asyncpg.connect(cluster.postgres)
+        try:
+            row = await db.fetchrow("SELECT node, status, user_id, completion_tokens"
+                                    " FROM interactions WHERE id = $1", iid)
+            events = await db.fetchval("SELECT count(*) FROM interaction_events"
+                                       " WHERE interaction = $1", iid)
+        finally:
+            await db.close()
+        assert (row["node"], row["status"], row["user_id"]) == ("agents-a", "done", "ivy")
+        assert row["completion_tokens"] > 0 and events >= 2
+        redis = open_redis(cluster.redis.url)
+        try:
+            keys = [k async for k in redis.scan_iter(match="quota:{user:ivy}:*")]
+            assert len(keys) == 1 and int(await redis.get(keys[0])) > 0
+        finally:
+            await redis.aclose()
+
+        # The edge Quinn sits on dies: the link finds the new owner in the
+        # registry and joins there; Quinn answers again.
+        home_edge = next(e for e in edges if e.public_url == home["url"])
+        home_edge.kill()
+        alive = [(e, v) for e, v in zip(edges, viewers, strict=True) if e is not home_edge]
+        await until(lambda: agents.logs().count(f"in {room} at ") >= 2, 15,
+                    "Quinn rejoined after her edge died")
+        rejoined = re.findall(rf"in {re.escape(room)} at (\S+)", agents.logs())[-1]
+        assert rejoined in {e.public_url for e, _ in alive}
+        says = await say_to_everyone(room, alive[0][1], [v for _, v in alive])
+        assert len(says) == 2
+    finally:
+        for v in viewers:
+            await v.close()
+        agents.stop()
+
+
+async def test_agents_follow_a_redirect_and_share_interactions_through_postgres(
+        cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    edges = await three(cluster, http)
+    room = next(r for r in (f"small-{i}" for i in range(100))
+                if owner(r, ["g0", "g1", "g2"]) == "g1")
+    # Sent to the wrong edge: the redirect takes Quinn to the owner.
+    a = agents_server(cluster, "agents-a", room, "--edge-url", edges[0].public_url,
+                      "--agent-word-delay", "0.05")
+    b = agents_server(cluster, "agents-b", room, "--edge-url", edges[1].public_url)
+    await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
+    try:
+        assert f"in {room} at {edges[1].public_url}" in a.logs()
+        viewer = await connect(http, edges[1].public_url, "uma")
+        joined = await viewer.join(room)
+        assert joined["members"] == 3  # Quinn of each process, and uma
+        await viewer.close()
+        # Run by process a, read from process b while it runs (polled from
+        # the store) and after: the same events.
+        headers = {"Authorization": f"Bearer {token('ivy')}"}
+        async with http.post(f"{a.url}/v1/rooms/{room}/agents/quinn/interactions",
+                             json={"text": "tell me a story"}, headers=headers) as r:
+            assert r.status == 202
+            iid = (await r.json())["id"]
+        timeout = aiohttp.ClientTimeout(total=20)
+        async with http.get(f"{b.url}/v1/interactions/{iid}/events", headers=headers,
+                            timeout=timeout) as r:
+            assert r.status == 200
+            from_b = await r.text()
+        async with http.get(f"{a.url}/v1/interactions/{iid}/events", headers=headers,
+                            timeout=timeout) as r:
+            from_a = await r.text()
+        assert from_b == from_a and from_a.count("event: done") == 1
+        async with http.get(f"{b.url}/v1/interactions/{iid}", headers=headers) as r:
+            assert (await r.json())["status"] == "done"
+        # Another user sees nothing, on either process.
+        other = {"Authorization": f"Bearer {token('eve')}"}
+        async with http.get(f"{b.url}/v1/interactions/{iid}", headers=other) as r:
+            assert r.status == 404
+    finally:
+        a.stop()
+        b.stop()

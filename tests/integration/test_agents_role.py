@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,22 @@ async def test_agents_process_joins_an_edge_and_answers(edge: LiveServer, agents
                         headers=headers) as r:
         body = await r.text()
     assert "event: done" in body
+
+
+@pytest.mark.parametrize(("method", "path", "body", "auth", "status", "code"), [
+    ("post", "/v1/rooms/demo/agents/quinn/interactions", {"text": "hi"}, False, 401,
+     "unauthorized"),
+    ("post", "/v1/rooms/demo/agents/nobody/interactions", {"text": "hi"}, True, 404,
+     "not_found"),
+    ("post", "/v1/rooms/demo/agents/quinn/interactions", {"text": ""}, True, 400,
+     "invalid_field"),
+    ("get", "/v1/interactions/unknown", None, True, 404, "not_found"),
+])
+async def test_agents_process_answers_bad_requests_with_documented_errors(
+        edge: LiveServer, agents_port: int, http, method: str, path: str, body: Any,
+        auth: bool, status: int, code: str) -> None:
+    headers = {"Authorization": f"Bearer {edge.token('uma')}"} if auth else {}
+    async with http.request(method, f"http://127.0.0.1:{agents_port}{path}", json=body,
+                            headers=headers) as r:
+        assert r.status == status
+        assert (await r.json())["code"] == code
