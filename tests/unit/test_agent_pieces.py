@@ -242,3 +242,28 @@ def test_deltas_slow_down_in_a_big_room() -> None:
     assert agent.delta_interval() == 1.0
     on_frame({"type": "online", "room": "r", "count": 20})
     assert agent.delta_interval() == 0.2
+
+
+def test_bus_words_are_stamped_actions_on_the_rooms_subject() -> None:
+    """What ``liveroom agents --nats`` puts on the bus is what an edge puts
+    there for an action: the same frame, on the room's subject, numbered
+    per room by this publisher."""
+    from llm_agents.role import BusWords
+    from room_router.bus import MemoryBus, room_subject
+
+    bus = MemoryBus()
+    heard: list[tuple[str, dict[str, Any]]] = []
+    for room in ("a", "b"):
+        bus.subscribe(room_subject(room),
+                      lambda s, p: heard.append((s, msgpack.unpackb(p, raw=False))))
+    words = BusWords(bus, clock=lambda: 1234.5)
+    sender = {"id": "quinn", "name": "Quinn", "role": "agent"}
+    words.publish("a", "agent.delta", {"reply_id": "r1", "i": 0, "text": "Hel"}, sender)
+    words.publish("b", "agent.say", {"reply_id": "r2", "text": "Yo"}, sender)
+    words.publish("a", "agent.say", {"reply_id": "r1", "text": "Hello"}, sender)
+    assert [(s, f["room"], f["seq"], f["kind"]) for s, f in heard] == [
+        ("room.a", "a", 1, "agent.delta"), ("room.b", "b", 1, "agent.say"),
+        ("room.a", "a", 2, "agent.say")]
+    assert heard[0][1] == {"type": "action", "room": "a", "kind": "agent.delta",
+                           "body": {"reply_id": "r1", "i": 0, "text": "Hel"},
+                           "from": sender, "seq": 1, "ts": 1234.5}

@@ -28,10 +28,34 @@ def test_role_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.nats == ["nats://c:4222"] and args.port == 8070
 
 
-def test_agents_is_the_llm_agents_role(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``liveroom agents`` is llm_agents.role (not a role of roles_cli): it
-    needs the edge's JWT secret and says so."""
+def test_agents_needs_the_jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``liveroom agents`` mints its characters' tokens with the edges'
+    secret: without it, it says so."""
     monkeypatch.delenv("LIVEROOM_JWT_SECRET", raising=False)
     with pytest.raises(SystemExit) as exc:
         main(["agents", "--edge-url", "ws://127.0.0.1:9/ws"])
     assert "LIVEROOM_JWT_SECRET" in str(exc.value)
+
+
+def test_agents_takes_the_service_flags_and_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEROOM_NATS", "nats://a:4222,nats://b:4222")
+    monkeypatch.setenv("LIVEROOM_REDIS", "redis://r:6379/2")
+    monkeypatch.setenv("LIVEROOM_POSTGRES", "postgresql://u@pg/db")
+    monkeypatch.setenv("LIVEROOM_NODE_ID", "agents-9")
+    args = _parser().parse_args(["agents", "--agent-room", "show:1"])
+    assert args.nats == ["nats://a:4222", "nats://b:4222"]
+    assert (args.redis, args.postgres, args.node_id) == \
+        ("redis://r:6379/2", "postgresql://u@pg/db", "agents-9")
+    assert args.edge_url is None and args.agent_delta_interval is None
+    args = _parser().parse_args(["agents", "--redis", "redis://x:1/0", "--nats", "nats://n:1",
+                                 "--postgres", "postgresql://p/q", "--node-id", "a1"])
+    assert (args.redis, args.nats, args.postgres, args.node_id) == \
+        ("redis://x:1/0", ["nats://n:1"], "postgresql://p/q", "a1")
+
+
+def test_agents_refuses_two_redis_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEROOM_JWT_SECRET", "s" * 32)
+    with pytest.raises(SystemExit) as exc:
+        main(["agents", "--redis", "redis://a:1/0", "--quota-redis", "redis://b:1/0"])
+    assert "--redis and --quota-redis" in str(exc.value)
