@@ -23,6 +23,10 @@ class Metrics:
                                "Deliveries not made, by reason", ["reason"], registry=r)
         self.closes = Counter("liveroom_closes_total", "Connections closed by the server, by code",
                               ["code"], registry=r)
+        self.ws_upgrades = Counter(
+            "liveroom_ws_upgrades_total", "WebSocket upgrades accepted, by the path that "
+            "serves them: 'own' (edge/ws_conn.py) or 'aiohttp' (a keep-alive connection)",
+            ["path"], registry=r)
         self.state_changes = Counter("liveroom_state_changes_total", "State changes applied",
                                      registry=r)
         self.peer_messages = Counter("liveroom_peer_messages_total",

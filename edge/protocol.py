@@ -492,6 +492,10 @@ def ws_frame(payload: bytes, opcode: int) -> bytes:
 
 
 OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+# A frame continuing a fragmented message (only clients fragment: edge/ws_framing.py).
+OP_CONT: Final = 0x0
 _pack_close = struct.Struct("!H").pack
 
 

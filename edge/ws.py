@@ -1,4 +1,7 @@
-"""The aiohttp WebSocket adapter: ``GET /ws``.
+"""The aiohttp WebSocket adapter: ``GET /ws`` for an upgrade that arrives
+on a keep-alive connection aiohttp already serves (a fresh connection's
+upgrade is served by ``edge/ws_conn.py``, without aiohttp's per-connection
+objects), and the answer to a bad upgrade (aiohttp's 400, as our error body).
 
 aiohttp does the handshake, reads and unmasks client frames, answers pings and
 keeps the heartbeat (``call_at`` timers, no task per connection). Server
@@ -67,6 +70,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     await ws.prepare(request)
+    node.metrics.ws_upgrades.labels("aiohttp").inc()
     transport = request.transport
     if transport is None:
         return ws

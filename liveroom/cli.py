@@ -15,6 +15,7 @@ from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
+from edge.ws_conn import EdgeSite
 from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import ServeOptions, make_app, start_quic_edge
 from liveroom.roles_cli import (
@@ -157,7 +158,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
 async def _serve(opts: ServeOptions) -> None:
     runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, opts.host, opts.port)
+    site = EdgeSite(runner, opts.host, opts.port)
     await site.start()
     # With --port 0 the kernel picks the port: report the one actually bound.
     port = int(runner.addresses[0][1]) if runner.addresses else opts.port

@@ -47,6 +47,7 @@ from edge.node import EdgeNode
 from edge.quic import QuicEdge
 from edge.ratelimit import SharedRateLimiter
 from edge.web import build_app, errors_middleware
+from edge.ws_conn import EdgeSite
 from liveroom.app import start_quic_edge
 from room_router.bus import Bus, MemoryBus
 from room_router.gate import ClusterView, PlacementGate
@@ -357,7 +358,9 @@ class RoleProcess:
         add_route_endpoint(app, view)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, opts.host, opts.port)
+        # An edge's WebSockets get connections of their own (edge/ws_conn.py).
+        site = (EdgeSite if opts.role == "edge" else web.TCPSite)(self.runner, opts.host,
+                                                                   opts.port)
         await site.start()
         port = int(self.runner.addresses[0][1]) if self.runner.addresses else opts.port
         if opts.role == "edge":

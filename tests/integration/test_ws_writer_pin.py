@@ -64,3 +64,25 @@ async def test_prebuilt_frames_interleave_safely_with_aiohttp_frames() -> None:
         await runner.cleanup()
     assert got == [b"pre-1", b"aiohttp-2", b"pre-3"]
     assert seen == {"same_transport": True, "compress": False}
+
+
+def test_edge_site_copies_tcpsite_start_but_for_the_protocol_factory() -> None:
+    """``edge.ws_conn.EdgeSite.start`` re-does ``TCPSite.start`` with its own
+    protocol factory, reading TCPSite's private attributes: if aiohttp's
+    start changes shape, look again before upgrading."""
+    src = inspect.getsource(web.TCPSite.start)
+    for piece in ("await super().start()", "self._runner.server", "self._host", "self._port",
+                  "ssl=self._ssl_context", "backlog=self._backlog",
+                  "reuse_address=self._reuse_address", "reuse_port=self._reuse_port",
+                  "self._bound_port ="):
+        assert piece in src, piece
+    assert "_bound_port" in web.TCPSite.__slots__
+
+
+def test_the_unmasking_helper_is_aiohttps_compiled_one() -> None:
+    from aiohttp._websocket.helpers import websocket_mask
+
+    data = bytearray(b"\x00\x01\x02\x03\x04")
+    websocket_mask(b"\x01\x01\x01\x01", data)
+    assert data == bytearray(b"\x01\x00\x03\x02\x05")
+    assert "cython" in websocket_mask.__name__

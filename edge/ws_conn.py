@@ -1,0 +1,290 @@
+"""The edge's own WebSocket connections: one small ``asyncio.Protocol`` per
+client, with no per-connection objects of aiohttp.
+
+Why: an idle viewer costs what its connection keeps alive. Under aiohttp a
+WebSocket keeps the request handler, the parsed request and its headers,
+the ``WebSocketResponse`` with its reader, writer and queue, and the
+handler's task and coroutine frames: about 13 KB of Python objects per
+connection (tracemalloc; docs/BENCHMARKS.md). Here a connection is this
+protocol object (slots), the frame parser (an empty ``bytes`` when idle),
+the node's ``Conn`` and ``Session``, and two timers; frames the client
+sends are handed to the node by a task that exists only while there are
+frames to hand over.
+
+How a connection gets here: ``EdgeSite`` (aiohttp's ``TCPSite`` with a
+front door) gives every new TCP connection a ``FrontDoor`` first. If the
+first request is a valid WebSocket upgrade of ``GET /ws``
+(``ws_framing.upgrade_key``), the front door answers ``101`` itself and
+hands the transport to a ``WsConnection``; anything else (every other URL,
+a bad upgrade) is handed, with the bytes read so far, to aiohttp's request
+handler, exactly as if aiohttp had accepted the connection. An upgrade that
+arrives later on a keep-alive connection aiohttp already serves (a client
+reusing a pooled HTTP connection) is served by aiohttp's
+``WebSocketResponse`` in ``edge/ws.py``: the same node, sink and timers, a
+larger connection.
+
+Behaviour, the same on both paths (docs/PROTOCOL.md): server frames are
+pre-built and written by ``WsSink``; client pings are answered with pongs;
+after ``heartbeat`` seconds without a byte from the client a ping goes out,
+and a connection that sends nothing for half that again is dropped without a
+close frame (the client sees 1006); a frame header announcing a message over
+``hard_frame_factor`` times ``max_frame_bytes`` closes with 1009, a protocol
+violation with 1002, invalid UTF-8 in a text message with 1007; a client's
+close frame is answered with a close frame and the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+from edge.appkeys import NODE_KEY
+from edge.fanout import Conn
+from edge.node import EdgeNode
+from edge.protocol import JSON, MSGPACK, OP_PING, ws_frame
+from edge.session import Session
+from edge.timers import SessionTimers
+from edge.ws import WsSink
+from edge.ws_framing import (
+    CLOSE_INVALID_DATA,
+    MAX_HEAD,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PONG,
+    OP_TEXT,
+    ClientFrames,
+    WsProtocolError,
+    handshake_response,
+    upgrade_key,
+)
+
+log = logging.getLogger("liveroom.ws")
+
+WS_PATH = "/ws"
+_PING = ws_frame(b"", OP_PING)
+# Client frames waiting for the node beyond this: stop reading the socket
+# until they are down to _RESUME (TCP then pushes back on the client).
+_PAUSE = 64
+_RESUME = 8
+
+
+class WsServer:
+    """What the connections of one listening socket share: the node, the
+    loop, and the tasks that end connections (kept until done)."""
+
+    __slots__ = ("_ending", "loop", "node")
+
+    def __init__(self, node: EdgeNode, loop: asyncio.AbstractEventLoop) -> None:
+        self.node = node
+        self.loop = loop
+        self._ending: set[asyncio.Task[None]] = set()
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+
+class WsConnection(asyncio.Protocol):
+    __slots__ = ("_frames", "_heartbeat", "_inbox", "_last_rx", "_lost", "_paused",
+                 "_ping_at", "_server", "_task", "_timers", "conn", "session", "transport")
+
+    def __init__(self, server: WsServer) -> None:
+        self._server = server
+        cfg = server.node.config
+        self._frames = ClientFrames(cfg.max_frame_bytes * cfg.hard_frame_factor)
+        self._inbox: deque[tuple[bytes | str, str]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = False
+        self._paused = False
+        self._ping_at: float | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        server = self._server
+        loop = server.loop
+        self.transport: asyncio.Transport = transport
+        self.conn: Conn
+        self.session: Session
+        self.conn, self.session = server.node.open(WsSink(transport, loop))
+        self._timers = SessionTimers(server.node, self.conn, self.session, loop)
+        self._last_rx = loop.time()
+        self._heartbeat = loop.call_at(self._last_rx + server.node.config.heartbeat,
+                                       self._on_heartbeat)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_rx = self._server.loop.time()
+        if self.conn.closed:
+            # Closed by us (slow, auth, expiry, a protocol error): read until
+            # the transport is gone, but act on nothing more.
+            return
+        try:
+            frames = self._frames.feed(data)
+        except WsProtocolError as err:
+            self._server.node.close_connection(self.conn, err.code, err.reason)
+            return
+        for op, payload in frames:
+            if op == OP_BINARY:
+                self._hand_over(payload, MSGPACK)
+            elif op == OP_TEXT:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    self._server.node.close_connection(self.conn, CLOSE_INVALID_DATA,
+                                                       "invalid UTF-8 in a text message")
+                    return
+                self._hand_over(text, JSON)
+            elif op == OP_PING:
+                self.transport.write(ws_frame(payload, OP_PONG))
+            elif op == OP_CLOSE:
+                self._closed_by_client(payload)
+                return
+            # OP_PONG: any byte received already counts for the heartbeat.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._heartbeat.cancel()
+        self._timers.cancel()
+        self._lost = True
+        if self._task is None:
+            self._server.keep(self._server.loop.create_task(
+                self._server.node.close(self.conn, self.session)))
+        # else: the task handing over frames ends the session when it is done.
+
+    # -- frames to the node ---------------------------------------------
+    def _hand_over(self, data: bytes | str, variant: str) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append((data, variant))
+        if self._task is None:
+            self._task = self._server.loop.create_task(self._drain())
+        elif len(inbox) >= _PAUSE and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    async def _drain(self) -> None:
+        node, conn, session = self._server.node, self.conn, self.session
+        try:
+            while self._inbox:
+                data, variant = self._inbox.popleft()
+                if not conn.closed:
+                    await node.receive(conn, session, data, variant)
+                    self._timers.after_frame()
+                if self._paused and len(self._inbox) <= _RESUME and not self._lost:
+                    self._paused = False
+                    self.transport.resume_reading()
+            self._inbox = None
+        finally:
+            self._task = None
+            if self._lost:
+                await node.close(conn, session)
+
+    # -- control ----------------------------------------------------------
+    def _closed_by_client(self, payload: bytes) -> None:
+        """Answer a client's close with its code (RFC 6455 5.5.1) and end."""
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+        if not 1000 <= code <= 4999 or code in (1004, 1005, 1006, 1015):
+            code = 1002
+        self.conn.closed = True
+        self.conn.sink.close(code, "")
+
+    def _on_heartbeat(self) -> None:
+        """A ping after ``heartbeat`` s of silence; no byte in the half
+        period after it drops the connection (no close frame: 1006)."""
+        loop = self._server.loop
+        now = loop.time()
+        period = self._server.node.config.heartbeat
+        if self._ping_at is not None:
+            if self._last_rx <= self._ping_at:
+                log.debug("connection %d: no pong in time, dropped", self.conn.cid)
+                self.transport.abort()
+                return
+            self._ping_at = None
+        due = self._last_rx + period
+        if now < due:
+            self._heartbeat = loop.call_at(due, self._on_heartbeat)
+            return
+        if not self.transport.is_closing():
+            self.transport.write(_PING)
+        self._ping_at = now
+        self._heartbeat = loop.call_at(now + period / 2, self._on_heartbeat)
+
+
+class FrontDoor(asyncio.Protocol):
+    """The first protocol of every TCP connection of an ``EdgeSite``: reads
+    the first request head; a WebSocket upgrade of ``/ws`` becomes a
+    ``WsConnection``, anything else goes to aiohttp."""
+
+    __slots__ = ("_buf", "_http", "_server", "_transport")
+
+    def __init__(self, http: Any, server: WsServer) -> None:
+        self._http = http
+        self._server = server
+        self._buf = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self._transport: asyncio.Transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        prefix = b"GET " + WS_PATH.encode()
+        if not (buf.startswith(prefix) or prefix.startswith(buf)):
+            self._to_http(buf)
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                self._to_http(buf)
+            else:
+                self._buf = buf
+            return
+        key = upgrade_key(buf[:end], WS_PATH)
+        if key is None:
+            self._to_http(buf)
+            return
+        transport = self._transport
+        transport.write(handshake_response(key))
+        self._server.node.metrics.ws_upgrades.labels("own").inc()
+        ws = WsConnection(self._server)
+        transport.set_protocol(ws)
+        ws.connection_made(transport)
+        rest = buf[end + 4:]
+        if rest:
+            ws.data_received(rest)
+
+    def _to_http(self, buf: bytes) -> None:
+        handler = self._http()
+        transport = self._transport
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(buf)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._buf = b""
+
+
+class EdgeSite(web.TCPSite):
+    """aiohttp's ``TCPSite`` whose connections meet a ``FrontDoor`` first
+    (the edge's WebSocket path without aiohttp's per-connection objects).
+    Only for an app with an edge node (``NODE_KEY``)."""
+
+    async def start(self) -> None:
+        # TCPSite.start with one change: the protocol factory. Pinned to the
+        # aiohttp version by tests/integration/test_ws_writer_pin.py.
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        http = self._runner.server
+        assert http is not None
+        node = self._runner.app[NODE_KEY]  # type: ignore[attr-defined]
+        server = WsServer(node, loop)
+        self._server = await loop.create_server(
+            lambda: FrontDoor(http, server), self._host, self._port,
+            ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        if self._server.sockets:
+            self._bound_port = self._server.sockets[0].getsockname()[1]
+        else:
+            self._bound_port = self._port
