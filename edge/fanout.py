@@ -217,8 +217,8 @@ class FanoutResult:
 
 
 class LocalRoom:
-    __slots__ = ("deferred", "last_write", "members", "pending", "poll_mode", "reported_count",
-                 "room")
+    __slots__ = ("deferred", "deferred_until", "last_write", "members", "pending", "poll_mode",
+                 "reported_count", "room")
 
     def __init__(self, room: str) -> None:
         self.room = room
@@ -227,8 +227,10 @@ class LocalRoom:
         self.members: set[Conn] = set()
         self.reported_count = 0
         self.pending: list[Encoded] = []
-        # True while ``pending`` holds only deferred messages (Hub.offer).
+        # True while ``pending`` holds only deferred messages (Hub.offer),
+        # which may wait until ``deferred_until`` for a message to carry them.
         self.deferred = False
+        self.deferred_until = 0.0
         self.last_write = float("-inf")
 
 
@@ -242,7 +244,7 @@ class Hub:
     message by message (which would fall further behind exactly when the edge
     is busiest). Without it the loop's start time (``now``) is used."""
 
-    __slots__ = ("_clock", "_dirty", "defer_window", "rooms", "window")
+    __slots__ = ("_clock", "_dirty", "defer_window", "next_flush", "rooms", "window")
 
     def __init__(self, window: float = 0.0, clock: Callable[[], float] | None = None,
                  defer_window: float = 0.25) -> None:
@@ -252,6 +254,9 @@ class Hub:
         self.window = window
         self._clock = clock
         self._dirty: list[LocalRoom] = []
+        # After ``flush``: when the deferred messages it left waiting are
+        # due (None: nothing left waiting).
+        self.next_flush: float | None = None
 
     def join(self, conn: Conn, room: str) -> bool:
         """Add ``conn`` to ``room``; True when the room is new on this edge
@@ -300,8 +305,9 @@ class Hub:
             if not local.pending:
                 self._dirty.append(local)
                 local.deferred = True
+                local.deferred_until = now + self.defer_window
             local.pending.append(enc)
-            return now + self.defer_window if local.deferred else local.last_write + self.window
+            return local.deferred_until if local.deferred else local.last_write + self.window
         if local.deferred:
             # Only deferred messages wait: this one carries them, by the
             # usual rule (at once in a quiet room, else at the tick).
@@ -319,10 +325,26 @@ class Hub:
         return local.last_write + self.window
 
     def flush(self, now: float) -> FanoutResult:
-        """Write every queued message: one frame per connection per room."""
+        """Write every queued message: one frame per connection per room.
+
+        A room whose queue holds only deferred messages that may still wait
+        (a tick of another room, or a timer set for words that a message has
+        carried since) is left queued: written now, they would be a write
+        loop of their own, which the room's next message could have to wait
+        behind. ``next_flush`` then says when they are due."""
         result = FanoutResult()
         dirty, self._dirty = self._dirty, []
+        self.next_flush = None
+        seen: set[int] = set()
         for local in dirty:
+            if id(local) in seen:
+                continue
+            seen.add(id(local))
+            if local.deferred and local.pending and now < local.deferred_until:
+                self._dirty.append(local)
+                if self.next_flush is None or local.deferred_until < self.next_flush:
+                    self.next_flush = local.deferred_until
+                continue
             pending, local.pending = local.pending, []
             local.deferred = False
             if not pending or self.rooms.get(local.room) is not local:

@@ -461,6 +461,14 @@ class EdgeNode:
         self._flush_at = float("inf")
         t0 = self._monotonic()
         self._account(self.hub.flush(t0), t0)
+        due = self.hub.next_flush
+        if due is not None and due < self._flush_at:
+            # Deferred words still allowed to wait for a carrier.
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush_at = due
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                max(0.0, due - self._monotonic()), self._flush)
 
     def _account(self, result: FanoutResult, t0: float) -> None:
         self.metrics.fanout_seconds.observe(self._monotonic() - t0)
