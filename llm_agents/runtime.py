@@ -221,8 +221,10 @@ class RoomAgent:
                                                        "text": text})
             seq[0] += 1
 
+        # The reply's last chunk travels only in the agent.say that follows at
+        # once with the whole text: one message fewer to every member.
         outcome = await self._generate(trigger, messages, reply_id, publish_delta,
-                                       reservation, watch=True)
+                                       reservation, watch=True, last_chunk=False)
         body: dict[str, Any] = {"reply_id": reply_id, "text": outcome.text,
                                 "reply_to": reply_to, "backend": self.backend.label}
         if outcome.error:
@@ -247,9 +249,10 @@ class RoomAgent:
 
     async def _generate(self, trigger: Trigger, messages: list[dict[str, str]], reply_id: str,
                         emit: Callable[[str], None], reservation: Reservation,
-                        watch: bool) -> ReplyOutcome:
+                        watch: bool, last_chunk: bool = True) -> ReplyOutcome:
         """Run the model call in its own task; coalesce its text into
-        ``emit`` calls; settle the quota. With ``watch`` the policy may
+        ``emit`` calls (the text still pending at the end too, unless
+        ``last_chunk`` is False); settle the quota. With ``watch`` the policy may
         cancel it (stale, preempted) whenever the agent is woken."""
         character = self.character
         request = ReplyRequest(character, trigger, messages, character.max_reply_tokens,
@@ -320,7 +323,8 @@ class RoomAgent:
         if watch:
             # Triggers that came in while we watched must wake the worker.
             self._wake.set()
-        flush()
+        if last_chunk:
+            flush()
         text = "".join(parts)
         usage: Usage | None = state["usage"]
         used = usage.total if usage is not None else (

@@ -80,7 +80,8 @@ async def test_character_answers_through_the_model_and_usage_is_charged(
     assert body["backend"] == "openai" and "error" not in body, body
     assert body["reply_to"] == {"kind": "comment", "seq": mine["seq"], "user": "olive"}
     assert body["text"].strip()
-    assert deltas and "".join(d["body"]["text"] for d in deltas) == body["text"]
+    # The say has the whole text; the deltas streamed its beginning.
+    assert deltas and body["text"].startswith("".join(d["body"]["text"] for d in deltas))
     assert {d["body"]["reply_id"] for d in deltas} == {body["reply_id"]}
     usage = body["usage"]
     assert usage["completion_tokens"] > 0
@@ -136,7 +137,7 @@ async def test_model_server_killed_mid_reply(tmp_path: Path, make_server, connec
         assert body["error"] == "model_unavailable", body
         assert body["reply_id"] == first["body"]["reply_id"]
         streamed = first["body"]["text"] + "".join(d["body"]["text"] for d in deltas)
-        assert body["text"] == streamed and streamed
+        assert streamed and body["text"].startswith(streamed)
 
         # 2. The room keeps flowing.
         await viewer.action("demo", "comment", {"text": "still here"})
