@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from state_versions.migrations import open_database, unavailable_when_down
+from state_versions.migrations import PoolAdapter, open_database
 
 if TYPE_CHECKING:
     from llm_agents.interactions import InteractionStore
@@ -36,14 +36,15 @@ _INSERTABLE = frozenset(_COLUMNS)
 ABANDONED_AFTER_S = 3600.0
 
 
-class PostgresInteractionStore:
+class PostgresInteractionStore(PoolAdapter):
+    what = "interaction store"
+
     def __init__(self, pool: Any, node: str, *, owns_pool: bool = False,
                  abandoned_after: float = ABANDONED_AFTER_S) -> None:
         if not node:
             raise ValueError("a PostgreSQL interaction store needs a node id")
-        self.pool = pool
+        super().__init__(pool, owns_pool=owns_pool)
         self.node = node
-        self._owns_pool = owns_pool
         self._abandoned_after = abandoned_after
 
     async def open(self) -> None:
@@ -91,16 +92,6 @@ class PostgresInteractionStore:
                               " WHERE interaction = $1 AND seq > $2 ORDER BY seq",
                               interaction, seq)
         return [(int(r["seq"]), str(r["event"]), str(r["data"])) for r in rows]
-
-    async def close(self) -> None:
-        """Close the pool if this store made it (``open_postgres_interactions``)."""
-        if self._owns_pool:
-            await self.pool.close()
-
-    async def _db(self, method: str, query: str, *args: Any) -> Any:
-        """``pool.<method>(query, *args)``, outages raised as ``Unavailable``."""
-        with unavailable_when_down("interaction store"):
-            return await getattr(self.pool, method)(query, *args)
 
 
 async def open_postgres_interactions(dsn: str, node: str, *, min_size: int = 1,

@@ -26,18 +26,16 @@ from room_router.inbox import ACKED_RETENTION_S, PeerMessage
 
 if TYPE_CHECKING:
     from room_router.inbox import Inbox
-from state_versions.migrations import open_database, unavailable_when_down
+from state_versions.migrations import PoolAdapter, open_database
 
 _BIGINT_MAX = 2**63 - 1
 
 
-class PostgresInbox:
+class PostgresInbox(PoolAdapter):
     """``Inbox`` on an asyncpg pool whose database is migrated by
     ``state_versions.migrations`` (``open_postgres_inbox`` does both)."""
 
-    def __init__(self, pool: Any, *, owns_pool: bool = False) -> None:
-        self.pool = pool
-        self._owns_pool = owns_pool
+    what = "peer inbox"
 
     async def append(self, to: str, sender: str, sender_name: str, client_id: str,
                      body: Any, ts: float) -> tuple[PeerMessage, bool]:
@@ -82,16 +80,6 @@ class PostgresInbox:
         upto = await self._db(
             "fetchval", "SELECT acked_upto FROM peer_cursor WHERE user_id = $1", user)
         return 0 if upto is None else int(upto)
-
-    async def close(self) -> None:
-        """Close the pool if this inbox made it (``open_postgres_inbox``)."""
-        if self._owns_pool:
-            await self.pool.close()
-
-    async def _db(self, method: str, query: str, *args: Any) -> Any:
-        """``pool.<method>(query, *args)``, outages raised as ``Unavailable``."""
-        with unavailable_when_down("peer inbox"):
-            return await getattr(self.pool, method)(query, *args)
 
 
 def _clamp(v: int) -> int:

@@ -180,6 +180,28 @@ def unavailable_when_down(what: str) -> Iterator[None]:
         raise Unavailable(f"the {what} is unavailable; retry later") from err
 
 
+class PoolAdapter:
+    """What every adapter on the shared asyncpg pool has: ``_db`` runs one
+    pool call and turns an outage into ``Unavailable`` (naming ``what``),
+    and ``close`` closes the pool only if this adapter made it
+    (``owns_pool``: the ``open_postgres_*`` helpers)."""
+
+    what = "database"
+
+    def __init__(self, pool: Any, *, owns_pool: bool = False) -> None:
+        self.pool = pool
+        self._owns_pool = owns_pool
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self.pool.close()
+
+    async def _db(self, method: str, query: str, *args: Any) -> Any:
+        """``pool.<method>(query, *args)``, outages raised as ``Unavailable``."""
+        with unavailable_when_down(self.what):
+            return await getattr(self.pool, method)(query, *args)
+
+
 async def _main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m state_versions.migrations DSN", file=sys.stderr)

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.protocol import VersionConflict
-from state_versions.migrations import open_database, unavailable_when_down
+from state_versions.migrations import PoolAdapter, open_database
 from state_versions.versions import Change, Section, Snapshot
 
 if TYPE_CHECKING:
@@ -54,15 +54,16 @@ def _bigint_or_never(v: int) -> int:
     return v if 0 <= v <= _BIGINT_MAX else -1
 
 
-class PostgresStateStore:
+class PostgresStateStore(PoolAdapter):
     """``StateStore`` on a PostgreSQL database migrated by
     ``state_versions.migrations``. ``epoch`` is the database's: use
     ``await PostgresStateStore.from_pool(pool)`` or ``open_postgres_store``."""
 
+    what = "state store"
+
     def __init__(self, pool: Any, epoch: str, *, owns_pool: bool = False) -> None:
-        self.pool = pool
+        super().__init__(pool, owns_pool=owns_pool)
         self.epoch = epoch
-        self._owns_pool = owns_pool
 
     @classmethod
     async def from_pool(cls, pool: Any, *, owns_pool: bool = False) -> PostgresStateStore:
@@ -70,16 +71,6 @@ class PostgresStateStore:
         if epoch is None:
             raise RuntimeError("the database has no epoch: run state_versions.migrations first")
         return cls(pool, str(epoch), owns_pool=owns_pool)
-
-    async def close(self) -> None:
-        """Close the pool if this store made it (``open_postgres_store``)."""
-        if self._owns_pool:
-            await self.pool.close()
-
-    async def _db(self, method: str, query: str, *args: Any) -> Any:
-        """``pool.<method>(query, *args)``, outages raised as ``Unavailable``."""
-        with unavailable_when_down("state store"):
-            return await getattr(self.pool, method)(query, *args)
 
     async def apply(self, room: str, section: str, value: Any,
                     expected: int | None = None) -> Change:
