@@ -216,9 +216,11 @@ class WsConnection(asyncio.Protocol):
 class FrontDoor(asyncio.Protocol):
     """The first protocol of every TCP connection of an ``EdgeSite``: reads
     the first request head; a WebSocket upgrade of ``/ws`` becomes a
-    ``WsConnection``, anything else goes to aiohttp."""
+    ``WsConnection``, anything else goes to aiohttp. A connection that has
+    not sent its first request head within ``hello_timeout`` seconds is
+    closed (an idle socket must not hold a file descriptor forever)."""
 
-    __slots__ = ("_buf", "_http", "_server", "_transport")
+    __slots__ = ("_buf", "_http", "_server", "_timer", "_transport")
 
     def __init__(self, http: Any, server: WsServer) -> None:
         self._http = http
@@ -227,6 +229,19 @@ class FrontDoor(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self._transport: asyncio.Transport = transport
+        self._timer: asyncio.TimerHandle | None = self._server.loop.call_later(
+            self._server.node.config.hello_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        log.debug("connection closed: no request head in time")
+        self._transport.close()
+
+    def _leave(self) -> None:
+        """The connection goes to its real protocol: no more timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -245,6 +260,7 @@ class FrontDoor(asyncio.Protocol):
         if key is None:
             self._to_http(buf)
             return
+        self._leave()
         transport = self._transport
         transport.write(handshake_response(key))
         self._server.node.metrics.ws_upgrades.labels("own").inc()
@@ -256,6 +272,7 @@ class FrontDoor(asyncio.Protocol):
             ws.data_received(rest)
 
     def _to_http(self, buf: bytes) -> None:
+        self._leave()
         handler = self._http()
         transport = self._transport
         transport.set_protocol(handler)
@@ -263,6 +280,7 @@ class FrontDoor(asyncio.Protocol):
         handler.data_received(buf)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._leave()
         self._buf = b""
 
 

@@ -28,6 +28,7 @@ from tests.support import API_KEY, JWT_SECRET, metric, token
 from tests.unit.test_ws_framing import client_frame
 
 HEARTBEAT = 0.4
+HELLO_TIMEOUT = 1.0
 T = 5.0
 
 
@@ -43,7 +44,8 @@ class Edge:
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     opts = ServeOptions(port=0, data_dir=tmp_path, jwt_secret=JWT_SECRET, api_key=API_KEY,
-                        demo_room=False, config=EdgeConfig(heartbeat=HEARTBEAT),
+                        demo_room=False,
+                        config=EdgeConfig(heartbeat=HEARTBEAT, hello_timeout=HELLO_TIMEOUT),
                         agents=AgentOptions(enabled=False), quic_port="off")
     runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
@@ -203,3 +205,38 @@ async def test_the_rest_still_reaches_aiohttp(edge: Edge, http: aiohttp.ClientSe
             assert f["body"] == {"text": "across the paths"}
     assert await metric(http, edge.url, "liveroom_ws_upgrades_total", path="own") >= 1
     assert await metric(http, edge.url, "liveroom_ws_upgrades_total", path="aiohttp") >= 1
+
+
+async def test_a_connection_that_sends_no_request_is_closed(edge: Edge) -> None:
+    """Silent, or stuck in the middle of a request head: closed after the
+    hello timeout; a connection that was upgraded in time is not."""
+    loop = asyncio.get_running_loop()
+    c, _ = await Raw.upgrade(edge)
+    c.hello("gus")
+    assert json.loads(await c.until(0x1))["type"] == "welcome"
+
+    async def keep_answering() -> int:
+        """Answer the heartbeat's pings; the opcode that ended the wait."""
+        while True:
+            op, payload = await c.frame(timeout=HELLO_TIMEOUT * 5)
+            if op == 0x9:
+                c.send(client_frame(payload, 0xA))
+            elif op in (-1, 0x8):
+                return op
+
+    answering = asyncio.create_task(keep_answering())
+    silent = await asyncio.open_connection("127.0.0.1", edge.port)
+    partial = await asyncio.open_connection("127.0.0.1", edge.port)
+    partial[1].write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # never finished
+    t0 = loop.time()
+    try:
+        for reader, _w in (silent, partial):
+            assert await asyncio.wait_for(reader.read(), HELLO_TIMEOUT * 3) == b""
+        assert loop.time() - t0 < HELLO_TIMEOUT * 3
+        await asyncio.sleep(HELLO_TIMEOUT * 0.5)  # past the front door's timeout
+        assert not answering.done(), f"the upgraded connection ended: {answering.result()}"
+    finally:
+        answering.cancel()
+        for _r, writer in (silent, partial):
+            writer.close()
+        c.close()
