@@ -55,6 +55,8 @@ MAX_TEXT = 1000
 # the stream; an interaction another process runs is polled every POLL_S.
 KEEPALIVE_S = 15.0
 POLL_S = 0.25
+# How often finished interactions past their retention are purged.
+PURGE_EVERY_S = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS interactions (
@@ -100,6 +102,11 @@ class InteractionStore(Protocol):
     async def events_after(self, interaction: str,
                            seq: int) -> list[tuple[int, str, str]]: ...
 
+    async def purge(self, finished_before: float) -> int:
+        """Forget the interactions (and their events) that finished before
+        ``finished_before``; never a running one. Returns how many."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -141,6 +148,23 @@ class SqliteInteractionStore:
             " ORDER BY seq", (interaction, seq)).fetchall())
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    async def purge(self, finished_before: float) -> int:
+        def purge() -> int:
+            db = self._sql.conn()
+            db.execute("BEGIN")
+            try:
+                db.execute("DELETE FROM interaction_events WHERE interaction IN (SELECT id FROM"
+                           " interactions WHERE status != 'running' AND finished < ?)",
+                           (finished_before,))
+                n = db.execute("DELETE FROM interactions WHERE status != 'running'"
+                               " AND finished < ?", (finished_before,)).rowcount
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return int(n)
+        return await self._sql.run(purge)
+
     async def close(self) -> None:
         await self._sql.close()
 
@@ -166,6 +190,7 @@ class Interactions:
         # interaction changes; a listener removes its own when it leaves.
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retention: asyncio.Task[None] | None = None
         # The interactions this process runs (the others are another's).
         self._running: set[str] = set()
 
@@ -349,7 +374,27 @@ class Interactions:
         app.router.add_get("/v1/interactions/{id}", self.get)
         app.router.add_get("/v1/interactions/{id}/events", self.events)
 
+    def keep_for(self, seconds: float, every: float = PURGE_EVERY_S) -> None:
+        """Purge the interactions finished more than ``seconds`` ago, now
+        and every ``every`` seconds (0: keep them all)."""
+        if seconds > 0 and self._retention is None:
+            self._retention = asyncio.create_task(self._purge_loop(seconds, every))
+
+    async def _purge_loop(self, seconds: float, every: float) -> None:
+        while True:
+            try:
+                n = await self.store.purge(self._clock() - seconds)
+                if n:
+                    log.info("purged %d interactions finished over %.0f s ago", n, seconds)
+            except Exception:  # a database outage: try again next time
+                log.warning("purging old interactions failed", exc_info=True)
+            await asyncio.sleep(every)
+
     async def close(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
+            self._retention = None
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:

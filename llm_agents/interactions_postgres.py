@@ -87,6 +87,13 @@ class PostgresInteractionStore(PoolAdapter):
         out["user"] = out.pop("user_id")
         return out
 
+    async def purge(self, finished_before: float) -> int:
+        """Every node's finished interactions (their events go with them:
+        ``ON DELETE CASCADE``)."""
+        status = await self._db("execute", "DELETE FROM interactions WHERE status <> 'running'"
+                                " AND finished < $1", finished_before)
+        return int(str(status).rsplit(" ", 1)[-1])
+
     async def events_after(self, interaction: str, seq: int) -> list[tuple[int, str, str]]:
         rows = await self._db("fetch", "SELECT seq, event, data FROM interaction_events"
                               " WHERE interaction = $1 AND seq > $2 ORDER BY seq",

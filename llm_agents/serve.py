@@ -71,6 +71,8 @@ class AgentOptions:
     cooldown: float | None = None
     # Quotas in Redis (shared by several agents processes) instead of memory.
     quota_redis: str | None = None
+    # Days a finished interaction is kept (0: forever).
+    interaction_retention_days: float = 7.0
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,11 +124,17 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--embedded-threads", type=int,
                    default=int(_env("EMBEDDED_THREADS", "2")),
                    help="CPU threads of the embedded model")
+    g.add_argument("--interaction-retention-days", type=float,
+                   default=float(_env("INTERACTION_RETENTION_DAYS", "7")),
+                   help="days a finished direct interaction (and its stream) is kept; "
+                        "0: forever")
     g.add_argument("--agent-cooldown", type=float, default=None,
                    help="override every character's cooldown_s (seconds)")
 
 
 def agent_options(args: argparse.Namespace) -> AgentOptions:
+    if args.interaction_retention_days < 0:
+        raise SystemExit("--interaction-retention-days must be 0 (forever) or more")
     return AgentOptions(
         enabled=not args.no_agents, room=args.agent_room,
         characters=tuple(c.strip() for c in args.agent_characters.split(",") if c.strip()),
@@ -140,7 +148,8 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
         cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads,
         quota_redis=args.quota_redis, big_room_members=args.agent_big_room,
-        big_room_delta_interval=args.agent_big_room_delta_interval)
+        big_room_delta_interval=args.agent_big_room_delta_interval,
+        interaction_retention_days=args.interaction_retention_days)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -252,6 +261,7 @@ class AgentsService:
 
     async def start(self) -> None:
         await self.store.open()
+        self.interactions.keep_for(self.opts.interaction_retention_days * 86400.0)
         await self.runtime.start()
 
     async def stop(self) -> None:

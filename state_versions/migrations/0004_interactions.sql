@@ -23,6 +23,8 @@ CREATE TABLE interactions (
     node text NOT NULL DEFAULT ''
 );
 CREATE INDEX interactions_running ON interactions (node) WHERE status = 'running';
+-- The retention purge (finished interactions older than the retention).
+CREATE INDEX interactions_finished ON interactions (finished) WHERE status <> 'running';
 
 CREATE TABLE interaction_events (
     interaction text NOT NULL REFERENCES interactions (id) ON DELETE CASCADE,

@@ -7,6 +7,7 @@ own node's leftovers (and anything abandoned for an hour)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -131,4 +132,51 @@ async def test_postgres_store_refuses_bad_arguments(dsn: str) -> None:
             await store.create({**row("x"), "status; DROP TABLE interactions": "x"})
         assert await store.get("x") is None
     finally:
+        await store.close()
+
+
+async def test_purge_forgets_old_finished_interactions_only(opener: Opener) -> None:
+    store = await opener("agents-a")
+    now = time.time()
+    for iid, finished in (("old", now - 10 * 86400), ("recent", now - 60)):
+        await store.create(row(iid, created=finished - 1))
+        await store.add_event(iid, 1, "done", "{}")
+        await store.finish(iid, "done", "ok", None, 1, 1, finished)
+    await store.create(row("running", created=now - 8 * 86400 + 3600))
+    assert await store.purge(now - 7 * 86400) == 1
+    assert await store.get("old") is None and await store.events_after("old", 0) == []
+    assert await store.get("recent") is not None and len(await store.events_after("recent", 0)) == 1
+    got = await store.get("running")
+    assert got is not None and got["status"] == "running"
+    assert await store.purge(now - 7 * 86400) == 0
+
+
+async def test_the_retention_loop_purges_now_and_on_its_period(tmp_path: Path) -> None:
+    from llm_agents.interactions import Interactions
+    from llm_agents.runtime import AgentRuntime
+
+    store = SqliteInteractionStore(tmp_path / "i.sqlite3")
+    await store.open()
+    now = [1_000_000.0]
+    interactions = Interactions(AgentRuntime(), store, lambda *_: None,  # type: ignore[arg-type,return-value]
+                                clock=lambda: now[0])
+    try:
+        await store.create(row("a", created=now[0] - 100))
+        await store.finish("a", "done", "", None, None, None, now[0] - 100)
+        await store.create(row("b", created=now[0] - 10))
+        await store.finish("b", "done", "", None, None, None, now[0] - 10)
+        interactions.keep_for(50.0, every=0.02)
+        for _ in range(200):  # bounded poll: "a" goes at once
+            if await store.get("a") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.get("a") is None and await store.get("b") is not None
+        now[0] += 100  # "b" is now past the retention: the next round takes it
+        for _ in range(200):
+            if await store.get("b") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.get("b") is None
+    finally:
+        await interactions.close()
         await store.close()

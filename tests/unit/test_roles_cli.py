@@ -59,3 +59,10 @@ def test_agents_refuses_two_redis_servers(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(SystemExit) as exc:
         main(["agents", "--redis", "redis://a:1/0", "--quota-redis", "redis://b:1/0"])
     assert "--redis and --quota-redis" in str(exc.value)
+
+
+def test_a_negative_interaction_retention_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEROOM_JWT_SECRET", "s" * 32)
+    with pytest.raises(SystemExit) as exc:
+        main(["agents", "--interaction-retention-days", "-1"])
+    assert "--interaction-retention-days" in str(exc.value)
