@@ -218,7 +218,7 @@ class FanoutResult:
 
 class LocalRoom:
     __slots__ = ("deferred", "deferred_until", "last_write", "members", "pending", "poll_mode",
-                 "reported_count", "room")
+                 "queued", "reported_count", "room")
 
     def __init__(self, room: str) -> None:
         self.room = room
@@ -231,6 +231,8 @@ class LocalRoom:
         # which may wait until ``deferred_until`` for a message to carry them.
         self.deferred = False
         self.deferred_until = 0.0
+        # True while the room is in the hub's list of rooms to flush.
+        self.queued = False
         self.last_write = float("-inf")
 
 
@@ -303,7 +305,7 @@ class Hub:
             return FanoutResult()
         if defer:
             if not local.pending:
-                self._dirty.append(local)
+                self._queue(local)
                 local.deferred = True
                 local.deferred_until = now + self.defer_window
             local.pending.append(enc)
@@ -320,7 +322,7 @@ class Hub:
         if not local.pending:
             if now - local.last_write >= self.window:
                 return self._write_stamped(local, enc, now)
-            self._dirty.append(local)
+            self._queue(local)
         local.pending.append(enc)
         return local.last_write + self.window
 
@@ -335,13 +337,10 @@ class Hub:
         result = FanoutResult()
         dirty, self._dirty = self._dirty, []
         self.next_flush = None
-        seen: set[int] = set()
         for local in dirty:
-            if id(local) in seen:
-                continue
-            seen.add(id(local))
+            local.queued = False
             if local.deferred and local.pending and now < local.deferred_until:
-                self._dirty.append(local)
+                self._queue(local)
                 if self.next_flush is None or local.deferred_until < self.next_flush:
                     self.next_flush = local.deferred_until
                 continue
@@ -354,6 +353,12 @@ class Hub:
             result.dropped += part.dropped
             result.closed.extend(part.closed)
         return result
+
+    def _queue(self, local: LocalRoom) -> None:
+        """Put ``local`` in the list of rooms to flush, once."""
+        if not local.queued:
+            local.queued = True
+            self._dirty.append(local)
 
     def broadcast(self, room: str, enc: Encoded, now: float) -> FanoutResult:
         """Write ``enc`` to the room's members now, bypassing coalescing."""

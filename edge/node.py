@@ -447,12 +447,7 @@ class EdgeNode:
             # Queued for the room's tick: one timer for the whole node, moved
             # earlier when a tick is due before it (deferred messages may
             # have set it later than a room's coalescing window).
-            if self._flush_handle is None or result < self._flush_at:
-                if self._flush_handle is not None:
-                    self._flush_handle.cancel()
-                self._flush_at = result
-                self._flush_handle = asyncio.get_running_loop().call_later(
-                    max(0.0, result - t0), self._flush)
+            self._flush_by(result, t0)
             return
         self._account(result, t0)
 
@@ -461,14 +456,18 @@ class EdgeNode:
         self._flush_at = float("inf")
         t0 = self._monotonic()
         self._account(self.hub.flush(t0), t0)
-        due = self.hub.next_flush
-        if due is not None and due < self._flush_at:
+        if self.hub.next_flush is not None:
             # Deferred words still allowed to wait for a carrier.
+            self._flush_by(self.hub.next_flush, self._monotonic())
+
+    def _flush_by(self, at: float, now: float) -> None:
+        """Have the node's one flush timer fire by ``at`` (monotonic)."""
+        if self._flush_handle is None or at < self._flush_at:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
-            self._flush_at = due
+            self._flush_at = at
             self._flush_handle = asyncio.get_running_loop().call_later(
-                max(0.0, due - self._monotonic()), self._flush)
+                max(0.0, at - now), self._flush)
 
     def _account(self, result: FanoutResult, t0: float) -> None:
         self.metrics.fanout_seconds.observe(self._monotonic() - t0)
