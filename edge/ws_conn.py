@@ -65,6 +65,7 @@ from edge.ws_framing import (
 log = logging.getLogger("liveroom.ws")
 
 WS_PATH = "/ws"
+_WS_REQUEST = b"GET " + WS_PATH.encode()  # how a request the front door may take begins
 _PING = ws_frame(b"", OP_PING)
 # Client frames waiting for the node beyond this: stop reading the socket
 # until they are down to _RESUME (TCP then pushes back on the client).
@@ -188,8 +189,7 @@ class WsConnection(asyncio.Protocol):
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
         if not 1000 <= code <= 4999 or code in (1004, 1005, 1006, 1015):
             code = 1002
-        self.conn.closed = True
-        self.conn.sink.close(code, "")
+        self.conn.close(code, "")
 
     def _on_heartbeat(self) -> None:
         """A ping after ``heartbeat`` s of silence; no byte in the half
@@ -245,8 +245,7 @@ class FrontDoor(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
-        prefix = b"GET " + WS_PATH.encode()
-        if not (buf.startswith(prefix) or prefix.startswith(buf)):
+        if not (buf.startswith(_WS_REQUEST) or _WS_REQUEST.startswith(buf)):
             self._to_http(buf)
             return
         end = buf.find(b"\r\n\r\n")
