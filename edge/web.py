@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from cdn.origin import CdnOrigin
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
@@ -130,9 +131,14 @@ async def healthz(request: web.Request) -> web.Response:
                               "rooms": len(node.hub.rooms)})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=_node(request).metrics.render(),
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    """``GET /metrics``: ``registry`` in Prometheus' text format (every role's)."""
+    return web.Response(body=generate_latest(registry),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return metrics_response(_node(request).metrics.registry)
 
 
 async def dev_token(request: web.Request) -> web.Response:

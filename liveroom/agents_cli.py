@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from edge.auth import verify_token
-from edge.web import MAX_API_BODY, errors_middleware
+from edge.web import MAX_API_BODY, errors_middleware, metrics_response
+from liveroom.distributed import close_all
 from liveroom.roles_cli import add_service_arguments, until_stopped
 from llm_agents.interactions import InteractionStore
 from llm_agents.quota import QuotaStore
@@ -72,35 +72,21 @@ def add_agents_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-class _Resources:
-    """What ``--nats``, ``--redis`` and ``--postgres`` open, closed in reverse."""
-
-    def __init__(self) -> None:
-        self.closers: list[Callable[[], Awaitable[Any]]] = []
-
-    async def close(self) -> None:
-        for close in reversed(self.closers):
-            try:
-                await close()
-            except Exception:
-                log.exception("agents: closing a service connection failed")
-
-
 async def _run(args: argparse.Namespace, secret: str) -> int:
     opts = agent_options(args)
-    res = _Resources()
+    # What --nats, --redis and --postgres open, closed in reverse at the end.
+    closers: list[Callable[[], Awaitable[Any]]] = []
     try:
-        service = await _service(args, opts, secret, res)
+        service = await _service(args, opts, secret, closers)
     except BaseException:
-        await res.close()
+        await close_all(closers)
         raise
     # Errors answered as every API of ours answers them (docs/PROTOCOL.md).
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_API_BODY)
     service.add_routes(app)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(service.registry),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return metrics_response(service.registry)
 
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
@@ -116,7 +102,7 @@ async def _run(args: argparse.Namespace, secret: str) -> int:
     finally:
         await service.stop()
         await runner.cleanup()
-        await res.close()
+        await close_all(closers)
     return 0
 
 
@@ -128,7 +114,7 @@ def _describe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
-                   res: _Resources) -> AgentsService:
+                   closers: list[Callable[[], Awaitable[Any]]]) -> AgentsService:
     """The service with what the flags ask for: the quota and the owner
     lookup in Redis, the words on NATS, the interactions in PostgreSQL."""
     # Imported here: the service clients are the distributed extra, and the
@@ -143,14 +129,14 @@ async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
     locate = fixed_edge(args.edge_url or DEFAULT_EDGE_URL)
     if args.redis:
         redis = open_redis(args.redis)
-        res.closers.append(redis.aclose)
+        closers.append(redis.aclose)
         quota = RedisQuotaStore(redis, opts.quota)
         if not args.edge_url:
             locate = registry_edges(RedisNodeRegistry(redis))
     words: BusWords | None = None
     if args.nats:
         bus = await NatsBus.connect(args.nats, name=args.node_id, prefix=args.subject_prefix)
-        res.closers.append(bus.close)
+        closers.append(bus.close)
         words = BusWords(bus)
     opts.delta_interval = args.agent_delta_interval if args.agent_delta_interval is not None \
         else (0.2 if words is not None else 0.3)

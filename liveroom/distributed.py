@@ -46,7 +46,7 @@ from edge.metrics import Metrics
 from edge.node import EdgeNode
 from edge.quic import QuicEdge
 from edge.ratelimit import SharedRateLimiter
-from edge.web import build_app, errors_middleware
+from edge.web import build_app, errors_middleware, metrics_response
 from edge.ws_conn import EdgeSite
 from liveroom.app import start_quic_edge
 from room_router.bus import Bus, MemoryBus
@@ -111,10 +111,10 @@ class Services:
     shared_action_limiter: SharedRateLimiter | None = None
 
     async def close(self) -> None:
-        await _close_all(self.closers)
+        await close_all(self.closers)
 
 
-async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
+async def close_all(closers: list[Callable[[], Awaitable[Any]]]) -> None:
     """Close in the reverse order of opening; one failure stops no other."""
     for close in reversed(closers):
         try:
@@ -131,7 +131,7 @@ async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
     try:
         return await _open_services(opts, metrics, closers)
     except BaseException:
-        await _close_all(closers)
+        await close_all(closers)
         raise
 
 
@@ -414,8 +414,7 @@ class RoleProcess:
                                   "role": self.opts.role, "groups": sorted(groups)})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return metrics_response(self.metrics.registry)
 
     async def stop(self) -> None:
         """Deregister, close the clients (4101), close the services. Idempotent."""
