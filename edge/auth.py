@@ -18,6 +18,11 @@ class Identity:
     role: str
     exp: float
 
+    def public(self) -> dict[str, str]:
+        """How the wire shows this user: an action's ``from``, the
+        ``welcome``'s ``user`` (docs/PROTOCOL.md)."""
+        return {"id": self.user, "name": self.name, "role": self.role}
+
 
 def verify_token(token: object, secret: str, now: float) -> Identity:
     """The identity in ``token``, or Unauthorized saying why not. ``now`` is

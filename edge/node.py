@@ -238,8 +238,7 @@ class EdgeNode:
                 wait = await self._shared_action_limiter.check(ident.user, cmd.room)
                 if wait:
                     raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
-            self.publish_action(cmd.room, cmd.kind, cmd.body,
-                                {"id": ident.user, "name": ident.name, "role": ident.role})
+            self.publish_action(cmd.room, cmd.kind, cmd.body, ident.public())
         elif isinstance(cmd, Join):
             await self._join(conn, cmd)
         elif isinstance(cmd, Leave):
@@ -270,7 +269,7 @@ class EdgeNode:
         self._users.setdefault(ident.user, set()).add(conn)
         self._reply(conn, {
             "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
-            "user": {"id": ident.user, "name": ident.name, "role": ident.role},
+            "user": ident.public(),
             "node": self.node_id, "session": conn.cid, "ts": self.clock(),
             "codec": codec_of(conn.variant),
             "limits": {

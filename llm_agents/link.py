@@ -125,7 +125,7 @@ class InProcessLink:
         self.sink = QueueSink(self._ready.set)
         self.conn, self.session = node.open(self.sink)
         self._reader: asyncio.Task[None] | None = None
-        self._sender = {"id": identity.user, "name": identity.name, "role": identity.role}
+        self._sender = identity.public()
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.node.receive(self.conn, self.session, encode_msgpack(frame), MSGPACK)

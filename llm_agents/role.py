@@ -95,7 +95,7 @@ class WebSocketLink:
         self._on_frame = on_frame
         self._words = words
         self._backoff = backoff
-        self._sender = {"id": identity.user, "name": identity.name, "role": identity.role}
+        self._sender = identity.public()
         self._rooms: list[str] = []
         self._client: LiveroomClient | None = None
         self._redirect: list[str] | None = None
