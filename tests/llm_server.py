@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import end_process, free_port
 
 MODEL_ALIAS = "smollm2"
 
@@ -82,16 +81,8 @@ class LlamaServer:
     def kill(self) -> None:
         """SIGKILL, as a crash of the model server would."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+        end_process(proc, kill=True)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end_process(proc)

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support import free_port
+from tests.support import end_process, free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -66,20 +66,12 @@ class NatsNode:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
+        proc, self.proc = self.proc, None
+        end_process(proc, kill=True)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
+        proc, self.proc = self.proc, None
+        end_process(proc)
 
     @property
     def alive(self) -> bool:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from edge.protocol import Unavailable
+from tests.support import end_process
 
 T = TypeVar("T")
 
@@ -118,17 +119,7 @@ class RedisServer:
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server (``kill``: SIGKILL, a crash). Nothing is saved."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        end_process(proc, kill=kill)
 
     def restart(self, *, kill: bool = True) -> None:
         """Stop and start again on the same port: an empty Redis."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,26 @@ _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 # Logged before _LISTENING when QUIC is on.
 _QUIC = re.compile(r"quic listening on udp://([\d.]+):(\d+)/wt \(certificate sha256 ([0-9a-f]+)")
 REPO = Path(__file__).resolve().parent.parent
+
+
+def end_process(proc: subprocess.Popen[Any] | None, *, kill: bool = False,
+                timeout: float = 10.0) -> int | None:
+    """Stop ``proc`` if it runs: SIGTERM (``kill``: SIGKILL, as a crash
+    would), then SIGKILL if it has not exited within ``timeout`` seconds.
+    Its exit status (None without a process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
 
 
 class LoggedProcess:
@@ -57,23 +76,12 @@ class LoggedProcess:
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return end_process(proc, timeout=timeout)
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
+        proc, self.proc = self.proc, None
+        end_process(proc, kill=True)
 
     def logs(self) -> str:
         return "".join(self.log)
@@ -165,6 +173,22 @@ async def metric(session: Any, url: str, name: str, **labels: str) -> float:
         if line.startswith(want + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+async def next_reply(client: Any, name: str, timeout: float = 10.0
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``agent.delta`` frames and the ``agent.say`` of the next reply of
+    the character ``name`` that ``client`` (an ``edge.client.LiveroomClient``)
+    sees; every other frame is skipped."""
+    deltas: list[dict[str, Any]] = []
+    while True:
+        frame = await client.expect("action", timeout=timeout)
+        if frame["from"]["id"] != name:
+            continue
+        if frame["kind"] == "agent.delta":
+            deltas.append(frame)
+        elif frame["kind"] == "agent.say":
+            return deltas, frame
 
 
 def free_port() -> int:

@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edge.client import LiveroomClient
 from llm_agents.backends.base import ReplyRequest, Usage
 from llm_agents.backends.openai_backend import OpenAIBackend
 from llm_agents.character import SHIPPED_DIR, load_characters
 from llm_agents.policy import MENTION, Trigger
 from tests.llm_server import MODEL_ALIAS, LlamaServer
-from tests.support import LiveServer
+from tests.support import LiveServer, next_reply
+
+# A real model on 2 CPU threads: a reply's wait is bounded far above its time.
+REPLY_TIMEOUT = 60.0
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -33,19 +34,6 @@ def llama() -> Iterator[LlamaServer]:
         yield srv
     finally:
         srv.stop()
-
-
-async def next_reply(client: LiveroomClient, name: str, timeout: float = 60.0
-                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    deltas: list[dict[str, Any]] = []
-    while True:
-        frame = await client.expect("action", timeout=timeout)
-        if frame["from"]["id"] != name:
-            continue
-        if frame["kind"] == "agent.delta":
-            deltas.append(frame)
-        elif frame["kind"] == "agent.say":
-            return deltas, frame
 
 
 async def test_backend_streams_text_then_one_usage(llama: LlamaServer) -> None:
@@ -75,7 +63,7 @@ async def test_character_answers_through_the_model_and_usage_is_charged(
     await viewer.join("demo")
     await viewer.action("demo", "comment", {"text": "quinn, what colour is the sky?"})
     mine = await viewer.expect("action", kind="comment")
-    deltas, say = await next_reply(viewer, "quinn")
+    deltas, say = await next_reply(viewer, "quinn", timeout=REPLY_TIMEOUT)
     body = say["body"]
     assert body["backend"] == "openai" and "error" not in body, body
     assert body["reply_to"] == {"kind": "comment", "seq": mine["seq"], "user": "olive"}
@@ -132,7 +120,7 @@ async def test_model_server_killed_mid_reply(tmp_path: Path, make_server, connec
         await viewer.action("demo", "comment", {"text": "teller, tell me a story"})
         first = await viewer.expect("action", timeout=60.0, kind="agent.delta")
         llama.kill()
-        deltas, say = await next_reply(viewer, "teller")
+        deltas, say = await next_reply(viewer, "teller", timeout=REPLY_TIMEOUT)
         body = say["body"]
         assert body["error"] == "model_unavailable", body
         assert body["reply_id"] == first["body"]["reply_id"]
@@ -146,7 +134,7 @@ async def test_model_server_killed_mid_reply(tmp_path: Path, make_server, connec
 
         # 3. A second failure (connection refused) opens the breaker...
         await viewer.action("demo", "comment", {"text": "teller, again?"})
-        _, say = await next_reply(viewer, "teller")
+        _, say = await next_reply(viewer, "teller", timeout=REPLY_TIMEOUT)
         assert say["body"]["error"] == "model_unavailable"
         assert await breaker_state(http, srv) == "open"
         # ... and while it is open the character fails at once, quietly.

@@ -5,12 +5,9 @@ thanks a gift, and keeps its own stage section with compare-and-set."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from edge.client import LiveroomClient
-from tests.support import LiveServer, metric
+from tests.support import LiveServer, metric, next_reply
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +19,6 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory):
                     "--agent-cooldown", "0.2",
                     "--online-interval", "0.2") as srv:
         yield srv
-
-
-async def _reply(client: LiveroomClient, name: str, timeout: float = 10.0
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The agent.delta frames and the agent.say of the next reply of ``name``."""
-    deltas: list[dict[str, Any]] = []
-    while True:
-        frame = await client.expect("action", timeout=timeout)
-        if frame["from"]["id"] != name:
-            continue
-        if frame["kind"] == "agent.delta":
-            deltas.append(frame)
-        elif frame["kind"] == "agent.say":
-            return deltas, frame
 
 
 async def test_agent_is_a_member_counted_online(agent_server: LiveServer, connect) -> None:
@@ -56,7 +39,7 @@ async def test_mention_streams_deltas_then_say_with_reply_to(agent_server: LiveS
     await viewer.join("demo")
     await viewer.action("demo", "comment", {"text": "hello @quinn"})
     mine = await viewer.expect("action", kind="comment")
-    deltas, say = await _reply(viewer, "quinn")
+    deltas, say = await next_reply(viewer, "quinn")
     assert say["from"] == {"id": "quinn", "name": "Quinn (quiz master)", "role": "agent"}
     body = say["body"]
     assert body["reply_to"] == {"kind": "comment", "seq": mine["seq"], "user": "pavel"}
@@ -79,7 +62,7 @@ async def test_replies_are_counted_in_metrics(agent_server: LiveServer, connect,
     before = await metric(http, agent_server.url, "liveroom_agent_replies_total",
                           agent="quinn", outcome="ok")
     await viewer.action("demo", "comment", {"text": "quinn?"})
-    await _reply(viewer, "quinn")
+    await next_reply(viewer, "quinn")
     after = await metric(http, agent_server.url, "liveroom_agent_replies_total",
                          agent="quinn", outcome="ok")
     assert after == before + 1
@@ -92,7 +75,7 @@ async def test_gift_is_thanked(agent_server: LiveServer, connect) -> None:
     await viewer.join("demo")
     await viewer.action("demo", "gift", {"gift": "rose", "count": 2})
     gift = await viewer.expect("action", kind="gift")
-    _, say = await _reply(viewer, "quinn")
+    _, say = await next_reply(viewer, "quinn")
     assert say["body"]["reply_to"]["seq"] == gift["seq"]
     assert "rose" in say["body"]["text"]
 
@@ -115,7 +98,7 @@ async def test_host_title_change_makes_co_host_comment(agent_server: LiveServer,
     host = await connect(agent_server, "hana", role="host")
     await host.join("demo")
     await host.set_state("demo", "meta", {"title": "Quiz night", "host": "hana"})
-    _, say = await _reply(host, "max", timeout=15.0)
+    _, say = await next_reply(host, "max", timeout=15.0)
     assert say["body"]["reply_to"]["section"] == "meta"
 
 
@@ -131,9 +114,9 @@ async def test_a_gift_preempts_a_reply_in_flight(tmp_path, connect) -> None:
         first = await viewer.expect("action", timeout=10.0, kind="agent.delta")
         await viewer.action("demo", "gift", {"gift": "star", "count": 1})
         gift = await viewer.expect("action", kind="gift")
-        _, cut = await _reply(viewer, "quinn")
+        _, cut = await next_reply(viewer, "quinn")
         assert cut["body"]["reply_id"] == first["body"]["reply_id"]
         assert cut["body"]["cancelled"] == "preempted"
-        _, thanks = await _reply(viewer, "quinn")
+        _, thanks = await next_reply(viewer, "quinn")
         assert thanks["body"]["reply_to"]["seq"] == gift["seq"]
         assert "cancelled" not in thanks["body"] and "star" in thanks["body"]["text"]
