@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from edge.protocol import ROLES, USER_RE, Unauthorized
+from edge.protocol import ROLES, USER_RE, Unauthorized, value_fault
 
 _ALGORITHMS = ["HS256"]
 
@@ -48,7 +48,11 @@ def verify_token(token: object, secret: str, now: float) -> Identity:
     if role not in ROLES:
         raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}")
     name = claims.get("name", user)
-    if not isinstance(name, str) or not 0 < len(name) <= 64:
+    # The name goes out in every action of the user: it obeys the value rule
+    # (edge/protocol.py) like any value a client sends, else it could not
+    # be encoded (a lone surrogate, which JSON's escapes allow).
+    if (not isinstance(name, str) or not 0 < len(name) <= 64
+            or value_fault(name, 256) is not None):
         raise Unauthorized("the token's name claim must be a string of 1..64 chars")
     return Identity(user, name, role, float(exp))
 

@@ -34,6 +34,12 @@ whatever the message rate. A batch is built once per wire variant and per
 shedding level (all / no likes / gifts and control / control only), so a
 connection under backpressure still gets one shared, pre-built frame.
 
+Failure isolation: what goes wrong while a room is written affects that
+room's frame only. A sink that raises closes its own connection (1011); a
+frame that cannot be built ends that room's loop and is reported in the
+result (``FanoutResult.errors``), never raised, so the hub's other queued
+rooms are still flushed and no room stays queued forever.
+
 Time comes in as an argument (``now``), so all of this is testable without an
 event loop.
 """
@@ -43,7 +49,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edge.protocol import CloseCode, Encoded, Priority, batch_of
 
@@ -135,6 +141,9 @@ class Verdict(enum.Enum):
     SENT = "sent"
     DROPPED = "dropped"
     CLOSED = "closed"
+    # The sink raised: the connection is closed (1011) and its exception kept
+    # in ``Conn.failure``; the room's other members are not affected.
+    FAILED = "failed"
 
 
 class Conn:
@@ -145,12 +154,13 @@ class Conn:
         "budget",
         "cid",
         "closed",
+        "failure",
         "last_buffered",
         "name",
         "over_since",
-        "peer_skipped",
         "peer_syncing",
         "peer_upto",
+        "peer_want",
         "role",
         "rooms",
         "sink",
@@ -169,10 +179,15 @@ class Conn:
         self.rooms: set[str] = set()
         self.over_since: float | None = None
         self.closed = False
-        # Peer-inbox replay bookkeeping (see EdgeNode.replay_inbox).
+        # What the sink raised, when it did (Verdict.FAILED).
+        self.failure: Exception | None = None
+        # Peer delivery (see EdgeNode, "peer messages"): every message of the
+        # user up to peer_upto was shown here or acknowledged; peer_want is
+        # the highest seq heard live and not shown yet; peer_syncing is True
+        # while a replay or gap fill reads the inbox for this connection.
         self.peer_syncing = False
-        self.peer_skipped = False
         self.peer_upto = 0
+        self.peer_want = 0
         self.last_buffered = 0
 
     def deliver(self, out: Outgoing, now: float) -> Verdict:
@@ -182,7 +197,10 @@ class Conn:
         if self.closed:
             return Verdict.DROPPED
         budget = self.budget
-        buffered = self.sink.buffered()
+        try:  # zero-cost in 3.11 unless it raises
+            buffered = self.sink.buffered()
+        except Exception as exc:
+            return self._failed(exc)
         stalled = buffered >= budget.bytes >> 2 and buffered >= self.last_buffered
         if buffered >= budget.bytes or stalled:
             if self.over_since is None:
@@ -195,18 +213,33 @@ class Conn:
                 return Verdict.CLOSED
         else:
             self.over_since = None
+        # An encoder error raises from here, for the hub to handle: it is
+        # the message's fault, not this connection's (Hub._write).
         frame = out.frame_from(budget.floor(buffered), self.variant)
         if frame is None:
             self.last_buffered = buffered
             return Verdict.DROPPED
-        self.sink.write(frame)
-        self.last_buffered = self.sink.buffered()
+        try:
+            self.sink.write(frame)
+            self.last_buffered = self.sink.buffered()
+        except Exception as exc:
+            return self._failed(exc)
         return Verdict.SENT
+
+    def _failed(self, exc: Exception) -> Verdict:
+        """The sink raised: this connection is done for; nobody else is."""
+        self.failure = exc
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
+        return Verdict.FAILED
 
     def close(self, code: int, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            self.sink.close(code, reason)
+            try:
+                self.sink.close(code, reason)
+            except Exception as exc:
+                # A sink that cannot even close is gone: closed it is.
+                self.failure = self.failure or exc
 
 
 @dataclass(slots=True)
@@ -214,6 +247,25 @@ class FanoutResult:
     sent: int = 0
     dropped: int = 0
     closed: list[Conn] = field(default_factory=list)
+    # Connections whose sink raised (closed 1011; ``Conn.failure``).
+    failed: list[Conn] = field(default_factory=list)
+    # Messages that could not be framed (see Hub._write).
+    errors: list[FanoutError] = field(default_factory=list)
+
+    def add(self, part: FanoutResult) -> None:
+        self.sent += part.sent
+        self.dropped += part.dropped
+        self.closed.extend(part.closed)
+        self.failed.extend(part.failed)
+        self.errors.extend(part.errors)
+
+
+class FanoutError(NamedTuple):
+    """A room's frame that could not be built: ``reason`` is a metric label."""
+
+    room: str
+    reason: str
+    exc: Exception
 
 
 class LocalRoom:
@@ -348,10 +400,7 @@ class Hub:
             local.deferred = False
             if not pending or self.rooms.get(local.room) is not local:
                 continue  # the room emptied meanwhile
-            part = self._write_tick(local, pending, now)
-            result.sent += part.sent
-            result.dropped += part.dropped
-            result.closed.extend(part.closed)
+            result.add(self._write_tick(local, pending, now))
         return result
 
     def _queue(self, local: LocalRoom) -> None:
@@ -382,18 +431,32 @@ class Hub:
 
     def _write(self, local: LocalRoom, out: Outgoing, now: float) -> FanoutResult:
         """One synchronous loop over the members, the same bytes for every
-        member of a variant and floor, no awaiting."""
+        member of a variant and floor, no awaiting.
+
+        Failure isolation: whatever goes wrong here stays in this room's
+        frame. A sink that raises closes its own connection (FAILED, inside
+        ``Conn.deliver``); a frame that cannot be built (an encoder error,
+        which the value rule at decode leaves no room for) ends this loop:
+        the members not yet written do not get it, and the error is returned
+        for the caller to count and log. Never raised: a raise would leave the
+        hub's other queued rooms unflushed. One ``try`` around the loop,
+        which costs nothing until it raises."""
         result = FanoutResult()
-        for conn in local.members:
-            verdict = conn.deliver(out, now)
-            if verdict is Verdict.SENT:
-                result.sent += 1
-            elif verdict is Verdict.DROPPED:
-                result.dropped += 1
-            else:
-                # The caller removes closed connections from every room after
-                # the loop (the set must not change while we iterate it).
-                result.closed.append(conn)
+        try:
+            for conn in local.members:
+                verdict = conn.deliver(out, now)
+                if verdict is Verdict.SENT:
+                    result.sent += 1
+                elif verdict is Verdict.DROPPED:
+                    result.dropped += 1
+                elif verdict is Verdict.CLOSED:
+                    # The caller removes closed connections from every room
+                    # after the loop (the set must not change while we iterate).
+                    result.closed.append(conn)
+                else:
+                    result.failed.append(conn)
+        except Exception as exc:
+            result.errors.append(FanoutError(local.room, "encode", exc))
         return result
 
     def online_changes(self, elsewhere: Mapping[str, int] | None = None

@@ -27,10 +27,24 @@ class Metrics:
             "liveroom_ws_upgrades_total", "WebSocket upgrades accepted, by the path that "
             "serves them: 'own' (edge/ws_conn.py) or 'aiohttp' (a keep-alive connection)",
             ["path"], registry=r)
+        self.http_timeouts = Counter(
+            "liveroom_http_timeouts_total", "HTTP connections closed because a request 'head' "
+            "or 'body' was not complete in time (edge/http_site.py; slowloris)",
+            ["phase"], registry=r)
         self.state_changes = Counter("liveroom_state_changes_total", "State changes applied",
                                      registry=r)
         self.peer_messages = Counter("liveroom_peer_messages_total",
                                      "Peer messages accepted", registry=r)
+        self.peer_fills = Counter(
+            "liveroom_peer_fills_total", "Peer deliveries read from the inbox because a live "
+            "copy did not continue what its connection was shown (a gap, or a backlog)",
+            registry=r)
+        self.fanout_errors = Counter(
+            "liveroom_fanout_errors_total", "Failures while writing to clients, by reason: "
+            "'encode' (a room's frame could not be built; its remaining members miss it), "
+            "'sink' (a connection's write raised; that connection is closed 1011), "
+            "'reply' (a reply to one connection could not be built; it gets 'internal')",
+            ["reason"], registry=r)
         self.fanout_seconds = Histogram(
             "liveroom_fanout_seconds", "Time to write one message to a room's local members",
             buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25),

@@ -12,9 +12,11 @@ Paths:
 - state:   session authorises -> ``write_state`` applies in the store
   (versions, compare-and-set) -> the change is published like an action,
   with CONTROL priority.
-- peer:    inbox append (durable first) -> ``peer_ack`` to the sender ->
-  registry says which nodes hold the addressee -> bus ``node.<id>`` ->
-  ``_on_node_message`` writes to the addressee's local connections.
+- peer:    inbox append (durable first, within the addressee's cap) ->
+  ``peer_ack`` to the sender -> registry says which nodes hold the
+  addressee -> bus ``node.<id>`` -> ``_on_node_message`` writes to the
+  addressee's local connections, in seq order with no gap (see "peer
+  messages" below).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
 from edge.protocol import (
     ACTION,
+    MAX_VALUE_DEPTH,
     PROTOCOL_VERSION,
     REDIRECT_MOVED,
     REDIRECT_NOT_OWNER,
     CloseCode,
     Encoded,
     FrameTooLarge,
+    InboxFull,
     InternalError,
     LiveroomError,
     Priority,
@@ -53,6 +57,7 @@ from edge.protocol import (
     redirect_frame,
 )
 from edge.ratelimit import RateLimiter, SharedRateLimiter
+from edge.ratelog import LogLimiter, RateLimitedLog
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -68,7 +73,7 @@ from edge.session import (
 )
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
-from room_router.inbox import Inbox, PeerMessage
+from room_router.inbox import Inbox, InboxCap, PeerMessage
 from room_router.registry import ConnectionRegistry
 from state_versions.store import StateStore
 
@@ -92,6 +97,10 @@ class EdgeNode:
         self.inbox = inbox
         self.metrics = metrics
         self.hub = Hub(config.coalesce_window, monotonic)
+        # Failures a client can cause at will are logged through this, so
+        # that a flood of them costs a bounded number of lines (edge/ratelog.py).
+        self.errlog = RateLimitedLog(
+            log, LogLimiter(config.error_log_lines, config.error_log_interval), monotonic)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_at = float("inf")
         self._secret = jwt_secret
@@ -99,6 +108,9 @@ class EdgeNode:
         self._monotonic = monotonic
         self._action_limiter = RateLimiter(config.action_rate)
         self._peer_limiter = RateLimiter(config.peer_rate)
+        self._inbox_cap = InboxCap(config.inbox_max_messages, config.inbox_max_bytes)
+        # Running gap fills (one at most per connection: Conn.peer_syncing).
+        self._fills: set[asyncio.Task[None]] = set()
         # The per-user action limit across edges (Redis), checked after the
         # local one and before publishing: see room_router/ratelimit_redis.py.
         self._shared_action_limiter = shared_action_limiter
@@ -129,6 +141,8 @@ class EdgeNode:
         if self._node_sub is not None:
             self._node_sub.unsubscribe()
             self._node_sub = None
+        for task in list(self._fills):
+            task.cancel()
 
     def verify(self, token: object, now: float) -> Identity:
         return verify_token(token, self._secret, now)
@@ -177,10 +191,18 @@ class EdgeNode:
         try:
             size = len(data) if isinstance(data, bytes) else len(data.encode())
             if size > self.config.max_frame_bytes:
+                session.take_frame(None, self.clock())
                 raise FrameTooLarge(
                     f"frame of {size} bytes is over the limit of "
                     f"{self.config.max_frame_bytes}", limit=self.config.max_frame_bytes)
-            frame = decode_frame(data, variant)
+            try:
+                frame = decode_frame(data, variant, self.config.max_value_bytes)
+            except LiveroomError:
+                # Not decodable: it never reaches the session, but costs a
+                # token of the frame budget all the same (a flood of garbage
+                # is refused like any other flood: rate_limited instead).
+                session.take_frame(None, self.clock())
+                raise
             if session.phase is Phase.AWAITING_HELLO:
                 # The hello's encoding fixes the connection's wire variant.
                 conn.variant = variant
@@ -198,8 +220,9 @@ class EdgeNode:
                 else:
                     code = CloseCode.AUTH_FAILED
                 self._close_conn(conn, code, err.message)
-        except Exception:
-            log.exception("internal error handling a frame from connection %d", conn.cid)
+        except Exception as exc:
+            self.errlog.exception(f"frame:{type(exc).__name__}",
+                                  "internal error handling a frame from connection %d", conn.cid)
             self._send_error(conn, InternalError())
 
     def _send_error(self, conn: Conn, err: LiveroomError) -> None:
@@ -207,12 +230,44 @@ class EdgeNode:
         self._reply(conn, err.to_frame())
 
     def _reply(self, conn: Conn, obj: dict[str, Any]) -> None:
-        """A CONTROL frame to one connection (replies, errors)."""
-        self._deliver(conn, Encoded(_without_null_ref(obj)), self._monotonic())
+        """A CONTROL frame to one connection (replies, errors). One that
+        cannot be encoded (the value rule at decode leaves no room for it)
+        is answered with ``internal``, a frame of constants, instead."""
+        now = self._monotonic()
+        if not self._deliver(conn, Encoded(_without_null_ref(obj)), now):
+            self.metrics.errors.labels(InternalError.code).inc()
+            self._deliver(conn, Encoded(InternalError().to_frame()), now)
 
-    def _deliver(self, conn: Conn, enc: Encoded, now: float) -> None:
-        if conn.deliver(enc, now) is Verdict.CLOSED:
+    def _deliver(self, conn: Conn, enc: Encoded, now: float) -> bool:
+        """Write ``enc`` to one connection; False when it could not be
+        framed (counted and logged here; nothing raises to the caller)."""
+        try:
+            verdict = conn.deliver(enc, now)
+        except Exception as exc:
+            self._fanout_error("reply", exc, "")
+            return False
+        if verdict is Verdict.CLOSED:
             self._slow_closed(conn)
+        elif verdict is Verdict.FAILED:
+            self._sink_failed(conn)
+        return True
+
+    def _sink_failed(self, conn: Conn) -> None:
+        """A connection whose transport raised on write: closed (1011) by
+        ``Conn.deliver``, out of its rooms here; nobody else is affected."""
+        self.metrics.fanout_errors.labels("sink").inc()
+        self.metrics.closes.labels(str(int(CloseCode.INTERNAL_ERROR))).inc()
+        self._drop_from_rooms(conn)
+        exc = conn.failure
+        self.errlog.exception(f"sink:{type(exc).__name__}",
+                              "writing to connection %d failed; closed it", conn.cid, exc=exc)
+
+    def _fanout_error(self, reason: str, exc: Exception, room: str) -> None:
+        """A message that could not be framed: counted, logged (rate-limited)."""
+        self.metrics.fanout_errors.labels(reason).inc()
+        self.errlog.exception(f"fanout:{reason}:{type(exc).__name__}",
+                              "a %s frame could not be built (room %r); dropped", reason,
+                              room[:64], exc=exc)
 
     def _slow_closed(self, conn: Conn) -> None:
         """A connection the budget closed: out of its rooms at once (its
@@ -240,7 +295,7 @@ class EdgeNode:
                     raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
             self.publish_action(cmd.room, cmd.kind, cmd.body, ident.public())
         elif isinstance(cmd, Join):
-            await self._join(conn, cmd)
+            session.charge_reply(await self._join(conn, cmd), self.clock())
         elif isinstance(cmd, Leave):
             if self.hub.leave(conn, cmd.room):
                 self._room_emptied(cmd.room)
@@ -248,7 +303,7 @@ class EdgeNode:
         elif isinstance(cmd, WriteState):
             await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
         elif isinstance(cmd, Sync):
-            await self._sync(conn, cmd)
+            session.charge_reply(await self._sync(conn, cmd), self.clock())
         elif isinstance(cmd, SendPeer):
             await self._send_peer(conn, cmd)
         elif isinstance(cmd, AckPeer):
@@ -266,7 +321,6 @@ class EdgeNode:
     async def _authenticate(self, conn: Conn, cmd: Authenticate) -> None:
         ident = cmd.identity
         conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
-        self._users.setdefault(ident.user, set()).add(conn)
         self._reply(conn, {
             "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
             "user": ident.public(),
@@ -274,57 +328,62 @@ class EdgeNode:
             "codec": codec_of(conn.variant),
             "limits": {
                 "max_frame_bytes": self.config.max_frame_bytes,
+                "max_value_bytes": self.config.max_value_bytes,
+                "max_value_depth": MAX_VALUE_DEPTH,
                 "max_rooms": self.config.max_rooms_per_conn,
                 "actions_per_second": self.config.action_rate.per_second,
                 "actions_burst": self.config.action_rate.burst,
+                "frames_per_second": self.config.frame_rate.per_second,
+                "frames_burst": self.config.frame_rate.burst,
+                "max_sections": self.config.max_sections,
             },
         })
         await self.registry.add(ident.user, self.node_id, conn.cid)
+        # Live copies reach this connection from here on; until the replay
+        # below has read the inbox they only raise peer_want (they are in
+        # the inbox: the replay shows them in order). No await in between,
+        # so nothing published before this point escapes the replay.
+        if cmd.inbox_cursor is not None:
+            conn.peer_upto = max(conn.peer_upto, cmd.inbox_cursor)
+        conn.peer_syncing = True
+        self._users.setdefault(ident.user, set()).add(conn)
         if cmd.inbox_cursor is None:
             await self.replay_inbox(conn)
             return
         # A resuming client said what it has: replay only what follows, then
         # say honestly whether the inbox could be read to the end.
-        conn.peer_upto = max(conn.peer_upto, cmd.inbox_cursor)
         start = conn.peer_upto
         report: dict[str, Any] = {"type": "inbox", "recovered": True}
         try:
-            await self.replay_inbox(conn)
+            if not await self.replay_inbox(conn):
+                report.update(recovered=False, reason="not_draining")
         except Exception:
             log.exception("inbox replay failed for %s", conn.user)
             report.update(recovered=False, reason="inbox_unavailable")
         report.update(upto=conn.peer_upto, cursor=start)
         self._reply(conn, report)
 
-    async def replay_inbox(self, conn: Conn) -> None:
-        """Deliver the user's unacknowledged peer messages in seq order.
-        While this runs, live deliveries to this connection are held back
-        (they are in the inbox, so the next round picks them up in order)."""
+    async def replay_inbox(self, conn: Conn) -> bool:
+        """Show the user's unacknowledged peer messages in seq order, paced by
+        the connection's budget (see "peer messages"). Live copies that come
+        meanwhile wait for it. False when the connection stopped reading
+        before the end (the rest waits in the inbox)."""
         conn.peer_syncing = True
         try:
-            while not conn.closed:
-                conn.peer_skipped = False
-                batch = await self.inbox.pending(conn.user, conn.peer_upto,
-                                                 self.config.inbox_replay)
-                now = self._monotonic()
-                for msg in batch:
-                    if msg.seq > conn.peer_upto:
-                        self._deliver(conn, Encoded(msg.to_frame()), now)
-                        conn.peer_upto = msg.seq
-                if len(batch) < self.config.inbox_replay and not conn.peer_skipped:
-                    break
+            return await self._fill(conn)
         finally:
             conn.peer_syncing = False
 
     # -- rooms -----------------------------------------------------------
-    async def _join(self, conn: Conn, cmd: Join) -> None:
+    async def _join(self, conn: Conn, cmd: Join) -> int:
+        """Join, answer ``joined`` (or a redirect); the reply's size."""
         room = cmd.room
         if self.gate is not None and room not in conn.rooms:
             route = await self.gate.redirect_for(room)
             if route is not None:
                 self._reply(conn, redirect_frame(room, route.urls, REDIRECT_NOT_OWNER,
                                                  cmd.ref))
-                return
+                return 0
         if self.hub.join(conn, room):
             self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
             self.metrics.rooms.set(len(self.hub.rooms))
@@ -332,7 +391,7 @@ class EdgeNode:
         reply = await self._state_reply(room, cmd.known, cmd.epoch)
         reply.update(type="joined", ref=cmd.ref, members=self.hub.count(room),
                      **self._state_mode(room))
-        self._reply(conn, reply)
+        return self._state_to(conn, reply)
 
     def _state_mode(self, room: str) -> dict[str, Any]:
         local = self.hub.rooms.get(room)
@@ -359,10 +418,18 @@ class EdgeNode:
         enc = Encoded({"type": "state_mode", "room": room, **self._state_mode(room)})
         self._account(self.hub.broadcast(room, enc, now), now)
 
-    async def _sync(self, conn: Conn, cmd: Sync) -> None:
+    async def _sync(self, conn: Conn, cmd: Sync) -> int:
         reply = await self._state_reply(cmd.room, cmd.known, cmd.epoch)
         reply.update(type="sync", ref=cmd.ref)
-        self._reply(conn, reply)
+        return self._state_to(conn, reply)
+
+    def _state_to(self, conn: Conn, reply: dict[str, Any]) -> int:
+        """Send a ``joined`` or ``sync`` reply; its size in the connection's
+        encoding (already made for the write), which the session charges
+        to the connection's frame budget: re-encoding a room is not free."""
+        enc = Encoded(_without_null_ref(reply))
+        self._deliver(conn, enc, self._monotonic())
+        return len(enc.payload(conn.variant))
 
     async def _state_reply(self, room: str, known: dict[str, int],
                            epoch: str | None) -> dict[str, Any]:
@@ -475,6 +542,10 @@ class EdgeNode:
             self.metrics.dropped.labels("backpressure").inc(result.dropped)
         for conn in result.closed:
             self._slow_closed(conn)
+        for conn in result.failed:
+            self._sink_failed(conn)
+        for err in result.errors:
+            self._fanout_error(err.reason, err.exc, err.room)
 
     def tick_online(self) -> None:
         """Broadcast each room's member count where it changed (a timer calls
@@ -512,9 +583,38 @@ class EdgeNode:
         return {room: self.hub.count(room) for room in self.hub.rooms}
 
     # -- peer messages ---------------------------------------------------
+    # Theory of operation. Per connection, ``conn.peer_upto`` is the end of
+    # the shown prefix: every message of the user up to it was shown on this
+    # connection or acknowledged. Acks are clamped to it, so an ack never
+    # passes a message this connection did not see. A live copy (bus
+    # ``node.<id>``) carries the message's ``prev`` (room_router/inbox.py):
+    # - ``seq <= peer_upto``: shown already (a repeat, or read from the
+    #   inbox first): dropped;
+    # - ``prev <= peer_upto`` and the connection is below the pacing mark:
+    #   it continues the prefix, so it is written at once (the common case:
+    #   no read of the inbox);
+    # - otherwise (a gap: a lower copy late or lost; or a backlog): it is
+    #   not written; ``peer_want`` remembers it and one fill task reads the
+    #   inbox from ``peer_upto`` and shows what follows, in order, paced.
+    # A message is in the inbox before its copy is published, and a user's
+    # messages become visible in seq order, so a fill finds every message up
+    # to the copy that started it. If it does not (a replica behind), the
+    # fill reads again, ``_FILL_RETRIES`` times ``_FILL_RETRY_S`` apart, and
+    # then stops: that message is shown by the fill of the user's next
+    # message, or by the replay of the next connect.
+    # Pacing: the replay and fills write only while the connection holds
+    # less than budget/8 unsent (``_pace_mark``) and otherwise poll until it
+    # drains; a connection whose unsent bytes stop shrinking for
+    # ``slow_grace`` seconds is left alone (the rest waits in the inbox). So
+    # a backlog never takes a reader to the slow-consumer close, and the
+    # replay never starts the budget's shedding of its room actions.
     async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:
-        msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
-                                           self.clock())
+        try:
+            msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
+                                               self.clock(), self._inbox_cap)
+        except InboxFull as err:
+            err.ref = cmd.ref
+            raise
         self._reply(conn, {"type": "peer_ack", "id": cmd.id, "seq": msg.seq, "ref": cmd.ref,
                    "duplicate": not new})
         if new:
@@ -528,14 +628,97 @@ class EdgeNode:
 
     def _on_node_message(self, subject: str, payload: bytes) -> None:
         enc = Encoded.from_msgpack(payload, Priority.CONTROL)
-        to, seq = str(enc.obj.get("to", "")), int(enc.obj.get("seq", 0))
+        obj = enc.obj
+        to, seq, prev = str(obj.get("to", "")), int(obj.get("seq", 0)), int(obj.get("prev", 0))
         now = self._monotonic()
         for conn in self._users.get(to, ()):
+            if seq <= conn.peer_upto:
+                continue
             if conn.peer_syncing:
-                conn.peer_skipped = True
-            elif seq > conn.peer_upto:
+                conn.peer_want = max(conn.peer_want, seq)  # the running read shows it
+            elif prev <= conn.peer_upto and conn.sink.buffered() < _pace_mark(conn):
                 self._deliver(conn, enc, now)
                 conn.peer_upto = seq
+            else:
+                conn.peer_want = max(conn.peer_want, seq)
+                self._start_fill(conn)
+
+    def _start_fill(self, conn: Conn) -> None:
+        conn.peer_syncing = True
+        self.metrics.peer_fills.inc()
+        task = asyncio.get_running_loop().create_task(self._fill_live(conn))
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _fill_live(self, conn: Conn) -> None:
+        try:
+            await self._fill(conn)
+        except Exception as exc:
+            # The messages wait in the inbox: the next copy or connect retries.
+            log.warning("peer gap fill for %s failed: %s: %s", conn.user,
+                        type(exc).__name__, exc)
+        finally:
+            conn.peer_syncing = False
+
+    async def _fill(self, conn: Conn) -> bool:
+        """Show what follows ``conn.peer_upto`` in the inbox, in order, paced,
+        until the inbox has nothing more and every copy heard live was
+        shown (or ``_FILL_RETRIES`` reads found it not yet visible). False
+        when the connection closed or stopped reading."""
+        limit = self.config.inbox_replay
+        misses = 0
+        while not conn.closed:
+            batch = await self.inbox.pending(conn.user, conn.peer_upto, limit)
+            for msg in batch:
+                if msg.seq <= conn.peer_upto:
+                    continue
+                if not await self._paced(conn):
+                    return False
+                self._deliver(conn, Encoded(msg.to_frame()), self._monotonic())
+                conn.peer_upto = msg.seq
+            if len(batch) >= limit:
+                continue
+            if conn.peer_want <= conn.peer_upto:
+                return True
+            misses = 0 if batch else misses + 1
+            if misses > _FILL_RETRIES:
+                return True  # see "peer messages": the next message or connect
+            await asyncio.sleep(_FILL_RETRY_S)
+        return False
+
+    async def _paced(self, conn: Conn) -> bool:
+        """Wait until the connection holds less than the pacing mark unsent.
+        False when it closed, or its unsent bytes did not shrink for
+        ``slow_grace`` seconds (a bounded poll: no hook into the transport)."""
+        mark = _pace_mark(conn)
+        last = conn.sink.buffered()
+        since = self._monotonic()
+        while not conn.closed:
+            buffered = conn.sink.buffered()
+            if buffered < mark:
+                return True
+            now = self._monotonic()
+            if buffered < last:
+                last, since = buffered, now
+            elif now - since >= conn.budget.slow_grace:
+                return False
+            await asyncio.sleep(_DRAIN_POLL_S)
+        return False
+
+
+# Peer delivery (see "peer messages" in EdgeNode): how often a fill reads the
+# inbox again for a copy whose message is not visible yet, and how far apart.
+_FILL_RETRIES = 5
+_FILL_RETRY_S = 0.05
+# How often a paced replay looks whether its connection drained.
+_DRAIN_POLL_S = 0.01
+
+
+def _pace_mark(conn: Conn) -> int:
+    """Unsent bytes below which peer messages are written (budget/8: under
+    the budget/4 where room actions start to be shed, with room for one
+    more message of up to a frame's size)."""
+    return conn.budget.bytes >> 3
 
 
 def _without_null_ref(obj: dict[str, Any]) -> dict[str, Any]:

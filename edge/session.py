@@ -13,8 +13,16 @@ accepted, validated and authorised here, and turned into one small command
 
 Everything that can be decided without I/O is decided here: field types and
 sizes, the room limit per connection, membership of the room a frame names,
-role permissions and the per-user rate limits. Errors are raised as
+role permissions and the rate limits. Errors are raised as
 ``LiveroomError`` subclasses carrying the offending frame's ``ref``.
+
+Every frame, of every kind and in every phase, first takes one token from
+the connection's frame budget (``EdgeConfig.frame_rate``); a ``join`` or
+``sync`` also pays for the reply it made, by size (``charge_reply``, which
+the node calls once it has built the reply; the budget may go into debt).
+So no frame kind can be sent faster than the budget refills, and no client
+can make the server re-encode a big room faster than ``frame_cost_bytes``
+times the rate. The per-user action and peer limits apply on top.
 
 Pure: no I/O, no event loop; time comes in as ``now`` (wall clock seconds).
 """
@@ -56,13 +64,12 @@ from edge.protocol import (
     RateLimited,
     TooManyRooms,
     UnsupportedVersion,
-    check_carriable,
     opt_int,
     opt_versions,
     ref_of,
     req_str,
 )
-from edge.ratelimit import RateLimiter
+from edge.ratelimit import RateLimiter, TokenBucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +201,7 @@ def validate_action(kind: str, body: Any, role: str, ref: Any, max_comment_chars
 class Session:
     __slots__ = (
         "_action_limiter",
+        "_frames",
         "_peer_limiter",
         "_verify",
         "config",
@@ -214,10 +222,32 @@ class Session:
         self._verify = verify
         self._action_limiter = action_limiter
         self._peer_limiter = peer_limiter
+        # The connection's frame budget, from its first frame on.
+        self._frames: TokenBucket | None = None
+
+    def take_frame(self, ref: Any, now: float) -> None:
+        """One token of the connection's frame budget, or ``rate_limited``.
+        ``receive`` takes it for every frame it is given; the node takes it
+        for a frame that never reached ``receive`` (it could not be decoded),
+        so that malformed frames count against the same rate."""
+        bucket = self._frames
+        if bucket is None:
+            bucket = self._frames = TokenBucket(self.config.frame_rate.burst, now)
+        wait = bucket.take(self.config.frame_rate, now)
+        if wait:
+            raise RateLimited(ref=ref, retry_after=round(wait, 3))
+
+    def charge_reply(self, nbytes: int, now: float) -> None:
+        """A ``join`` or ``sync`` reply of ``nbytes`` was built: one more
+        token per ``frame_cost_bytes`` of it, into debt if need be."""
+        extra = nbytes // self.config.frame_cost_bytes
+        if extra and self._frames is not None:
+            self._frames.charge(self.config.frame_rate, now, extra)
 
     def receive(self, frame: Mapping[str, Any], now: float) -> Command:
         ftype = frame["type"]
         ref = ref_of(frame)
+        self.take_frame(ref, now)
         if self.phase is Phase.AWAITING_HELLO:
             if ftype != HELLO:
                 raise HelloRequired(ref=ref)
@@ -253,7 +283,6 @@ class Session:
             msg_id = req_str(frame, "id")
             if "body" not in frame:
                 raise MissingField("field 'body' is required", ref=ref, field="body")
-            check_carriable(frame["body"], ref, "body")
             wait = self._peer_limiter.check(identity.user, "", now)
             if wait:
                 raise RateLimited(ref=ref, retry_after=round(wait, 3))
@@ -279,7 +308,6 @@ class Session:
                                    ref=ref, field="kind")
             body = validate_action(kind, frame.get("body"), identity.role, ref,
                                    self.config.max_comment_chars)
-            check_carriable(body, ref, "body")
             wait = self._action_limiter.check(identity.user, room, now)
             if wait:
                 raise RateLimited(ref=ref, retry_after=round(wait, 3))
@@ -292,7 +320,6 @@ class Session:
             if "value" not in frame:
                 raise MissingField("field 'value' is required", ref=ref, field="value")
             expected = opt_int(frame, "expect")
-            check_carriable(frame["value"], ref, "value")
             return WriteState(room, section, frame["value"], expected, ref)
         raise AssertionError(f"unhandled frame type {ftype}")  # decode_frame filters
 

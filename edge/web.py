@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 
 from cdn.origin import CdnOrigin
@@ -36,10 +37,10 @@ from edge.protocol import (
     NotFound,
     Unauthorized,
     Unavailable,
-    check_carriable,
-    loads_json,
+    decode_json_body,
     opt_int,
 )
+from edge.ratelog import RateLimitedLog
 from edge.session import validate_action
 from edge.ws import handle_ws
 
@@ -60,23 +61,31 @@ def error_response(err: LiveroomError) -> web.Response:
 _HTTP_CODES = {404: NotFound, 405: InvalidField, 413: FrameTooLarge}
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answer is our JSON error body, aiohttp's own included."""
-    try:
-        return await handler(request)
-    except LiveroomError as err:
-        return error_response(err)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        cls = _HTTP_CODES.get(exc.status, InvalidField)
-        resp = error_response(cls(exc.reason))
-        resp.set_status(exc.status)
-        return resp
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(InternalError())
+def errors_middleware(errlog: RateLimitedLog | None = None) -> Middleware:
+    """Every error answer is our JSON error body, aiohttp's own included.
+    A request that fails unexpectedly is logged through ``errlog`` (one per
+    application, rate-limited: any client can send the request again)."""
+    errors = errlog or RateLimitedLog(log)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LiveroomError as err:
+            return error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            cls = _HTTP_CODES.get(exc.status, InvalidField)
+            resp = error_response(cls(exc.reason))
+            resp.set_status(exc.status)
+            return resp
+        except Exception as exc:
+            errors.exception(f"http:{type(exc).__name__}", "internal error on %s %s",
+                             request.method, request.path[:200])
+            return error_response(InternalError())
+
+    return middleware
 
 
 def _node(request: web.Request) -> EdgeNode:
@@ -112,13 +121,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     # read() waits for the whole body; past client_max_size (MAX_API_BODY)
     # aiohttp raises 413, which the middleware answers as frame_too_large.
     raw = await request.read()
-    try:
-        body = loads_json(raw)
-    except ValueError:
-        raise InvalidField("the body must be JSON", field="body") from None
-    if not isinstance(body, dict):
-        raise InvalidField("the body must be a JSON object", field="body")
-    return body
+    # A JSON object whose fields obey the value rule, as a frame's do.
+    return decode_json_body(raw, _node(request).config.max_value_bytes)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -127,8 +131,12 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     node = _node(request)
-    return web.json_response({"status": "ok", "node": node.node_id,
-                              "rooms": len(node.hub.rooms)})
+    body: dict[str, Any] = {"status": "ok", "node": node.node_id, "rooms": len(node.hub.rooms)}
+    if isinstance(node.store, Sized):
+        # Rooms the in-process state store holds (members or not): what an
+        # unknown room's reads must never grow.
+        body["state_rooms"] = len(node.store)
+    return web.json_response(body)
 
 
 def metrics_response(registry: CollectorRegistry) -> web.Response:
@@ -172,7 +180,6 @@ async def publish_action(request: web.Request) -> web.Response:
     node = _node(request)
     value = validate_action(kind, body.get("body"), "system", None,
                             node.config.max_comment_chars)
-    check_carriable(value, None, "body")
     sender = dict(SYSTEM_SENDER)
     given = body.get("sender")
     if isinstance(given, str) and USER_RE.match(given):
@@ -196,7 +203,6 @@ async def write_section(request: web.Request) -> web.Response:
     if "value" not in body:
         raise MissingField("field 'value' is required", field="value")
     expected = opt_int(body, "expect")
-    check_carriable(body["value"], None, "value")
     partial, total = await _node(request).write_state(room, section, body["value"], expected)
     return web.json_response({"room": room, "section": section, "partial": partial,
                               "total": total})
@@ -217,7 +223,8 @@ async def not_dev(request: web.Request) -> web.Response:
 
 def build_app(node: EdgeNode, cdn: CdnOrigin, *, jwt_secret: str, api_key: str | None,
               dev: bool) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_API_BODY)
+    app = web.Application(middlewares=[errors_middleware(node.errlog)],
+                          client_max_size=MAX_API_BODY)
     app[NODE_KEY] = node
     app[JWT_SECRET_KEY] = jwt_secret
     app[API_KEY_KEY] = api_key

@@ -30,9 +30,15 @@ from typing import Any
 from aiohttp import web
 
 from edge.auth import verify_token
+from edge.http_site import TimedSite
 from edge.web import MAX_API_BODY, errors_middleware, metrics_response
 from liveroom.distributed import close_all
-from liveroom.roles_cli import add_service_arguments, until_stopped
+from liveroom.roles_cli import (
+    add_http_arguments,
+    add_service_arguments,
+    http_timeouts,
+    until_stopped,
+)
 from llm_agents.interactions import InteractionStore
 from llm_agents.quota import QuotaStore
 from llm_agents.role import BusWords, fixed_edge, registry_edges, websocket_links
@@ -68,6 +74,7 @@ def add_agents_parser(sub: Any) -> argparse.ArgumentParser:
                         "the bus with --nats)")
     p.add_argument("--log-level", default=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO"))
     add_service_arguments(p)
+    add_http_arguments(p)
     add_agent_arguments(p)
     return p
 
@@ -82,7 +89,7 @@ async def _run(args: argparse.Namespace, secret: str) -> int:
         await close_all(closers)
         raise
     # Errors answered as every API of ours answers them (docs/PROTOCOL.md).
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_API_BODY)
+    app = web.Application(middlewares=[errors_middleware()], client_max_size=MAX_API_BODY)
     service.add_routes(app)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -92,7 +99,7 @@ async def _run(args: argparse.Namespace, secret: str) -> int:
     runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
+        site = TimedSite(runner, args.host, args.port, timeouts=http_timeouts(args))
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else args.port
         await service.start()

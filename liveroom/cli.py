@@ -20,8 +20,10 @@ from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import ServeOptions, make_app, start_quic_edge
 from liveroom.roles_cli import (
     ROLE_COMMANDS,
+    add_http_arguments,
     add_quic_arguments,
     add_role_parsers,
+    http_timeouts,
     run_role_command,
     until_stopped,
 )
@@ -64,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     lim = serve.add_argument_group("limits (see docs/PROTOCOL.md)")
     lim.add_argument("--max-frame-bytes", type=int,
                      default=_env("MAX_FRAME_BYTES", str(d.max_frame_bytes)))
+    lim.add_argument("--max-value-bytes", type=int,
+                     default=_env("MAX_VALUE_BYTES", str(d.max_value_bytes)),
+                     help="msgpack size of any one field of a frame or HTTP body")
+    lim.add_argument("--error-log-lines", type=int,
+                     default=_env("ERROR_LOG_LINES", str(d.error_log_lines)),
+                     help="log lines per kind of client-caused failure per interval")
+    lim.add_argument("--error-log-interval", type=float,
+                     default=_env("ERROR_LOG_INTERVAL", str(d.error_log_interval)))
     lim.add_argument("--max-rooms", type=int,
                      default=_env("MAX_ROOMS", str(d.max_rooms_per_conn)),
                      help="rooms one connection may join")
@@ -77,6 +87,27 @@ def _parser() -> argparse.ArgumentParser:
                      help="peer messages per second per user")
     lim.add_argument("--peer-burst", type=int,
                      default=_env("PEER_BURST", str(d.peer_rate.burst)))
+    lim.add_argument("--inbox-max-messages", type=int,
+                     default=_env("INBOX_MAX_MESSAGES", str(d.inbox_max_messages)),
+                     help="unacknowledged peer messages one user may hold; past it the "
+                          "sender gets inbox_full")
+    lim.add_argument("--inbox-max-bytes", type=int,
+                     default=_env("INBOX_MAX_BYTES", str(d.inbox_max_bytes)),
+                     help="bytes of unacknowledged peer message bodies (msgpack) one user "
+                          "may hold; past it the sender gets inbox_full")
+    lim.add_argument("--frame-rate", type=float,
+                     default=_env("FRAME_RATE", str(d.frame_rate.per_second)),
+                     help="client frames per second per connection, of every kind; a join "
+                          "or sync costs one more per 4 KiB of its reply")
+    lim.add_argument("--frame-burst", type=int,
+                     default=_env("FRAME_BURST", str(d.frame_rate.burst)))
+    lim.add_argument("--max-sections", type=int,
+                     default=_env("MAX_SECTIONS", str(d.max_sections)),
+                     help="sections per room; a write that would add one more is refused")
+    lim.add_argument("--room-idle-seconds", type=float,
+                     default=_env("ROOM_IDLE_SECONDS", str(d.room_idle_seconds)),
+                     help="a room with no member and no write for this long is dropped "
+                          "from memory, its state with it")
     lim.add_argument("--outbound-budget", type=int,
                      default=_env("OUTBOUND_BUDGET", str(d.budget.bytes)),
                      help="unsent bytes per connection: likes are shed from 1/4 of it, comments "
@@ -87,6 +118,17 @@ def _parser() -> argparse.ArgumentParser:
                           "the slow-consumer close")
     lim.add_argument("--hello-timeout", type=float,
                      default=_env("HELLO_TIMEOUT", str(d.hello_timeout)))
+    lim.add_argument("--max-fragments", type=int,
+                     default=_env("MAX_FRAGMENTS", str(d.max_fragments)),
+                     help="frames one WebSocket message may come in (past it: 1009)")
+    lim.add_argument("--max-inbound-bytes", type=int,
+                     default=_env("MAX_INBOUND_BYTES", str(d.max_inbound_bytes)),
+                     help="bytes of client frames waiting for the node, per connection: a "
+                          "WebSocket stops reading past it, a WebTransport session is closed "
+                          "(4100)")
+    lim.add_argument("--max-wt-sessions", type=int,
+                     default=_env("MAX_WT_SESSIONS", str(d.max_wt_sessions)),
+                     help="WebTransport sessions per QUIC connection (one more gets 429)")
     lim.add_argument("--online-interval", type=float,
                      default=_env("ONLINE_INTERVAL", str(d.online_interval)))
     lim.add_argument("--poll-threshold", type=int,
@@ -102,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated base names of sections whose changes go to QUIC "
                           "clients as unreliable datagrams (\"\": none)")
     add_quic_arguments(serve)
+    add_http_arguments(serve)
     cdn = serve.add_argument_group("polling clients (CDN origin)")
     cdn.add_argument("--head-max-age", type=int, default=_env("HEAD_MAX_AGE", "1"),
                      help="seconds a shared cache may keep a room's head")
@@ -140,18 +183,30 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
     d = EdgeConfig()
     return EdgeConfig(
         max_frame_bytes=args.max_frame_bytes,
+        max_value_bytes=args.max_value_bytes,
+        error_log_lines=args.error_log_lines,
+        error_log_interval=args.error_log_interval,
         max_rooms_per_conn=args.max_rooms,
         action_rate=Rate(args.action_rate, args.action_burst),
         peer_rate=Rate(args.peer_rate, args.peer_burst),
+        inbox_max_messages=args.inbox_max_messages,
+        inbox_max_bytes=args.inbox_max_bytes,
+        frame_rate=Rate(args.frame_rate, args.frame_burst),
+        max_sections=args.max_sections,
+        room_idle_seconds=args.room_idle_seconds,
         budget=Budget(bytes=args.outbound_budget, slow_grace=args.slow_grace,
                       hard_factor=d.budget.hard_factor),
         hello_timeout=args.hello_timeout,
         online_interval=args.online_interval,
         coalesce_window=args.coalesce_window,
         poll_threshold=args.poll_threshold,
+        max_fragments=args.max_fragments,
+        max_inbound_bytes=args.max_inbound_bytes,
+        max_wt_sessions=args.max_wt_sessions,
         poll_interval=float(args.head_max_age),
         lossy_sections=frozenset(s.strip() for s in args.lossy_sections.split(",")
                                  if s.strip()),
+        http=http_timeouts(args),
     )
 
 

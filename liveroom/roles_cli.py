@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cdn.origin import CdnConfig
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, HttpTimeouts
 from edge.fanout import Budget
 from edge.ratelimit import Rate
 from liveroom.distributed import RoleOptions, RoleProcess, describe
@@ -80,17 +80,29 @@ def _node(p: argparse.ArgumentParser, role: str, port: int) -> None:
 # The edge limits, as `liveroom serve` takes them (same flags, same variables).
 _LIMITS: tuple[tuple[str, str, type, str], ...] = (
     ("--max-frame-bytes", "MAX_FRAME_BYTES", int, "max_frame_bytes"),
+    ("--max-value-bytes", "MAX_VALUE_BYTES", int, "max_value_bytes"),
+    ("--error-log-lines", "ERROR_LOG_LINES", int, "error_log_lines"),
+    ("--error-log-interval", "ERROR_LOG_INTERVAL", float, "error_log_interval"),
     ("--max-rooms", "MAX_ROOMS", int, "max_rooms_per_conn"),
     ("--action-rate", "ACTION_RATE", float, "action_rate.per_second"),
     ("--action-burst", "ACTION_BURST", int, "action_rate.burst"),
     ("--peer-rate", "PEER_RATE", float, "peer_rate.per_second"),
     ("--peer-burst", "PEER_BURST", int, "peer_rate.burst"),
+    ("--inbox-max-messages", "INBOX_MAX_MESSAGES", int, "inbox_max_messages"),
+    ("--inbox-max-bytes", "INBOX_MAX_BYTES", int, "inbox_max_bytes"),
+    ("--frame-rate", "FRAME_RATE", float, "frame_rate.per_second"),
+    ("--frame-burst", "FRAME_BURST", int, "frame_rate.burst"),
+    ("--max-sections", "MAX_SECTIONS", int, "max_sections"),
+    ("--room-idle-seconds", "ROOM_IDLE_SECONDS", float, "room_idle_seconds"),
     ("--outbound-budget", "OUTBOUND_BUDGET", int, "budget.bytes"),
     ("--slow-grace", "SLOW_GRACE", float, "budget.slow_grace"),
     ("--hello-timeout", "HELLO_TIMEOUT", float, "hello_timeout"),
     ("--online-interval", "ONLINE_INTERVAL", float, "online_interval"),
     ("--poll-threshold", "POLL_THRESHOLD", int, "poll_threshold"),
     ("--coalesce-window", "COALESCE_WINDOW", float, "coalesce_window"),
+    ("--max-fragments", "MAX_FRAGMENTS", int, "max_fragments"),
+    ("--max-inbound-bytes", "MAX_INBOUND_BYTES", int, "max_inbound_bytes"),
+    ("--max-wt-sessions", "MAX_WT_SESSIONS", int, "max_wt_sessions"),
 )
 
 
@@ -107,16 +119,46 @@ def _limits(p: argparse.ArgumentParser) -> None:
         g.add_argument(flag, type=kind, default=kind(_env(env, str(_default(path)))))
 
 
+def add_http_arguments(p: argparse.ArgumentParser) -> None:
+    """The HTTP timeouts of every role that serves HTTP (``liveroom serve``,
+    ``edge``, ``router``, ``cdn``, ``agents``; see docs/PROTOCOL.md, Limits)."""
+    d = HttpTimeouts()
+    g = p.add_argument_group("HTTP connections (every request, every role)")
+    g.add_argument("--http-head-timeout", type=float,
+                   default=float(_env("HTTP_HEAD_TIMEOUT", str(d.head))),
+                   help="seconds from a request head's first byte (a new connection's "
+                        "accept) to its end; else the connection is closed")
+    g.add_argument("--http-body-timeout", type=float,
+                   default=float(_env("HTTP_BODY_TIMEOUT", str(d.body))),
+                   help="seconds from the end of a request head to the end of its body; "
+                        "else the connection is closed")
+    g.add_argument("--http-idle-timeout", type=float,
+                   default=float(_env("HTTP_IDLE_TIMEOUT", str(d.idle))),
+                   help="seconds a keep-alive connection may wait for its next request")
+
+
+def http_timeouts(args: argparse.Namespace) -> HttpTimeouts:
+    return HttpTimeouts(head=args.http_head_timeout, body=args.http_body_timeout,
+                        idle=args.http_idle_timeout)
+
+
 def _config(args: argparse.Namespace) -> EdgeConfig:
     d = EdgeConfig()
     return EdgeConfig(
         max_frame_bytes=args.max_frame_bytes, max_rooms_per_conn=args.max_rooms,
+        max_value_bytes=args.max_value_bytes, error_log_lines=args.error_log_lines,
+        error_log_interval=args.error_log_interval,
         action_rate=Rate(args.action_rate, args.action_burst),
         peer_rate=Rate(args.peer_rate, args.peer_burst),
+        inbox_max_messages=args.inbox_max_messages, inbox_max_bytes=args.inbox_max_bytes,
+        frame_rate=Rate(args.frame_rate, args.frame_burst),
+        max_sections=args.max_sections, room_idle_seconds=args.room_idle_seconds,
         budget=Budget(bytes=args.outbound_budget, slow_grace=args.slow_grace,
                       hard_factor=d.budget.hard_factor),
         hello_timeout=args.hello_timeout, online_interval=args.online_interval,
-        coalesce_window=args.coalesce_window, poll_threshold=args.poll_threshold)
+        coalesce_window=args.coalesce_window, poll_threshold=args.poll_threshold,
+        max_fragments=args.max_fragments, max_inbound_bytes=args.max_inbound_bytes,
+        max_wt_sessions=args.max_wt_sessions, http=http_timeouts(args))
 
 
 def add_role_parsers(sub: Any) -> None:
@@ -125,16 +167,19 @@ def add_role_parsers(sub: Any) -> None:
     _node(edge, "edge", 8080)
     add_service_arguments(edge)
     _limits(edge)
+    add_http_arguments(edge)
     # Off unless asked for: the edges of one machine (liveroom cluster) would
     # otherwise share --dev's certificate directory.
     add_quic_arguments(edge, default_port="off")
     router = sub.add_parser("router", help="answers GET /v1/route from the node registry")
     _node(router, "router", 8070)
     add_service_arguments(router)
+    add_http_arguments(router)
     cdn = sub.add_parser("cdn", help="the polling origin (head, versioned sections) over "
                          "the shared state store")
     _node(cdn, "cdn", 8090)
     add_service_arguments(cdn)
+    add_http_arguments(cdn)
     cluster = sub.add_parser("cluster", help="a local multi-process cluster: N edges and a "
                              "router against the given services")
     cluster.add_argument("--edges", type=int, default=3)
@@ -177,7 +222,7 @@ def _options(args: argparse.Namespace, role: str) -> RoleOptions:
         big_threshold=args.big_threshold, dev=args.dev, data_dir=args.data_dir,
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"),
-        config=_config(args) if role == "edge" else EdgeConfig(),
+        config=_config(args) if role == "edge" else EdgeConfig(http=http_timeouts(args)),
         quic_port=args.quic_port if role == "edge" else "off",
         quic_cert=getattr(args, "quic_cert", None), quic_key=getattr(args, "quic_key", None),
         quic_idle_timeout=getattr(args, "quic_idle_timeout", 30.0),

@@ -38,10 +38,12 @@ from aiohttp import web
 
 from edge.auth import Identity
 from edge.protocol import (
+    DEFAULT_MAX_VALUE_BYTES,
     InvalidField,
     NotFound,
     QuotaExceeded,
     Unauthorized,
+    decode_json_body,
 )
 from llm_agents.backends.base import Usage
 from llm_agents.policy import INTERACTION, Trigger
@@ -112,7 +114,13 @@ class InteractionStore(Protocol):
 
 class SqliteInteractionStore:
     def __init__(self, path: Path) -> None:
-        self._sql = SqliteThread(path, "interaction store", _SCHEMA, on_open=_fail_interrupted)
+        # NORMAL, not FULL: an interaction writes an event per streamed delta,
+        # and an fsync each would cost more than the stream itself; what the
+        # machine loses in a power cut is the tail of a stream that the next
+        # start marks failed ("interrupted") anyway. Nothing here was
+        # acknowledged to another user as stored (unlike the peer inbox).
+        self._sql = SqliteThread(path, "interaction store", _SCHEMA, on_open=_fail_interrupted,
+                                 synchronous="NORMAL")
 
     async def open(self) -> None:
         await self._sql.open()
@@ -278,11 +286,9 @@ class Interactions:
     async def post(self, request: web.Request) -> web.Response:
         ident = self._identity(request)
         room, name = request.match_info["room"], request.match_info["name"]
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            raise InvalidField("the body must be JSON", field="body") from None
-        text = body.get("text") if isinstance(body, dict) else None
+        # A JSON object whose fields obey the value rule, as the edge's API.
+        body = decode_json_body(await request.read(), DEFAULT_MAX_VALUE_BYTES)
+        text = body.get("text")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
             raise InvalidField(f"text must be a string of 1..{MAX_TEXT} chars", field="text")
         try:

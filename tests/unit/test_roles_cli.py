@@ -66,3 +66,19 @@ def test_a_negative_interaction_retention_is_refused(monkeypatch: pytest.MonkeyP
     with pytest.raises(SystemExit) as exc:
         main(["agents", "--interaction-retention-days", "-1"])
     assert "--interaction-retention-days" in str(exc.value)
+
+
+@pytest.mark.parametrize("command", ["serve", "edge", "router", "cdn", "agents"])
+def test_every_http_role_takes_the_http_timeouts(monkeypatch: pytest.MonkeyPatch,
+                                                command: str) -> None:
+    """One set of flags (and variables) for the HTTP timeouts of every role."""
+    from edge.config import HttpTimeouts
+    from liveroom.roles_cli import http_timeouts
+
+    for name in ("HEAD", "BODY", "IDLE"):
+        monkeypatch.delenv(f"LIVEROOM_HTTP_{name}_TIMEOUT", raising=False)
+    assert http_timeouts(_parser().parse_args([command])) == HttpTimeouts()
+    monkeypatch.setenv("LIVEROOM_HTTP_IDLE_TIMEOUT", "20")
+    args = _parser().parse_args([command, "--http-head-timeout", "3", "--http-body-timeout",
+                                 "4"])
+    assert http_timeouts(args) == HttpTimeouts(head=3.0, body=4.0, idle=20.0)
