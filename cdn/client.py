@@ -5,6 +5,7 @@ partial and value, and the head's ETag. ``poll_once`` fetches the head (a
 ``304`` when nothing changed costs a few bytes), compares it with what it
 holds, and fetches only the sections whose partial moved, at their immutable
 URLs. A new epoch means the store started over: every section is read again.
+A head that is ``404`` means the room has no state (yet, or any more).
 
     async with aiohttp.ClientSession() as http:
         poller = StatePoller(http, "http://127.0.0.1:8081", "demo")
@@ -64,6 +65,13 @@ class StatePoller:
         status, head, etag = await self._get(head_url(self.room), self.etag)
         if status == 304:
             return []
+        if status == 404:
+            # The room has no state (never written, or dropped when idle):
+            # hold nothing; the sections we held are the ones that changed.
+            held = sorted(self.versions)
+            self.epoch, self.etag, self.total, self.versions, self.values = (
+                None, None, 0, {}, {})
+            return held
         if status != 200:
             raise RuntimeError(f"head of {self.room!r} answered {status}")
         self.etag = etag

@@ -21,6 +21,14 @@ only when that section's partial version moved:
 - ``GET /v1/rooms/{room}/state/{section}``: the current value, cached like the
   head (the simple read of the foundation issue, kept for simple clients).
 
+A room with no state (never written, or dropped when idle) answers ``404
+not_found`` on every route, cacheable as long as a head (``public,
+max-age=1``): a CDN absorbs a storm of requests for rooms that do not
+exist, and a room that gets state shows up as soon as a head would. Reads
+never create anything in the store (``state_versions.store``), so requests
+for made-up rooms cost the origin no memory. A section the room does not
+have is the same ``404``.
+
 Bodies are JSON, or msgpack when ``Accept`` asks for ``application/msgpack``
 (``Vary: Accept``); bodies over ``compress_min`` bytes are gzip-compressed for
 clients that accept it (``Vary: Accept-Encoding``). Immutable bodies are
@@ -63,12 +71,21 @@ class CdnConfig:
     # Old or foreign-epoch versions are gone for good: caches may remember that.
     gone_max_age: int = 60
     compress_min: int = 1024
+    # The encoded immutable bodies kept in memory: at most this many, and at
+    # most this many bytes (a snapshot of a full room can be megabytes).
     body_cache_entries: int = 4096
+    body_cache_bytes: int = 64 * 1024 * 1024
 
     @property
     def head_cache_control(self) -> str:
         return (f"public, max-age={self.head_max_age}, "
                 f"stale-while-revalidate={self.head_stale_while_revalidate}")
+
+    @property
+    def absent_cache_control(self) -> str:
+        """A room (or section) with no state: as briefly as a head, no stale
+        copies (a room that gets state must show up within max-age)."""
+        return f"public, max-age={self.head_max_age}"
 
 
 def wants_msgpack(accept: str) -> bool:
@@ -96,6 +113,7 @@ class CdnOrigin:
                                 "Origin requests for polling clients, by route and status",
                                 ["route", "status"], registry=registry)
         self._bodies: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._body_bytes = 0
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/rooms/{room}/state", self.head)
@@ -108,6 +126,8 @@ class CdnOrigin:
         room = _room(request)
         epoch = self.store.epoch
         total, versions = await self.store.versions(room)
+        if not versions:
+            raise self._absent("head", f"room {room!r} has no state")
         variant = MSGPACK if wants_msgpack(request.headers.get("Accept", "")) else JSON
         etag = f'"{epoch}.{total}.{variant[0]}"'
         headers = {"Cache-Control": self.config.head_cache_control, "ETag": etag}
@@ -124,7 +144,7 @@ class CdnOrigin:
         room, name = _room(request), _section(request)
         found = await self.store.section(room, name)
         if found is None:
-            raise NotFound(f"room {room!r} has no section {name!r}")
+            raise self._absent("current_section", f"room {room!r} has no section {name!r}")
         variant = MSGPACK if wants_msgpack(request.headers.get("Accept", "")) else JSON
         etag = f'"{self.store.epoch}.{name}.{found.partial}.{variant[0]}"'
         headers = {"Cache-Control": self.config.head_cache_control, "ETag": etag}
@@ -138,8 +158,10 @@ class CdnOrigin:
         partial = _version(request, "partial")
         epoch = self._epoch_of(request, "section")
         found = await self.store.section(room, name)
-        current = 0 if found is None else found.partial
-        if found is None or partial > current:
+        if found is None:
+            raise self._absent("section", f"room {room!r} has no section {name!r}")
+        current = found.partial
+        if partial > current:
             self._count("section", 404)
             raise _not_yet(f"section {name!r} of room {room!r} has no version {partial} yet")
         if partial < current:
@@ -158,6 +180,8 @@ class CdnOrigin:
         total = _version(request, "total")
         epoch = self._epoch_of(request, "snapshot")
         snap = await self.store.snapshot(room)
+        if not snap.sections:
+            raise self._absent("snapshot", f"room {room!r} has no state")
         if total > snap.total:
             self._count("snapshot", 404)
             raise _not_yet(f"room {room!r} has no total version {total} yet")
@@ -186,6 +210,11 @@ class CdnOrigin:
                            http_headers={"Cache-Control":
                                          f"public, max-age={self.config.gone_max_age}"})
         return epoch
+
+    def _absent(self, route: str, message: str) -> NotFound:
+        self._count(route, 404)
+        return NotFound(message, http_headers={
+            "Cache-Control": self.config.absent_cache_control, "Vary": "Accept, Accept-Encoding"})
 
     def _count(self, route: str, status: int) -> None:
         self.requests.labels(route, str(status)).inc()
@@ -225,9 +254,16 @@ class CdnOrigin:
         return web.Response(body=data, headers=out)
 
     def _remember(self, key: tuple[Any, ...], data: bytes) -> None:
+        if len(data) > self.config.body_cache_bytes // 4:
+            return  # one body must not flush the whole cache
+        old = self._bodies.pop(key, None)
+        if old is not None:
+            self._body_bytes -= len(old)
         self._bodies[key] = data
-        if len(self._bodies) > self.config.body_cache_entries:
-            self._bodies.popitem(last=False)
+        self._body_bytes += len(data)
+        while (len(self._bodies) > self.config.body_cache_entries
+               or self._body_bytes > self.config.body_cache_bytes):
+            self._body_bytes -= len(self._bodies.popitem(last=False)[1])
 
 
 def _room(request: web.Request) -> str:

@@ -31,6 +31,13 @@ class TokenBucket:
             return 0.0
         return (cost - self.tokens) / rate.per_second
 
+    def charge(self, rate: Rate, now: float, cost: float) -> None:
+        """Take ``cost`` tokens whatever is left: a cost known only after
+        the work was done (the size of a reply). The bucket may go below
+        zero; ``take`` then refuses until the debt has refilled."""
+        self.take(rate, now, 0.0)  # refill up to now
+        self.tokens -= cost
+
 
 class RateLimiter:
     """Buckets by key, bounded in number: when ``max_keys`` is reached, the

@@ -92,7 +92,8 @@ def make_app(opts: ServeOptions) -> web.Application:
         log.warning("dev mode: generated backend API key %s", api_key)
     elif not api_key:
         log.warning("LIVEROOM_API_KEY is not set: the backend publish API answers 503")
-    store = MemoryStateStore()
+    store = MemoryStateStore(max_sections=opts.config.max_sections,
+                             idle_for=opts.config.room_idle_seconds)
     inbox = SqliteInbox(opts.data_dir / "inbox.sqlite3")
     node = EdgeNode(node_id=opts.node_id, config=opts.config, jwt_secret=jwt_secret,
                     store=store, bus=MemoryBus(), registry=MemoryConnectionRegistry(),
@@ -130,9 +131,12 @@ def make_app(opts: ServeOptions) -> web.Application:
                 handle = loop.call_later(interval, tick)
 
         handle = loop.call_later(interval, tick)
+        sweeper = sweep_idle_rooms(store, node, {DEMO_ROOM} if opts.demo_room else set(),
+                                   opts.config.room_idle_seconds)
         yield
         if handle is not None:
             handle.cancel()
+        sweeper.cancel()
         if keeper is not None:
             keeper.stop()
         if agents is not None:
@@ -148,6 +152,53 @@ def make_app(opts: ServeOptions) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_connections)
     return app
+
+
+class Sweeper:
+    """The one timer of a process that drops idle rooms from its in-memory
+    state store (``MemoryStateStore.drop_idle``), whatever their number: no
+    task or timer per room. It runs every tenth of the idle time (at most a
+    minute), so a room is dropped between 0.9 and 1.1 times
+    ``room_idle_seconds`` after its last write or its last member (members
+    are seen by the sweeps)."""
+
+    __slots__ = ("_handle", "_keep", "_node", "_period", "_store", "dropped")
+
+    def __init__(self, store: MemoryStateStore, node: EdgeNode, keep: set[str],
+                 idle_for: float) -> None:
+        self._store = store
+        self._node = node
+        self._keep = keep
+        self._period = min(60.0, idle_for / 10)
+        self._handle: asyncio.TimerHandle | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self._period, self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            busy = self._node.hub.rooms.keys() | self._keep
+            dropped = self._store.drop_idle(busy)
+            if dropped:
+                self.dropped += len(dropped)
+                log.info("dropped %d idle rooms from memory", len(dropped))
+        finally:
+            self.start()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def sweep_idle_rooms(store: MemoryStateStore, node: EdgeNode, keep: set[str],
+                     idle_for: float) -> Sweeper:
+    """Start dropping ``store``'s idle rooms (not those with members on
+    ``node``, nor ``keep``); ``cancel()`` the answer to stop."""
+    sweeper = Sweeper(store, node, keep, idle_for)
+    sweeper.start()
+    return sweeper
 
 
 class QuicConfigured(Protocol):

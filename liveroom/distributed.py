@@ -42,13 +42,14 @@ from aiohttp import web
 
 from cdn.origin import CdnConfig, CdnOrigin
 from edge.config import EdgeConfig
+from edge.http_site import TimedSite, counter_of
 from edge.metrics import Metrics
 from edge.node import EdgeNode
 from edge.quic import QuicEdge
 from edge.ratelimit import SharedRateLimiter
 from edge.web import build_app, errors_middleware, metrics_response
 from edge.ws_conn import EdgeSite
-from liveroom.app import start_quic_edge
+from liveroom.app import Sweeper, start_quic_edge, sweep_idle_rooms
 from room_router.bus import Bus, MemoryBus
 from room_router.gate import ClusterView, PlacementGate
 from room_router.inbox import Inbox, SqliteInbox
@@ -139,11 +140,17 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
                          closers: list[Callable[[], Awaitable[None]]]) -> Services:
     bus: Bus
     if opts.nats:
-        from room_router.bus_nats import BusMetrics, NatsBus
+        from room_router.bus_nats import BusFault, BusMetrics, NatsBus
 
+        # Test hook only (room_router/bus_nats.py, "Fault hook").
+        fault = BusFault.from_env(os.environ)
+        if fault is not None:
+            log.warning("TEST HOOK ON: the NATS bus drops %.0f%% and delays %.0f%% (up to "
+                        "%.2f s) of the publishes to %s.* (LIVEROOM_TEST_BUS_FAULT)",
+                        fault.drop * 100, fault.delay * 100, fault.max_delay, fault.kind)
         nats_bus = await NatsBus.connect(opts.nats, name=opts.node_id,
                                          prefix=opts.subject_prefix,
-                                         metrics=BusMetrics(metrics.registry))
+                                         metrics=BusMetrics(metrics.registry), fault=fault)
         closers.append(nats_bus.close)
         bus = nats_bus
         log.info("bus: NATS %s (prefix %r)", nats_bus.connected_url, opts.subject_prefix)
@@ -162,7 +169,8 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
 
         stores = await open_distributed_stores(
             opts.redis, opts.postgres, action_rate=opts.config.action_rate,
-            registry_ttl=max(10.0, 5 * opts.heartbeat))
+            registry_ttl=max(10.0, 5 * opts.heartbeat),
+            max_sections=opts.config.max_sections, idle_ttl=opts.config.room_idle_seconds)
         closers.append(stores.close)
         log.info("redis %s + postgres: tiered state, inbox, registries, counts, limits",
                  opts.redis)
@@ -177,7 +185,8 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         closers.append(pg_inbox.close)
         inbox = pg_inbox
         if not opts.redis:
-            pg_store = await open_postgres_store(opts.postgres)
+            pg_store = await open_postgres_store(opts.postgres,
+                                                 max_sections=opts.config.max_sections)
             closers.append(pg_store.close)
         log.info("postgres: peer inbox%s", "" if opts.redis else " and state store")
     else:
@@ -194,14 +203,16 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
 
         client = open_redis(opts.redis)
         closers.append(client.aclose)
-        store = await RedisStateStore.open(client)
+        # Redis is the only copy here: its rooms never expire.
+        store = await RedisStateStore.open(client, max_sections=opts.config.max_sections)
         # Connections are re-asserted by every heartbeat: expire after a few.
         registry = RedisConnectionRegistry(client, ttl=max(10.0, 5 * opts.heartbeat))
         nodes = RedisNodeRegistry(client)
         online = RedisOnlineCounts(client)
         log.info("redis: %s (state, registries, online counts)", opts.redis)
     else:
-        store = pg_store if pg_store is not None else MemoryStateStore()
+        store = pg_store if pg_store is not None else MemoryStateStore(
+            max_sections=opts.config.max_sections)
         registry = MemoryConnectionRegistry()
         nodes = MemoryNodeRegistry()
         online = MemoryOnlineCounts()
@@ -332,6 +343,7 @@ class RoleProcess:
         self.url = ""
         self.public_url = ""
         self._online: asyncio.TimerHandle | None = None
+        self._sweeper: Sweeper | None = None
 
     async def start(self) -> RoleProcess:
         try:
@@ -350,7 +362,7 @@ class RoleProcess:
         if opts.role == "edge":
             app = self._edge_app(s, view)
         else:
-            app = web.Application(middlewares=[errors_middleware])
+            app = web.Application(middlewares=[errors_middleware()])
             app.router.add_get("/healthz", self._healthz)
             app.router.add_get("/metrics", self._metrics)
             if opts.role == "cdn":
@@ -359,8 +371,10 @@ class RoleProcess:
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self.runner.setup()
         # An edge's WebSockets get connections of their own (edge/ws_conn.py).
-        site = (EdgeSite if opts.role == "edge" else web.TCPSite)(self.runner, opts.host,
-                                                                   opts.port)
+        # Every role's HTTP connections are timed (head, body, idle keep-alive).
+        site = EdgeSite(self.runner, opts.host, opts.port) if opts.role == "edge" else \
+            TimedSite(self.runner, opts.host, opts.port, timeouts=opts.config.http,
+                      count=counter_of(self.metrics))
         await site.start()
         port = int(self.runner.addresses[0][1]) if self.runner.addresses else opts.port
         if opts.role == "edge":
@@ -386,6 +400,10 @@ class RoleProcess:
                                     shared_action_limiter=s.shared_action_limiter)
         node.gate = PlacementGate(view, opts.group)
         node.start()
+        if isinstance(s.store, MemoryStateStore):
+            # The embedded store (no --redis/--postgres): idle rooms leave memory.
+            self._sweeper = sweep_idle_rooms(s.store, node, set(),
+                                             opts.config.room_idle_seconds)
         cdn = CdnOrigin(s.store, opts.cdn, self.metrics.registry)
         app = build_app(node, cdn, jwt_secret=secret, api_key=opts.api_key, dev=opts.dev)
 
@@ -421,6 +439,9 @@ class RoleProcess:
         if self._online is not None:
             self._online.cancel()
             self._online = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         heartbeat, self.heartbeat = self.heartbeat, None
         if heartbeat is not None:
             await heartbeat.stop()

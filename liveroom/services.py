@@ -27,6 +27,7 @@ from room_router.ratelimit_redis import RedisRateLimiter
 from room_router.redis_conn import RedisClient, open_redis
 from room_router.registry_redis import RedisConnectionRegistry
 from state_versions.migrations import open_database
+from state_versions.store import DEFAULT_MAX_SECTIONS
 from state_versions.store_postgres import PostgresStateStore
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
@@ -64,10 +65,14 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
                                   action_rate: Rate | None = None,
                                   registry_ttl: float = 30.0,
                                   pool_size: int = 10,
-                                  write_behind_max: int = 10_000) -> DistributedStores:
+                                  write_behind_max: int = 10_000,
+                                  max_sections: int = DEFAULT_MAX_SECTIONS,
+                                  idle_ttl: float | None = None) -> DistributedStores:
     """Connect, migrate, and build every adapter (see the module docstring).
     ``action_rate``: the shared per-user, per-room action limit (default:
-    ``EdgeConfig``'s)."""
+    ``EdgeConfig``'s); ``max_sections``: sections per room; ``idle_ttl``:
+    seconds an unused room stays in Redis once PostgreSQL has it (None:
+    forever)."""
     if action_rate is None:
         from edge.config import EdgeConfig
 
@@ -82,10 +87,11 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
         # The state store and the inbox share the one pool; it is closed by
         # DistributedStores.close, so neither owns it.
         durable = await PostgresStateStore.from_pool(pool)
-        hot = await RedisStateStore.open(redis)
+        hot = await RedisStateStore.open(redis, max_sections=max_sections)
         return DistributedStores(
             redis=redis,
-            state=TieredStateStore(hot, durable, max_pending=write_behind_max),
+            state=TieredStateStore(hot, durable, max_pending=write_behind_max,
+                                   idle_ttl=idle_ttl),
             inbox=PostgresInbox(pool),
             registry=RedisConnectionRegistry(redis, ttl=registry_ttl),
             nodes=RedisNodeRegistry(redis),

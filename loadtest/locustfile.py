@@ -508,6 +508,11 @@ class Poller(HttpUser):
     def poll(self) -> None:
         with self.client.get(state_url(self.room), name="poll:head",
                              catch_response=True) as r:
+            if r.status_code == 404 and r.error is None:
+                # The room has no state yet (its host has not written): fine.
+                r.success()
+                self.epoch, self.versions = None, {}
+                return
             if r.status_code != 200:
                 if r.error is None:  # else no answer at all: Locust reports r.error
                     r.failure(f"{r.status_code} {r.text[:200]}")

@@ -12,7 +12,10 @@ Tables (``migrations/0001_init.sql``): ``rooms`` (the total version),
   transaction. The row lock serialises the applies of one room across every
   process, so totals go 1, 2, 3... with no gap or duplicate, and
   ``total == sum(partials)`` holds at every commit. One round trip per apply,
-  and the lock is held only while the function runs.
+  and the lock is held only while the function runs. The same function
+  counts the room's sections under that lock: a write that would make more
+  than ``max_sections`` is refused (``TooManySections``) and leaves nothing.
+- **Reads never allocate**: they are SELECTs; only an apply makes a row.
 - **Reads are single statements**, so each sees one committed state: a
   snapshot's sections and its total always belong together.
 - **Values are JSON** (the edge admits only values that JSON carries), kept
@@ -37,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from edge.protocol import VersionConflict
 from state_versions.migrations import PoolAdapter, open_database
-from state_versions.versions import Change, Section, Snapshot
+from state_versions.store import DEFAULT_MAX_SECTIONS
+from state_versions.versions import Change, Section, Snapshot, too_many_sections
 
 if TYPE_CHECKING:
     from state_versions.store import StateStore
@@ -61,16 +65,19 @@ class PostgresStateStore(PoolAdapter):
 
     what = "state store"
 
-    def __init__(self, pool: Any, epoch: str, *, owns_pool: bool = False) -> None:
+    def __init__(self, pool: Any, epoch: str, *, owns_pool: bool = False,
+                 max_sections: int = DEFAULT_MAX_SECTIONS) -> None:
         super().__init__(pool, owns_pool=owns_pool)
         self.epoch = epoch
+        self.max_sections = max_sections
 
     @classmethod
-    async def from_pool(cls, pool: Any, *, owns_pool: bool = False) -> PostgresStateStore:
+    async def from_pool(cls, pool: Any, *, owns_pool: bool = False,
+                        max_sections: int = DEFAULT_MAX_SECTIONS) -> PostgresStateStore:
         epoch = await pool.fetchval("SELECT value FROM meta WHERE key = 'epoch'")
         if epoch is None:
             raise RuntimeError("the database has no epoch: run state_versions.migrations first")
-        return cls(pool, str(epoch), owns_pool=owns_pool)
+        return cls(pool, str(epoch), owns_pool=owns_pool, max_sections=max_sections)
 
     async def apply(self, room: str, section: str, value: Any,
                     expected: int | None = None) -> Change:
@@ -78,9 +85,12 @@ class PostgresStateStore(PoolAdapter):
         TypeError otherwise; the edge checks values at the door)."""
         row = await self._db(
             "fetchrow",
-            "SELECT applied, new_partial, new_total FROM state_apply($1, $2, $3::json, $4)",
+            "SELECT applied, over_cap, new_partial, new_total"
+            " FROM state_apply($1, $2, $3::json, $4::bigint, $5::integer)",
             room, section, _encode_json(value),
-            None if expected is None else _bigint_or_never(expected))
+            None if expected is None else _bigint_or_never(expected), self.max_sections)
+        if row["over_cap"]:
+            raise too_many_sections(self.max_sections)
         partial, total = int(row["new_partial"]), int(row["new_total"])
         if not row["applied"]:
             raise VersionConflict(
@@ -213,13 +223,14 @@ def _section(row: Any) -> Section:
     return Section(row["section"], int(row["partial"]), json.loads(row["value"]))
 
 
-async def open_postgres_store(dsn: str, *, min_size: int = 2,
-                              max_size: int = 10) -> PostgresStateStore:
+async def open_postgres_store(dsn: str, *, min_size: int = 2, max_size: int = 10,
+                              max_sections: int = DEFAULT_MAX_SECTIONS) -> PostgresStateStore:
     """Connect, apply the pending migrations, and return a store that owns
     its pool (``close()`` closes it)."""
     pool = await open_database(dsn, min_size=min_size, max_size=max_size)
     try:
-        return await PostgresStateStore.from_pool(pool, owns_pool=True)
+        return await PostgresStateStore.from_pool(pool, owns_pool=True,
+                                                  max_sections=max_sections)
     except BaseException:
         await pool.close()
         raise

@@ -61,9 +61,31 @@ A ``loader`` (``async (room) -> Snapshot | None``) makes this store the hot
 half of a two-tier store: when a script finds a room with no total key, it
 answers "absent" instead of acting, the loader fetches the room's latest
 state from the durable tier, and a load script writes it in (only if the
-room is still absent: concurrent loaders agree). A room the loader does not
-know gets total 0 with a TTL (``EMPTY_TTL_S``), so joins of rooms with no
-state do not query the database each time.
+room is still absent: concurrent loaders agree).
+
+Reads never allocate: a read of a room that neither Redis nor the loader
+knows answers "empty" and writes nothing (so requests for made-up rooms
+cost no memory; each costs the loader one read). Only a write of such a room
+marks it as known-empty (total 0 with a TTL, ``EMPTY_TTL_S``) and then
+applies, in the same script run as always.
+
+Idle rooms (``idle_ttl``)
+-------------------------
+With the durable tier behind it, Redis need not keep rooms nobody uses: a
+loaded room's keys expire ``idle_ttl`` seconds after the load, and a written
+room's keys ``idle_ttl`` seconds after its last change was recorded in
+PostgreSQL (``expire_if_current``: only if the room's total is still that
+change's, so a room with a change not yet durable never expires). Every
+apply removes the expiry. An expired room is absent: its next operation
+reloads it from PostgreSQL with the same partials. Without a durable tier
+(Redis alone) nothing expires: Redis is the only copy, and its memory is the
+bound (``maxmemory`` with ``noeviction``: writes then fail, ``Unavailable``).
+
+Sections per room
+-----------------
+The apply script counts the room's sections (``HLEN``) before it adds one:
+a write that would make more than ``max_sections`` is refused in the same
+atomic step, whatever the number of writing processes.
 """
 
 from __future__ import annotations
@@ -86,7 +108,8 @@ from room_router.redis_conn import (
     room_key,
     unavailable_when_down,
 )
-from state_versions.versions import Change, Section, Snapshot
+from state_versions.store import DEFAULT_MAX_SECTIONS
+from state_versions.versions import Change, Section, Snapshot, too_many_sections
 
 if TYPE_CHECKING:
     from state_versions.store import StateStore
@@ -106,8 +129,9 @@ Loader = Callable[[str], Awaitable[Snapshot | None]]
 
 # Scripts answer {status, ...}: 1 done, 0 the marker is not our epoch
 # (second element: the marker, '' when missing), 2 compare-and-set refused,
-# 3 the room is absent and a loader should fill it.
-_OK, _EPOCH, _CONFLICT, _ABSENT = 1, 0, 2, 3
+# 3 the room is absent and a loader should fill it, 4 the room has
+# max_sections sections already.
+_OK, _EPOCH, _CONFLICT, _ABSENT, _FULL = 1, 0, 2, 3, 4
 
 _PRELUDE = """
 local marker = redis.call('GET', KEYS[1])
@@ -118,15 +142,21 @@ total = tonumber(total or '0')
 """
 
 # KEYS: marker, total, versions, values. ARGV: epoch, use_loader, section,
-# value, expected ('' for none).
+# value, expected ('' for none), max sections. SET without EX and PERSIST
+# take an idle room's expiry away: it is in use again.
 _APPLY = _PRELUDE + """
 local partial = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
 if ARGV[5] ~= '' and tonumber(ARGV[5]) ~= partial then return {2, partial, total} end
+if partial == 0 and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[6]) then
+    return {4, 0, total}
+end
 partial = partial + 1
 total = total + 1
 redis.call('SET', KEYS[2], total)
 redis.call('HSET', KEYS[3], ARGV[3], partial)
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+redis.call('PERSIST', KEYS[3])
+redis.call('PERSIST', KEYS[4])
 return {1, partial, total}
 """
 
@@ -162,22 +192,30 @@ return {1, tonumber(partial), redis.call('HGET', KEYS[4], ARGV[3])}
 """
 
 # The loader's result, written only if the room is still absent. ARGV[2]:
-# total, ARGV[3]: TTL for an empty room, ARGV[4..]: name, partial, value.
+# total, ARGV[3]: the keys' TTL in ms ('0': none), ARGV[4..]: name,
+# partial, value.
 _LOAD = """
 local marker = redis.call('GET', KEYS[1])
 if marker ~= ARGV[1] then return {0, marker or ''} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {1, 0} end
 redis.call('DEL', KEYS[3], KEYS[4])
-if #ARGV < 4 then
-    redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-    return {1, 1}
-end
 redis.call('SET', KEYS[2], ARGV[2])
 for i = 4, #ARGV, 3 do
     redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
 end
+if ARGV[3] ~= '0' then
+    for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+end
 return {1, 1}
+"""
+
+# A room whose changes up to total ARGV[1] are durable expires in ARGV[2] ms,
+# if that is still its total (a later change is not durable yet).
+_EXPIRE_IF = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
 """
 
 # The canonical marker's compare-and-set: from ARGV[1] (or missing) to
@@ -242,24 +280,32 @@ class RedisStateStore:
     (reads or creates the epoch). ``loader``: see the module docstring."""
 
     def __init__(self, client: RedisClient, epoch: str, *,
-                 loader: Loader | None = None) -> None:
+                 loader: Loader | None = None, max_sections: int = DEFAULT_MAX_SECTIONS,
+                 idle_ttl: float | None = None) -> None:
         self.client = client
         self.epoch = epoch
         self.loader = loader
+        self.max_sections = max_sections
+        # Seconds a loaded or durable room stays once unused (module
+        # docstring); None: keys never expire (Redis alone).
+        self.idle_ttl = idle_ttl
         self._cluster = is_cluster(client)
         self._apply = register_script(client, _APPLY)
         self._read_all = register_script(client, _READ_ALL)
         self._changed = register_script(client, _CHANGED)
         self._section = register_script(client, _SECTION)
         self._load = register_script(client, _LOAD)
+        self._expire_if = register_script(client, _EXPIRE_IF)
         self._renew = register_script(client, _RENEW)
         self._restamp = register_script(client, _RESTAMP)
         # How many times this process renewed or adopted an epoch (metrics, tests).
         self.epoch_changes = 0
 
     @classmethod
-    async def open(cls, client: RedisClient, *, loader: Loader | None = None) -> RedisStateStore:
-        store = cls(client, "", loader=loader)
+    async def open(cls, client: RedisClient, *, loader: Loader | None = None,
+                   max_sections: int = DEFAULT_MAX_SECTIONS,
+                   idle_ttl: float | None = None) -> RedisStateStore:
+        store = cls(client, "", loader=loader, max_sections=max_sections, idle_ttl=idle_ttl)
         with unavailable_when_down(_WHAT):
             current = await client.get(store._canonical())
         if current is None:
@@ -319,8 +365,10 @@ class RedisStateStore:
             if marker.decode() != self.epoch:
                 await self._restamp(keys=[keys[0]], args=[marker, self.epoch])
 
-    async def _run(self, room: str, script: Any, *args: Any) -> list[Any]:
-        """Run a room script; handle epoch changes and absent rooms, retry."""
+    async def _run(self, room: str, script: Any, *args: Any,
+                   write: bool = False) -> list[Any] | None:
+        """Run a room script; handle epoch changes and absent rooms, retry.
+        None: a read of a room nobody has (nothing was written for it)."""
         keys = self._keys(room)
         for _ in range(_ATTEMPTS):
             with unavailable_when_down(_WHAT):
@@ -330,28 +378,50 @@ class RedisStateStore:
             if status == _EPOCH:
                 await self._on_epoch_mismatch(keys, reply[1])
             elif status == _ABSENT:
-                await self._fill(room, keys)
+                if not await self._fill(room, keys, write):
+                    return None
             else:
                 return reply
         raise Unavailable("the state store kept changing under this operation; retry")
 
-    async def _fill(self, room: str, keys: list[str]) -> None:
+    async def _fill(self, room: str, keys: list[str], write: bool) -> bool:
+        """Load an absent room; False (and nothing written) when the loader
+        does not know it and this is a read."""
         assert self.loader is not None
         snap = await self.loader(room)
         args: list[Any] = [self.epoch]
         if snap is None or not snap.sections:
-            args += [0, EMPTY_TTL_S]
+            if not write:
+                return False
+            args += [0, EMPTY_TTL_S * 1000]
         else:
             # The total is the sum of the loaded partials, so the invariant
             # holds even if the durable tier missed a change (see
-            # store_tiered: the epoch changed anyway).
-            args += [sum(s.partial for s in snap.sections.values()), EMPTY_TTL_S]
+            # store_tiered: the epoch changed anyway). It came from the
+            # durable tier, so it may expire once idle.
+            args += [sum(s.partial for s in snap.sections.values()), self._idle_ms()]
             for s in snap.sections.values():
                 args += [s.name, s.partial, _pack(s.value)]
         with unavailable_when_down(_WHAT):
             reply = await self._load(keys=keys, args=args)
         if reply[0] == _EPOCH:
             await self._on_epoch_mismatch(keys, reply[1])
+        return True
+
+    def _idle_ms(self) -> int:
+        return 0 if self.idle_ttl is None else max(1, int(self.idle_ttl * 1000))
+
+    async def expire_if_current(self, totals: Mapping[str, int]) -> None:
+        """Each room of ``totals`` (room -> a total whose changes are all
+        durable) expires after ``idle_ttl`` if that is still its total (see
+        the module docstring). Off the fan-out path: the write-behind task
+        calls this after each recorded batch."""
+        if self.idle_ttl is None:
+            return
+        ttl = self._idle_ms()
+        with unavailable_when_down(_WHAT):
+            for room, total in totals.items():
+                await self._expire_if(keys=self._keys(room)[1:], args=[total, ttl])
 
     # -- StateStore ----------------------------------------------------------
     async def apply(self, room: str, section: str, value: Any,
@@ -359,7 +429,11 @@ class RedisStateStore:
         """As ``RoomState.apply``. ``value`` must pack as msgpack."""
         packed = _pack(value)  # before any I/O: a bad value changes nothing
         reply = await self._run(room, self._apply, section, packed,
-                                "" if expected is None else str(expected))
+                                "" if expected is None else str(expected),
+                                self.max_sections, write=True)
+        assert reply is not None  # a write always finds or makes the room
+        if reply[0] == _FULL:
+            raise too_many_sections(self.max_sections)
         partial, total = int(reply[1]), int(reply[2])
         if reply[0] == _CONFLICT:
             raise VersionConflict(
@@ -370,6 +444,8 @@ class RedisStateStore:
     async def versions(self, room: str) -> tuple[int, dict[str, int]]:
         # Versions only: the values (possibly large) stay in Redis.
         reply = await self._run(room, self._read_all, "0")
+        if reply is None:
+            return 0, {}
         return int(reply[1]), {k: int(v) for k, v in _pairs(reply[2]).items()}
 
     async def changed_since(self, room: str,
@@ -378,6 +454,8 @@ class RedisStateStore:
         for name, partial in known.items():
             args += [name, partial]
         reply = await self._run(room, self._changed, *args)
+        if reply is None:
+            return 0, []
         flat = reply[2]
         out = [Section(flat[i].decode(), int(flat[i + 1]), _unpack(flat[i + 2]))
                for i in range(0, len(flat), 3)]
@@ -386,24 +464,28 @@ class RedisStateStore:
 
     async def section(self, room: str, section: str) -> Section | None:
         reply = await self._run(room, self._section, section)
-        if int(reply[1]) == 0:
+        if reply is None or int(reply[1]) == 0:
             return None
         return Section(section, int(reply[1]), _unpack(reply[2]))
 
     async def snapshot(self, room: str) -> Snapshot:
         reply = await self._run(room, self._read_all, "1")
+        if reply is None:
+            return Snapshot(room, 0, {})
         versions, values = _pairs(reply[2]), _pairs(reply[3])
         return Snapshot(room, int(reply[1]), {
             name: Section(name, int(p), _unpack(values[name]))
             for name, p in sorted(versions.items())})
 
 
-async def open_redis_store(url: str, *, loader: Loader | None = None) -> RedisStateStore:
+async def open_redis_store(url: str, *, loader: Loader | None = None,
+                           max_sections: int = DEFAULT_MAX_SECTIONS) -> RedisStateStore:
     """Connect to ``url`` (``room_router.redis_conn.open_redis``) and open
     the store on it."""
     from room_router.redis_conn import open_redis
 
-    return await RedisStateStore.open(open_redis(url), loader=loader)
+    return await RedisStateStore.open(open_redis(url), loader=loader,
+                                      max_sections=max_sections)
 
 
 if TYPE_CHECKING:

@@ -55,6 +55,16 @@ PostgreSQL had, which is every change written behind before the loss:
 Time to recovery: the first operation on each room after the loss pays one
 PostgreSQL read; rooms nobody touches are not reloaded.
 
+Idle rooms leave Redis (``idle_ttl``, ``--room-idle-seconds``): after each
+recorded batch, every room of it whose Redis total is still the batch's
+last total for it (nothing newer waits to be recorded) gets an expiry of
+``idle_ttl``; any apply takes the expiry away again. A batch with a skipped
+(non-JSON) change sets no expiry, since that value is only in Redis. An
+expired room reloads from PostgreSQL on its next operation, with the same
+values and partials: to a client, nothing happened. So Redis holds the rooms
+in use, PostgreSQL all of them. Reads of a room neither has write nothing
+(``store_redis``: reads never allocate).
+
 Availability: a room Redis has keeps working while PostgreSQL is down (the
 write-behind queues, then drops and counts). A room Redis does NOT have (a
 new room, or one lost with Redis) cannot be told apart from a room whose
@@ -222,11 +232,14 @@ class TieredStateStore:
     docstring). It installs itself as the hot store's loader."""
 
     def __init__(self, hot: RedisStateStore, durable: PostgresStateStore, *,
-                 max_pending: int = 10_000, batch: int = 500) -> None:
+                 max_pending: int = 10_000, batch: int = 500,
+                 idle_ttl: float | None = None) -> None:
         self.hot = hot
         self.durable = durable
-        self.write_behind = WriteBehind(durable.record, max_pending=max_pending, batch=batch)
+        self.write_behind = WriteBehind(self._record, max_pending=max_pending, batch=batch)
         hot.loader = self._load
+        if idle_ttl is not None:
+            hot.idle_ttl = idle_ttl
         self.reloads = 0  # rooms reloaded from PostgreSQL (metrics, tests)
 
     @property
@@ -251,6 +264,20 @@ class TieredStateStore:
         self.reloads += 1
         log.info("state of room %r reloaded from PostgreSQL at total %d", room, snap.total)
         return snap
+
+    async def _record(self, batch: Sequence[Change]) -> tuple[int, int]:
+        """The write-behind's sink: record in PostgreSQL, then let the
+        batch's rooms expire from Redis where nothing newer is pending."""
+        written, skipped = await self.durable.record(batch)
+        if skipped == 0 and self.hot.idle_ttl is not None:
+            last: dict[str, int] = {}
+            for c in batch:
+                last[c.room] = max(c.total, last.get(c.room, 0))
+            try:
+                await self.hot.expire_if_current(last)
+            except Unavailable:
+                pass  # the rooms stay in Redis: safe, only memory
+        return written, skipped
 
     async def apply(self, room: str, section: str, value: Any,
                     expected: int | None = None) -> Change:

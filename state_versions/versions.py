@@ -15,6 +15,11 @@ A write may carry an expected partial version (compare-and-set): it applies
 only if the section is still at that version, otherwise it raises
 ``VersionConflict`` carrying the current version so the writer can resync.
 
+A room has at most ``max_sections`` sections (when given): a write that
+would add one more raises ``TooManySections`` and changes nothing, so what a
+sync or a snapshot re-encodes stays bounded. Writing a section the room has
+is always allowed.
+
 Snapshots are immutable: the snapshot at total N never changes, so it can be
 cached forever under a versioned URL.
 
@@ -27,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.protocol import VersionConflict
+from edge.protocol import TooManySections, VersionConflict
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +78,20 @@ class RoomState:
         self._sections: dict[str, Section] = {}
         self._snapshot: Snapshot | None = None
 
-    def apply(self, section: str, value: Any, expected: int | None = None) -> Change:
+    def apply(self, section: str, value: Any, expected: int | None = None,
+              max_sections: int | None = None) -> Change:
         """Set ``section`` to ``value``. With ``expected``, only if the
-        section's partial is still ``expected`` (0 means "does not exist yet")."""
+        section's partial is still ``expected`` (0 means "does not exist yet");
+        with ``max_sections``, only if the room has the section or room for it."""
         current = self._sections.get(section)
         partial = current.partial if current is not None else 0
         if expected is not None and expected != partial:
             raise VersionConflict(
                 f"section {section!r} is at version {partial}, not {expected}",
                 section=section, current=partial, total=self.total)
+        if current is None and max_sections is not None and \
+                len(self._sections) >= max_sections:
+            raise too_many_sections(max_sections)
         partial += 1
         self.total += 1
         self._sections[section] = Section(section, partial, value)
@@ -105,3 +115,8 @@ class RoomState:
         if snap is None:
             snap = self._snapshot = Snapshot(self.room, self.total, dict(self._sections))
         return snap
+
+
+def too_many_sections(limit: int) -> TooManySections:
+    """The refusal every store raises for a write over the sections cap."""
+    return TooManySections(f"a room has at most {limit} sections", limit=limit)

@@ -57,6 +57,13 @@ async def open_ws(http: aiohttp.ClientSession) -> AsyncIterator[Open]:
             await c.close()
 
 
+async def assert_no_state(srv: LiveServer, http: aiohttp.ClientSession, room: str) -> None:
+    """The room has no state: its head is ``404 not_found`` (issue 12)."""
+    async with http.get(f"{srv.url}/v1/rooms/{room}/state") as r:
+        body = await r.json()
+        assert r.status == 404 and body["code"] == "not_found", body
+
+
 async def expect_error(c: LiveroomClient, code: str, *, ref: Any = None,
                        timeout: float = T) -> dict[str, Any]:
     """The next error frame; it must carry ``code`` (and ``ref`` when given)."""
@@ -360,9 +367,7 @@ async def test_json_state_integer_out_of_range_is_invalid_field(
     await host.send({"type": "state", "room": room, "section": "score",
                      "value": {"n": 2**64}, "ref": "big"})
     await expect_error(host, "invalid_field", ref="big")
-    async with http.get(f"{server.url}/v1/rooms/{room}/state") as r:
-        head = await r.json()
-    assert head["total"] == 0 and head["versions"] == {}, head
+    await assert_no_state(server, http, room)
     await host.set_state(room, "score", {"n": 1})
     got = await b.expect("state", timeout=T, section="score")
     assert got["partial"] == 1 and got["total"] == 1 and got["value"] == {"n": 1}, got
@@ -641,8 +646,7 @@ async def test_not_joined(server: LiveServer, connect: Connect, http: aiohttp.Cl
     await assert_room_works(a, b, room)
     # Nothing reached the room it is not in.
     await assert_api_room_works(server, http, listener, elsewhere)
-    async with http.get(f"{server.url}/v1/rooms/{elsewhere}/state") as r:
-        assert (await r.json())["versions"] == {}
+    await assert_no_state(server, http, elsewhere)
     await assert_alive(server, http)
 
 
@@ -654,9 +658,7 @@ async def test_viewer_writing_state_is_forbidden(server: LiveServer, connect: Co
                   "ref": "st"})
     err = await expect_error(a, "forbidden", ref="st")
     assert err["section"] == "meta"
-    async with http.get(f"{server.url}/v1/rooms/{room}/state") as r:
-        head = await r.json()
-    assert head["versions"] == {} and head["total"] == 0, head
+    await assert_no_state(server, http, room)
     await assert_usable(a)
     await assert_room_works(a, b, room)
     await assert_alive(server, http)
@@ -756,8 +758,7 @@ async def test_backend_api_without_the_key_is_401(server: LiveServer, connect: C
     async with http.post(f"{server.url}/v1/rooms/{room}/state/meta", headers=headers,
                          json={"value": {"title": "sneaky"}}) as r:
         await _json_error(r, 401, "unauthorized")
-    async with http.get(f"{server.url}/v1/rooms/{room}/state") as r:
-        assert (await r.json())["versions"] == {}
+    await assert_no_state(server, http, room)
     # With the key it works, and the rejected action was never delivered.
     await assert_api_room_works(server, http, listener, room)
     await assert_alive(server, http)
@@ -797,8 +798,7 @@ async def test_backend_api_value_no_wire_format_carries_is_400(
                              data=template.replace("$", raw),
                              headers=headers) as r:
             await _json_error(r, 400, "invalid_field")
-    async with http.get(f"{server.url}/v1/rooms/{room}/state") as r:
-        assert (await r.json())["versions"] == {}
+    await assert_no_state(server, http, room)
     await _post_comment(server, http, room, "second")
     got = await listener.expect("action", timeout=T, room=room)
     assert got["body"] == {"text": "first"}, got
