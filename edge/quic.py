@@ -21,9 +21,17 @@ sessions on one connection, costs one ``transmit()`` (packet building,
 encryption, ``sendto``) per connection, not ten.
 
 Reads. aioquic delivers events synchronously; node.receive is a coroutine
-(it may wait for the store or the inbox). Each session has a bounded queue of
+(it may wait for the store or the inbox). Each session has a queue of
 complete frames and one task that hands them to the node in order, as the
-WebSocket handler does with its ``async for``.
+WebSocket handler does with its ``async for``. aioquic cannot pause one
+stream, so the queue is bounded by closing: a session with more than
+``_MAX_QUEUED_FRAMES`` frames or ``max_inbound_bytes`` bytes already waiting
+when another frame completes is closed with 4100 (the frame being read is
+bounded by the hard frame limit, the unread bytes by QUIC flow control).
+
+Sessions. A QUIC connection may hold ``max_wt_sessions`` sessions; one more
+CONNECT is answered 429 (the WebTransport draft lets a server refuse a
+session with any non-2xx status), and the connection's other sessions go on.
 
 Closing. ``WtSink.close(code, reason)`` sends the CLOSE_WEBTRANSPORT_SESSION
 capsule with the liveroom close code (the same codes as on a WebSocket) and
@@ -71,9 +79,9 @@ log = logging.getLogger("liveroom.quic")
 
 # A session whose peer does not close after our close capsule is cut off after this.
 _CLOSE_LINGER_S = 5.0
-# Complete frames waiting for the node, per session. A client that sends
-# faster than the node handles frames is closed (4100) rather than queued
-# without bound.
+# Complete frames waiting for the node, per session (and, in bytes,
+# EdgeConfig.max_inbound_bytes). A client that sends faster than the node
+# handles frames is closed (4100) rather than queued without bound.
 _MAX_QUEUED_FRAMES = 256
 # Datagrams waiting in aioquic for room in a packet, per connection. Lossy
 # state is latest-wins: past this, new datagrams are dropped (the next one or
@@ -197,8 +205,8 @@ class WtSink:
 class WtSession:
     """One WebTransport session: its node connection and its reading task."""
 
-    __slots__ = ("conn", "ended", "frames", "proto", "reader", "session", "session_id",
-                 "sink", "stream_id", "task")
+    __slots__ = ("conn", "ended", "frames", "proto", "queued_bytes", "reader", "session",
+                 "session_id", "sink", "stream_id", "task")
 
     def __init__(self, proto: EdgeQuicProtocol, session_id: int, hard_limit: int) -> None:
         self.proto = proto
@@ -206,6 +214,7 @@ class WtSession:
         self.stream_id: int | None = None
         self.reader = FrameReader(hard_limit)
         self.frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queued_bytes = 0  # the bytes of the frames in ``frames``
         self.conn: Conn | None = None
         self.session: Session | None = None
         self.sink: WtSink | None = None
@@ -281,10 +290,16 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         assert self.http is not None
         headers = dict(event.headers)
         path = headers.get(b":path", b"").split(b"?", 1)[0]
-        if (headers.get(b":method") == b"CONNECT"
-                and headers.get(b":protocol") == b"webtransport"
-                and path == WT_PATH.encode()):
-            cfg = self.node.config
+        cfg = self.node.config
+        is_session = (headers.get(b":method") == b"CONNECT"
+                      and headers.get(b":protocol") == b"webtransport"
+                      and path == WT_PATH.encode())
+        if is_session and len(self.sessions) >= cfg.max_wt_sessions:
+            # One session is what a client needs; each costs a node
+            # connection and timers, so a connection gets a few, not
+            # aioquic's stream limit of them.
+            self.http.send_headers(event.stream_id, [(b":status", b"429")], end_stream=True)
+        elif is_session:
             wts = WtSession(self, event.stream_id, cfg.max_frame_bytes * cfg.hard_frame_factor)
             self.sessions[event.stream_id] = wts
             # A session that never opens its stream never says hello either.
@@ -318,13 +333,15 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
             self.node.close_connection(wts.conn, CloseCode.MESSAGE_TOO_BIG, str(exc))
             wts.end()
             return
+        limit = self.node.config.max_inbound_bytes
         for frame in frames:
-            if wts.frames.qsize() >= _MAX_QUEUED_FRAMES:
+            if wts.frames.qsize() >= _MAX_QUEUED_FRAMES or wts.queued_bytes > limit:
                 assert wts.conn is not None
                 self.node.close_connection(wts.conn, CloseCode.SLOW_CONSUMER,
                                            "too many frames waiting")
                 wts.end()
                 return
+            wts.queued_bytes += len(frame)
             wts.frames.put_nowait(frame)
         if event.stream_ended:
             wts.end()
@@ -362,6 +379,7 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
                 data = await wts.frames.get()
                 if data is None:
                     break
+                wts.queued_bytes -= len(data)
                 if conn.closed:
                     continue  # closed by us: act on nothing more
                 await node.receive(conn, session, data, wt_variant_of(data))

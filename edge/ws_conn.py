@@ -11,26 +11,32 @@ the node's ``Conn`` and ``Session``, and two timers; frames the client
 sends are handed to the node by a task that exists only while there are
 frames to hand over.
 
-How a connection gets here: ``EdgeSite`` (aiohttp's ``TCPSite`` with a
-front door) gives every new TCP connection a ``FrontDoor`` first. If the
+How a connection gets here: ``EdgeSite`` (``edge.http_site.TimedSite`` with
+a front door) gives every new TCP connection a ``FrontDoor`` first. If the
 first request is a valid WebSocket upgrade of ``GET /ws``
 (``ws_framing.upgrade_key``), the front door answers ``101`` itself and
 hands the transport to a ``WsConnection``; anything else (every other URL,
-a bad upgrade) is handed, with the bytes read so far, to aiohttp's request
-handler, exactly as if aiohttp had accepted the connection. An upgrade that
+a bad upgrade) is handed, with the bytes read so far, to the timed aiohttp
+request handler (``edge.http_site``), exactly as if aiohttp had accepted the
+connection; the head timeout started at the accept goes on running there. An upgrade that
 arrives later on a keep-alive connection aiohttp already serves (a client
 reusing a pooled HTTP connection) is served by aiohttp's
 ``WebSocketResponse`` in ``edge/ws.py``: the same node, sink and timers, a
 larger connection.
 
 Behaviour, the same on both paths (docs/PROTOCOL.md): server frames are
-pre-built and written by ``WsSink``; client pings are answered with pongs;
+pre-built and written by ``WsSink``; client pings are answered with pongs
+(here: the latest ping of each packet, and none while the client leaves more
+than its outbound budget unread);
 after ``heartbeat`` seconds without a byte from the client a ping goes out,
 and a connection that sends nothing for half that again is dropped without a
 close frame (the client sees 1006); a frame header announcing a message over
-``hard_frame_factor`` times ``max_frame_bytes`` closes with 1009, a protocol
-violation with 1002, invalid UTF-8 in a text message with 1007; a client's
-close frame is answered with a close frame and the connection ends.
+``hard_frame_factor`` times ``max_frame_bytes`` closes with 1009 (so does a
+message in more than ``max_fragments`` frames), a protocol violation with
+1002, invalid UTF-8 in a text message with 1007; a client's close frame is
+answered with a close frame and the connection ends. Frames waiting for the
+node are bounded in number and in bytes (``max_inbound_bytes``): past either,
+the socket is not read until the node catches up.
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_server import Server
 
 from edge.appkeys import NODE_KEY
 from edge.fanout import Conn
+from edge.http_site import TimedRequestHandler, TimedSite, counter_of, handler_factory
 from edge.node import EdgeNode
 from edge.protocol import JSON, MSGPACK, OP_PING, ws_frame
 from edge.session import Session
@@ -67,8 +76,10 @@ log = logging.getLogger("liveroom.ws")
 WS_PATH = "/ws"
 _WS_REQUEST = b"GET " + WS_PATH.encode()  # how a request the front door may take begins
 _PING = ws_frame(b"", OP_PING)
-# Client frames waiting for the node beyond this: stop reading the socket
-# until they are down to _RESUME (TCP then pushes back on the client).
+# Client frames waiting for the node beyond this many, or beyond
+# ``max_inbound_bytes``: stop reading the socket until they are down to
+# _RESUME frames and a quarter of the bytes (TCP then pushes back on the
+# client). The bound is soft by at most the frames of one read.
 _PAUSE = 64
 _RESUME = 8
 
@@ -90,14 +101,18 @@ class WsServer:
 
 
 class WsConnection(asyncio.Protocol):
-    __slots__ = ("_frames", "_heartbeat", "_inbox", "_last_rx", "_lost", "_paused",
-                 "_ping_at", "_server", "_task", "_timers", "conn", "session", "transport")
+    __slots__ = ("_frames", "_heartbeat", "_inbox", "_inbox_bytes", "_last_rx", "_lost",
+                 "_paused", "_ping_at", "_server", "_task", "_timers", "conn", "session",
+                 "transport")
 
     def __init__(self, server: WsServer) -> None:
         self._server = server
         cfg = server.node.config
-        self._frames = ClientFrames(cfg.max_frame_bytes * cfg.hard_frame_factor)
-        self._inbox: deque[tuple[bytes | str, str]] | None = None
+        self._frames = ClientFrames(cfg.max_frame_bytes * cfg.hard_frame_factor,
+                                    cfg.max_fragments)
+        # Frames for the node: (data, variant, size on the wire).
+        self._inbox: deque[tuple[bytes | str, str, int]] | None = None
+        self._inbox_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._lost = False
         self._paused = False
@@ -127,9 +142,10 @@ class WsConnection(asyncio.Protocol):
         except WsProtocolError as err:
             self._server.node.close_connection(self.conn, err.code, err.reason)
             return
+        ping: bytes | None = None
         for op, payload in frames:
             if op == OP_BINARY:
-                self._hand_over(payload, MSGPACK)
+                self._hand_over(payload, MSGPACK, len(payload))
             elif op == OP_TEXT:
                 try:
                     text = payload.decode()
@@ -137,13 +153,23 @@ class WsConnection(asyncio.Protocol):
                     self._server.node.close_connection(self.conn, CLOSE_INVALID_DATA,
                                                        "invalid UTF-8 in a text message")
                     return
-                self._hand_over(text, JSON)
+                self._hand_over(text, JSON, len(payload))
             elif op == OP_PING:
-                self.transport.write(ws_frame(payload, OP_PONG))
+                ping = payload
             elif op == OP_CLOSE:
                 self._closed_by_client(payload)
                 return
             # OP_PONG: any byte received already counts for the heartbeat.
+        if ping is not None:
+            self._pong(ping)
+
+    def _pong(self, payload: bytes) -> None:
+        """Answer the latest ping of a packet only (RFC 6455 5.5.3 allows it),
+        and none while the client leaves our writes unread past its outbound
+        budget: a ping flood from a client that does not read must not grow
+        the write buffer (the pongs would be the one thing written to it)."""
+        if self.transport.get_write_buffer_size() <= self._server.node.config.budget.bytes:
+            self.transport.write(ws_frame(payload, OP_PONG))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._heartbeat.cancel()
@@ -155,26 +181,32 @@ class WsConnection(asyncio.Protocol):
         # else: the task handing over frames ends the session when it is done.
 
     # -- frames to the node ---------------------------------------------
-    def _hand_over(self, data: bytes | str, variant: str) -> None:
+    def _hand_over(self, data: bytes | str, variant: str, size: int) -> None:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
-        inbox.append((data, variant))
+        inbox.append((data, variant, size))
+        self._inbox_bytes += size
         if self._task is None:
             self._task = self._server.loop.create_task(self._drain())
-        elif len(inbox) >= _PAUSE and not self._paused:
+        if not self._paused and (
+                len(inbox) >= _PAUSE
+                or self._inbox_bytes >= self._server.node.config.max_inbound_bytes):
             self._paused = True
             self.transport.pause_reading()
 
     async def _drain(self) -> None:
         node, conn, session = self._server.node, self.conn, self.session
+        low_bytes = node.config.max_inbound_bytes // 4
         try:
             while self._inbox:
-                data, variant = self._inbox.popleft()
+                data, variant, size = self._inbox.popleft()
+                self._inbox_bytes -= size
                 if not conn.closed:
                     await node.receive(conn, session, data, variant)
                     self._timers.after_frame()
-                if self._paused and len(self._inbox) <= _RESUME and not self._lost:
+                if self._paused and len(self._inbox) <= _RESUME \
+                        and self._inbox_bytes <= low_bytes and not self._lost:
                     self._paused = False
                     self.transport.resume_reading()
             self._inbox = None
@@ -217,12 +249,13 @@ class FrontDoor(asyncio.Protocol):
     """The first protocol of every TCP connection of an ``EdgeSite``: reads
     the first request head; a WebSocket upgrade of ``/ws`` becomes a
     ``WsConnection``, anything else goes to aiohttp. A connection that has
-    not sent its first request head within ``hello_timeout`` seconds is
-    closed (an idle socket must not hold a file descriptor forever)."""
+    not sent its first request head within the HTTP head timeout is closed
+    (an idle socket must not hold a file descriptor forever); a head handed
+    to aiohttp unfinished keeps that deadline."""
 
     __slots__ = ("_buf", "_http", "_server", "_timer", "_transport")
 
-    def __init__(self, http: Any, server: WsServer) -> None:
+    def __init__(self, http: Callable[[], TimedRequestHandler], server: WsServer) -> None:
         self._http = http
         self._server = server
         self._buf = b""
@@ -230,7 +263,7 @@ class FrontDoor(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self._transport: asyncio.Transport = transport
         self._timer: asyncio.TimerHandle | None = self._server.loop.call_later(
-            self._server.node.config.hello_timeout, self._too_slow)
+            self._server.node.config.http.head, self._too_slow)
 
     def _too_slow(self) -> None:
         self._timer = None
@@ -271,11 +304,14 @@ class FrontDoor(asyncio.Protocol):
             ws.data_received(rest)
 
     def _to_http(self, buf: bytes) -> None:
+        deadline = self._timer.when() if self._timer is not None else None
         self._leave()
         handler = self._http()
         transport = self._transport
         transport.set_protocol(handler)
         handler.connection_made(transport)
+        if deadline is not None:
+            handler.begin_head(deadline)
         handler.data_received(buf)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -283,25 +319,17 @@ class FrontDoor(asyncio.Protocol):
         self._buf = b""
 
 
-class EdgeSite(web.TCPSite):
-    """aiohttp's ``TCPSite`` whose connections meet a ``FrontDoor`` first
-    (the edge's WebSocket path without aiohttp's per-connection objects).
-    Only for an app with an edge node (``NODE_KEY``)."""
+class EdgeSite(TimedSite):
+    """A ``TimedSite`` whose connections meet a ``FrontDoor`` first (the
+    edge's WebSocket path without aiohttp's per-connection objects), with the
+    node's HTTP timeouts. Only for an app with an edge node (``NODE_KEY``)."""
 
-    async def start(self) -> None:
-        # TCPSite.start with one change: the protocol factory. Pinned to the
-        # aiohttp version by tests/integration/test_ws_writer_pin.py.
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        http = self._runner.server
-        assert http is not None
-        node = self._runner.app[NODE_KEY]  # type: ignore[attr-defined]
-        server = WsServer(node, loop)
-        self._server = await loop.create_server(
-            lambda: FrontDoor(http, server), self._host, self._port,
-            ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
-        if self._server.sockets:
-            self._bound_port = self._server.sockets[0].getsockname()[1]
-        else:
-            self._bound_port = self._port
+    def __init__(self, runner: web.AppRunner, host: str, port: int, **kwargs: Any) -> None:
+        self._node: EdgeNode = runner.app[NODE_KEY]
+        super().__init__(runner, host, port, timeouts=self._node.config.http,
+                         count=counter_of(self._node.metrics), **kwargs)
+
+    def protocol_factory(self, http: Server) -> Callable[[], asyncio.Protocol]:
+        server = WsServer(self._node, asyncio.get_running_loop())
+        handler = handler_factory(http, self.timeouts, self.count)
+        return lambda: FrontDoor(handler, server)

@@ -4,17 +4,24 @@ frames a client sends. No event loop, no I/O: ``edge/ws_conn.py`` feeds it
 the bytes of one connection and acts on what it returns.
 
 The parser keeps nothing between messages but the bytes of an unfinished
-frame (an idle connection holds an empty ``bytes``), reassembles fragmented
-messages, and returns control frames as they come (they may arrive between
-the fragments of a message). What it refuses, it refuses with the close code
-the connection must end with:
+frame (an idle connection holds ``None``), reassembles fragmented messages,
+and returns control frames as they come (they may arrive between the
+fragments of a message). Its work is linear in the bytes fed, however they
+are split: a packet that completes frames is parsed in place, and only an
+unfinished frame's bytes are kept, in one ``bytearray`` that later packets
+are appended to (never ``old + new``, which copies the unfinished frame
+again on every packet: quadratic for a big frame sent in small pieces).
+What it refuses, it refuses with the close code the connection must end
+with:
 
 - 1002 (protocol error): a reserved bit set (no extension is ever
   negotiated), an unknown opcode, an unmasked frame (clients must mask), a
   control frame fragmented or over 125 bytes, a continuation with no
   message begun, a new message inside a fragmented one;
 - 1009 (message too big): a message over ``max_message`` bytes, refused as
-  soon as a frame header announces it, before its payload is read.
+  soon as a frame header announces it, before its payload is read; a
+  message in more than ``max_fragments`` frames (empty fragments cost
+  nothing against the size, so their number is what must be bounded).
 
 Invalid UTF-8 in a text message (1007) is the caller's to find: it decodes
 the text anyway.
@@ -44,11 +51,13 @@ CLOSE_TOO_BIG: Final = 1009
 # The request head we read before handing a request on: far above any real
 # upgrade request (browsers send under 1 KB).
 MAX_HEAD: Final = 8192
+# Frames one message may be sent in (EdgeConfig.max_fragments): browsers send
+# a message in one frame; a fragmenting proxy or library uses a handful.
+MAX_FRAGMENTS: Final = 1024
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _u16 = struct.Struct("!H").unpack_from
 _u64 = struct.Struct("!Q").unpack_from
-_EMPTY: Final = b""
 
 
 class WsProtocolError(Exception):
@@ -118,11 +127,13 @@ def handshake_response(key: str) -> bytes:
 class ClientFrames:
     """Incremental parser of one connection's client frames."""
 
-    __slots__ = ("_buf", "_msg_len", "_msg_op", "_parts", "max_message")
+    __slots__ = ("_buf", "_msg_len", "_msg_op", "_parts", "max_fragments", "max_message")
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, max_fragments: int = MAX_FRAGMENTS) -> None:
         self.max_message = max_message
-        self._buf = _EMPTY
+        self.max_fragments = max_fragments
+        # The bytes of an unfinished frame, or None (an idle connection).
+        self._buf: bytearray | None = None
         self._msg_op = 0  # the opcode of a fragmented message in progress, else 0
         self._parts: list[bytes] | None = None
         self._msg_len = 0
@@ -131,7 +142,13 @@ class ClientFrames:
         """Whole messages (``OP_TEXT``/``OP_BINARY`` with their unmasked
         payload) and control frames (``OP_CLOSE``, ``OP_PING``, ``OP_PONG``)
         completed by ``data``, in order. Raises ``WsProtocolError``."""
-        buf = self._buf + data if self._buf else data
+        buf: bytes | bytearray
+        kept = self._buf
+        if kept is None:
+            buf = data  # the common case: parsed in place, no copy
+        else:
+            kept += data  # amortised append: linear in the bytes fed
+            buf = kept
         out: list[tuple[int, bytes]] = []
         pos, end = 0, len(buf)
         while end - pos >= 2:
@@ -156,11 +173,22 @@ class ClientFrames:
                 break
             payload = bytearray(buf[start:start + size])
             if size:
-                websocket_mask(buf[head:start], payload)
+                # The compiled helper takes the mask as bytes only.
+                websocket_mask(bytes(buf[head:start]), payload)
             pos = start + size
             self._take(b0 & 0x80, op, bytes(payload), out)
-        self._buf = buf[pos:] if pos < end else _EMPTY
+        if pos >= end:
+            self._buf = None
+        elif kept is None:
+            self._buf = bytearray(buf[pos:])
+        elif pos:
+            del kept[:pos]  # only an unfinished frame's bytes stay
         return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame held."""
+        return 0 if self._buf is None else len(self._buf)
 
     def _check(self, b0: int, b1: int, op: int, size: int) -> None:
         """A frame header's rules, checked before its payload is read."""
@@ -179,6 +207,10 @@ class ClientFrames:
         if op == OP_CONT:
             if not self._msg_op:
                 raise WsProtocolError(CLOSE_PROTOCOL_ERROR, "continuation without a message")
+            assert self._parts is not None
+            if len(self._parts) >= self.max_fragments:
+                raise WsProtocolError(CLOSE_TOO_BIG,
+                                      f"message in over {self.max_fragments} fragments")
             total = self._msg_len + size
         else:
             if self._msg_op:

@@ -64,6 +64,8 @@ class _Protocol(QuicConnectionProtocol):
         self.stream_ended = False
         self.ended = False
         self.datagrams = 0
+        # Statuses of further CONNECTs on this connection (connect_again).
+        self.others: dict[int, asyncio.Future[int]] = {}
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
@@ -84,6 +86,10 @@ class _Protocol(QuicConnectionProtocol):
                 self.status.set_result(int(status))
             if event.stream_ended:
                 self._end()
+        elif isinstance(event, HeadersReceived) and event.stream_id in self.others:
+            waiter = self.others[event.stream_id]
+            if not waiter.done():
+                waiter.set_result(int(dict(event.headers).get(b":status", b"0")))
         elif isinstance(event, WebTransportStreamDataReceived):
             if event.stream_id == self.stream_id:
                 for payload in self.reader.feed(event.data):
@@ -225,6 +231,23 @@ class WtConnection:
         assert proto.stream_id is not None
         proto._quic.send_stream_data(proto.stream_id, raw, end_stream=end)
         proto.transmit()
+
+    async def connect_again(self, path: str = "/wt", timeout: float = 5.0) -> int:
+        """One more session CONNECT on this QUIC connection (the session is
+        not used further); the status the edge answers (tests: the cap on
+        sessions per connection)."""
+        proto = self._proto
+        http = proto.http
+        assert http is not None
+        stream_id = proto._quic.get_next_available_stream_id()
+        proto.others[stream_id] = proto._loop.create_future()
+        http.send_headers(stream_id, [
+            (b":method", b"CONNECT"), (b":scheme", b"https"), (b":authority", b"edge"),
+            (b":path", path.encode()), (b":protocol", b"webtransport"),
+            (b"sec-webtransport-http3-draft02", b"1"), (b"origin", b"https://edge"),
+        ])
+        proto.transmit()
+        return await asyncio.wait_for(proto.others[stream_id], timeout)
 
     async def receive(self, timeout: float | None = None) -> WSMessage:
         return await asyncio.wait_for(self._proto.inbox.get(), timeout)

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, HttpTimeouts
 from edge.ws_conn import EdgeSite
 from liveroom.app import ServeOptions, make_app
 from llm_agents.serve import AgentOptions
@@ -45,7 +45,8 @@ class Edge:
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     opts = ServeOptions(port=0, data_dir=tmp_path, jwt_secret=JWT_SECRET, api_key=API_KEY,
                         demo_room=False,
-                        config=EdgeConfig(heartbeat=HEARTBEAT, hello_timeout=HELLO_TIMEOUT),
+                        config=EdgeConfig(heartbeat=HEARTBEAT, hello_timeout=HELLO_TIMEOUT,
+                                          http=HttpTimeouts(head=HELLO_TIMEOUT)),
                         agents=AgentOptions(enabled=False), quic_port="off")
     runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
@@ -145,6 +146,8 @@ async def test_pings_both_ways_and_the_heartbeat_drop(edge: Edge) -> None:
     (client_frame(b"x", 0x1, rsv=0x40), 1002),
     (client_frame(b"\xff\xfe", 0x1), 1007),
     (struct.pack("!BBQ", 0x82, 0xFF, 1 << 30) + b"mask", 1009),  # 1 GB announced
+    # A message in more fragments than the cap (empty ones weigh nothing).
+    (client_frame(b"a", 0x1, fin=False) + client_frame(b"", 0x0, fin=False) * 2000, 1009),
 ])
 async def test_violations_close_with_their_code(edge: Edge, frame: bytes, code: int) -> None:
     c, _ = await Raw.upgrade(edge)
@@ -209,7 +212,7 @@ async def test_the_rest_still_reaches_aiohttp(edge: Edge, http: aiohttp.ClientSe
 
 async def test_a_connection_that_sends_no_request_is_closed(edge: Edge) -> None:
     """Silent, or stuck in the middle of a request head: closed after the
-    hello timeout; a connection that was upgraded in time is not."""
+    head timeout; a connection that was upgraded in time is not."""
     loop = asyncio.get_running_loop()
     c, _ = await Raw.upgrade(edge)
     c.hello("gus")
@@ -239,4 +242,25 @@ async def test_a_connection_that_sends_no_request_is_closed(edge: Edge) -> None:
         answering.cancel()
         for _r, writer in (silent, partial):
             writer.close()
+        c.close()
+
+
+async def test_a_ping_flood_gets_one_pong_per_packet_at_most(edge: Edge) -> None:
+    """Pongs are the one thing a client can make the server write without
+    the node's budget: the latest ping of each packet is answered, so 5,000
+    pings in one write get a few pongs, not 5,000 (RFC 6455 5.5.3)."""
+    c, _ = await Raw.upgrade(edge)
+    try:
+        c.hello("pia")
+        await c.until(0x1)
+        c.send(b"".join(client_frame(b"%d" % i, 0x9) for i in range(5000)))
+        pongs = [await c.until(0xA)]
+        while pongs[-1] != b"4999":  # the latest one is answered
+            pongs.append(await c.until(0xA))
+        c.send(client_frame(b"\x03\xe8", 0x8))
+        while (got := await c.frame())[0] not in (-1, 0x8):
+            if got[0] == 0xA:
+                pongs.append(got[1])
+        assert len(pongs) <= 50, len(pongs)
+    finally:
         c.close()

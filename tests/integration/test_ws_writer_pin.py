@@ -67,9 +67,9 @@ async def test_prebuilt_frames_interleave_safely_with_aiohttp_frames() -> None:
 
 
 def test_edge_site_copies_tcpsite_start_but_for_the_protocol_factory() -> None:
-    """``edge.ws_conn.EdgeSite.start`` re-does ``TCPSite.start`` with its own
-    protocol factory, reading TCPSite's private attributes: if aiohttp's
-    start changes shape, look again before upgrading."""
+    """``edge.http_site.TimedSite.start`` (and so ``EdgeSite``) re-does
+    ``TCPSite.start`` with its own protocol factory, reading TCPSite's private
+    attributes: if aiohttp's start changes shape, look again before upgrading."""
     src = inspect.getsource(web.TCPSite.start)
     for piece in ("await super().start()", "self._runner.server", "self._host", "self._port",
                   "ssl=self._ssl_context", "backlog=self._backlog",
@@ -86,3 +86,22 @@ def test_the_unmasking_helper_is_aiohttps_compiled_one() -> None:
     websocket_mask(b"\x01\x01\x01\x01", data)
     assert data == bytearray(b"\x01\x00\x03\x02\x05")
     assert "cython" in websocket_mask.__name__
+
+
+def test_the_timed_request_handler_reads_what_aiohttp_keeps() -> None:
+    """``edge.http_site.TimedRequestHandler`` builds its handler as
+    ``Server.__call__`` does and watches ``RequestHandler``'s privates: a
+    head is complete when ``_request_count`` moves, its payload is the last
+    of ``_messages``; ``_upgraded``/``_payload_parser`` mean a WebSocket."""
+    from aiohttp.web_protocol import RequestHandler
+    from aiohttp.web_server import Server
+
+    assert "RequestHandler(self, loop=self._loop, **self._kwargs)" in \
+        inspect.getsource(Server.__call__)
+    src = inspect.getsource(RequestHandler.data_received)
+    for piece in ("self._request_count += 1", "self._messages.append((msg, payload))",
+                  "self._upgraded = upgraded", "self._payload_parser is None"):
+        assert piece in src, piece
+    assert "keepalive_timeout" in inspect.signature(RequestHandler.__init__).parameters
+    for slot in ("_request_count", "_messages", "_payload_parser"):
+        assert slot in RequestHandler.__slots__, slot

@@ -153,5 +153,47 @@ def test_too_big_is_refused_from_the_header_alone() -> None:
 def test_an_idle_parser_keeps_nothing() -> None:
     p = ClientFrames(1000)
     p.feed(client_frame(b"hello", OP_TEXT))
-    assert p._buf == b"" and p._parts is None
+    assert p._buf is None and p._parts is None and p.pending == 0
     assert base64.b64decode(KEY)  # the fixture key is valid base64
+
+
+def test_fragments_per_message_are_capped() -> None:
+    """Empty fragments cost nothing against the size limit, so their number
+    is capped: the fragment past the cap closes with 1009 (issue 12, item 8:
+    a million empty continuations were held)."""
+    from edge.ws_framing import MAX_FRAGMENTS
+
+    p = ClientFrames(1 << 20)
+    empty = client_frame(b"", 0, fin=False)
+    p.feed(client_frame(b"a", OP_TEXT, fin=False))
+    with pytest.raises(WsProtocolError) as err:
+        for _ in range(100_000):
+            p.feed(empty * 100)
+    assert err.value.code == 1009
+    assert p._parts is not None and len(p._parts) <= MAX_FRAGMENTS
+    # Up to the cap, a message in many pieces is whole.
+    q = ClientFrames(1 << 20, max_fragments=8)
+    pieces = [client_frame(b"x", OP_BINARY, fin=False)]
+    pieces += [client_frame(b"", 0, fin=False)] * 6 + [client_frame(b"y", 0)]
+    assert q.feed(b"".join(pieces)) == [(OP_BINARY, b"xy")]
+    with pytest.raises(WsProtocolError):
+        q.feed(b"".join([pieces[0], *pieces[1:-1], pieces[1], pieces[-1]]))
+
+
+def test_a_frame_trickled_in_small_pieces_is_buffered_in_place() -> None:
+    """Reassembly is linear: an unfinished frame's bytes are appended to one
+    buffer, never copied whole on each packet (which was quadratic: a 256 KB
+    frame sent 7 bytes at a time copied ~4.7 GB)."""
+    p = ClientFrames(1 << 20)
+    frame = client_frame(b"z" * 200_000, OP_BINARY)
+    assert p.feed(frame[:10]) == []
+    buf = p._buf
+    assert buf is not None
+    pos = 10
+    while len(frame) - pos > 7:
+        assert p.feed(frame[pos:pos + 7]) == []
+        assert p._buf is buf, "the unfinished frame was copied into a new buffer"
+        pos += 7
+    assert p.pending == pos
+    assert p.feed(frame[pos:]) == [(OP_BINARY, b"z" * 200_000)]
+    assert p._buf is None and p.pending == 0

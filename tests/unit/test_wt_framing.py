@@ -250,3 +250,19 @@ def test_transmit_queue_transmits_each_connection_once_per_tick() -> None:
     assert (a.transmits, b.transmits, queue.transmits) == (1, 1, 2)
     queue.mark(cast(Any, a))  # the next tick schedules again
     assert len(loop.soon) == 1
+
+
+def test_reader_buffers_a_trickled_frame_in_place() -> None:
+    """Linear reassembly (issue 12, item 8): a frame sent a few bytes at a
+    time is appended to one buffer, never copied whole per packet."""
+    reader = FrameReader(1 << 20)
+    frame = wt_frame(b"z" * 100_000)
+    buf = reader._buf
+    pos = 0
+    while len(frame) - pos > 7:
+        assert reader.feed(frame[pos:pos + 7]) == []
+        assert reader._buf is buf
+        pos += 7
+    assert reader.pending == pos
+    assert reader.feed(frame[pos:]) == [b"z" * 100_000]
+    assert reader._buf is buf and reader.pending == 0
