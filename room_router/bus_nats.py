@@ -24,6 +24,16 @@ was buffered while it was away (up to ``pending_size`` bytes). Disconnects,
 reconnects and errors are logged and counted
 (``liveroom_bus_events_total{event=...}``).
 
+Fault hook (tests only)
+-----------------------
+``BusFault`` drops or delays a share of the publishes of one subject kind
+(``node`` by default: peer deliveries), to show that what rides on the bus
+survives a lossy, reordering bus (tests/e2e/test_peer_chaos.py). A delayed
+publish re-enters the FIFO later, after publishes made after it: reordered,
+as a publish retried across a reconnect would be. Off unless
+``LIVEROOM_TEST_BUS_FAULT`` is set (``BusFault.from_env``); the composition
+root logs a warning when it is on.
+
 Subject names
 -------------
 A NATS subject is dot-separated tokens; a token may not be empty nor hold
@@ -41,8 +51,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -141,6 +153,40 @@ class _NatsSubscription:
                 log.exception("bus handler for %s failed", self.subject)
 
 
+@dataclass(frozen=True, slots=True)
+class BusFault:
+    """Test hook: drop ``drop`` and delay ``delay`` (a share each, 0..1) of
+    the publishes to ``kind.*`` subjects; a delay is uniform in
+    [0, ``max_delay``] seconds."""
+
+    drop: float = 0.0
+    delay: float = 0.0
+    max_delay: float = 0.2
+    kind: str = "node"
+    seed: int | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> BusFault | None:
+        """``LIVEROOM_TEST_BUS_FAULT="drop=0.1,delay=0.2,max_delay=0.3,kind=node,seed=1"``
+        (any subset); None when unset or empty."""
+        spec = environ.get("LIVEROOM_TEST_BUS_FAULT", "").strip()
+        if not spec:
+            return None
+        fields: dict[str, Any] = {}
+        for part in spec.split(","):
+            key, _, value = part.partition("=")
+            key = key.strip()
+            if key in ("drop", "delay", "max_delay"):
+                fields[key] = float(value)
+            elif key == "kind":
+                fields[key] = value.strip()
+            elif key == "seed":
+                fields[key] = int(value)
+            else:
+                raise ValueError(f"LIVEROOM_TEST_BUS_FAULT: unknown key {key!r}")
+        return cls(**fields)
+
+
 # ("pub", wire subject, payload) | ("sub" | "unsub", sub) | ("mark", future)
 _Op = tuple[Any, ...]
 
@@ -150,8 +196,11 @@ class NatsBus:
 
     def __init__(self, nc: NatsClient, *, prefix: str = "",
                  metrics: BusMetrics | None = None,
-                 max_backlog: int = DEFAULT_MAX_BACKLOG) -> None:
+                 max_backlog: int = DEFAULT_MAX_BACKLOG,
+                 fault: BusFault | None = None) -> None:
         self._nc = nc
+        self._fault = fault
+        self._fault_rng = random.Random(fault.seed if fault else None)
         self.prefix = prefix
         self.metrics = metrics or BusMetrics()
         self._max_backlog = max_backlog
@@ -166,7 +215,8 @@ class NatsBus:
                       prefix: str = "", metrics: BusMetrics | None = None,
                       reconnect_wait: float = 0.25, connect_timeout: float = 2.0,
                       ping_interval: float = 5.0, pending_size: int = 8 << 20,
-                      max_backlog: int = DEFAULT_MAX_BACKLOG) -> NatsBus:
+                      max_backlog: int = DEFAULT_MAX_BACKLOG,
+                      fault: BusFault | None = None) -> NatsBus:
         """Connect to any of ``servers`` (``nats://host:port``) and start the pump.
         Retries forever after a disconnect; the first connect must succeed."""
         m = metrics or BusMetrics()
@@ -204,7 +254,7 @@ class NatsBus:
             disconnected_cb=disconnected, reconnected_cb=reconnected,
             error_cb=error, closed_cb=closed)
         m.connected.set(1)
-        bus = cls(nc, prefix=prefix, metrics=m, max_backlog=max_backlog)
+        bus = cls(nc, prefix=prefix, metrics=m, max_backlog=max_backlog, fault=fault)
         holder.append(bus)
         bus.start()
         return bus
@@ -224,6 +274,21 @@ class NatsBus:
             return
         if self._publishes >= self._max_backlog:
             self.metrics.dropped.inc()
+            return
+        fault = self._fault
+        if fault is not None and subject.startswith(fault.kind + "."):
+            roll = self._fault_rng.random()
+            if roll < fault.drop:
+                return
+            if roll < fault.drop + fault.delay:
+                wait = self._fault_rng.uniform(0.0, fault.max_delay)
+                asyncio.get_running_loop().call_later(wait, self._publish_now, subject,
+                                                      payload)
+                return
+        self._publish_now(subject, payload)
+
+    def _publish_now(self, subject: str, payload: bytes) -> None:
+        if self._closed:
             return
         self._publishes += 1
         self._enqueue(("pub", wire_subject(subject, self.prefix), payload))

@@ -4,6 +4,12 @@ durable stores (the peer inbox, the characters' interactions).
 sqlite3 objects are used from the thread that made them, and one writer at a
 time is what SQLite wants: so one thread owns the connection, and the event
 loop never waits for the disk (``run`` hands it a function and awaits).
+
+Durability is the caller's choice (``synchronous``), because what a store
+promises differs: in WAL mode ``FULL`` syncs the log at every commit, so a
+committed write survives an OS crash or a power loss; ``NORMAL`` syncs only
+at checkpoints, so the last commits survive a crash of the process but may
+be lost with the machine. There is no default: each store says which it is.
 """
 
 from __future__ import annotations
@@ -17,10 +23,16 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+_SYNCHRONOUS = frozenset({"FULL", "NORMAL"})
+
 
 class SqliteThread:
     def __init__(self, path: Path, name: str, schema: str,
-                 on_open: Callable[[sqlite3.Connection], None] | None = None) -> None:
+                 on_open: Callable[[sqlite3.Connection], None] | None = None, *,
+                 synchronous: str) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        self._synchronous = synchronous
         self._path = path
         self._name = name
         self._schema = schema
@@ -36,7 +48,7 @@ class SqliteThread:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self._path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.executescript(self._schema)
         if self._on_open is not None:
             self._on_open(db)
