@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint unit integration e2e system-deps loadtest clean llm
+.PHONY: run test lint unit integration e2e stress fuzz system-deps loadtest clean llm
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash .ci/system-deps.sh venv
@@ -50,6 +50,18 @@ integration: $(VENV)/.installed-test $(VENV)/.installed-llm
 
 e2e: $(VENV)/.installed-test system-deps
 	$(BIN)/pytest -q tests/e2e
+
+## The stress ring alone (tests/stress/, also part of `make test`): about two minutes.
+stress: $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/stress
+
+## Fuzz a fresh local `liveroom serve --dev` for FUZZ_SECONDS while a canary room checks
+## delivery; prints a JSON summary, fails on a crash, stall, leak or cross-room effect
+## (loadtest/README.md). `make fuzz FUZZ_SECONDS=1800` is the long run.
+FUZZ_SECONDS ?= 60
+FUZZ_SEED ?= 1
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m loadtest.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 ## Install the test dependencies (PyPI and Debian) and run the whole suite.
 test: $(VENV)/.installed-test $(VENV)/.installed-llm system-deps lint
