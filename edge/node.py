@@ -188,6 +188,11 @@ class EdgeNode:
                       variant: str) -> None:
         """One client frame: decode, validate, carry out. Every failure becomes
         an error frame to this connection only; nothing propagates."""
+        if session.phase is Phase.AWAITING_HELLO:
+            # Until a hello is accepted, each frame is answered in its own
+            # variant (an error to a broken first frame reaches the client in
+            # the framing of its transport); the hello's variant then stays.
+            conn.variant = variant
         try:
             size = len(data) if isinstance(data, bytes) else len(data.encode())
             if size > self.config.max_frame_bytes:
@@ -203,9 +208,6 @@ class EdgeNode:
                 # is refused like any other flood: rate_limited instead).
                 session.take_frame(None, self.clock())
                 raise
-            if session.phase is Phase.AWAITING_HELLO:
-                # The hello's encoding fixes the connection's wire variant.
-                conn.variant = variant
             self.metrics.frames_in.labels(frame["type"]).inc()
             command = session.receive(frame, self.clock())
             await self._execute(conn, session, command)
@@ -358,7 +360,7 @@ class EdgeNode:
             if not await self.replay_inbox(conn):
                 report.update(recovered=False, reason="not_draining")
         except Exception:
-            log.exception("inbox replay failed for %s", conn.user)
+            self.errlog.exception("inbox_replay", "inbox replay failed for %s", conn.user)
             report.update(recovered=False, reason="inbox_unavailable")
         report.update(upto=conn.peer_upto, cursor=start)
         self._reply(conn, report)
@@ -655,8 +657,9 @@ class EdgeNode:
             await self._fill(conn)
         except Exception as exc:
             # The messages wait in the inbox: the next copy or connect retries.
-            log.warning("peer gap fill for %s failed: %s: %s", conn.user,
-                        type(exc).__name__, exc)
+            self.errlog.warning(f"peer_fill:{type(exc).__name__}",
+                                "peer gap fill for %s failed: %s: %s", conn.user,
+                                type(exc).__name__, exc)
         finally:
             conn.peer_syncing = False
 

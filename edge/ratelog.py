@@ -115,3 +115,41 @@ class RateLimitedLog:
 
     def warning(self, key: str, msg: str, *args: Any) -> bool:
         return self.log(logging.WARNING, key, msg, *args)
+
+
+class RateLimitFilter(logging.Filter):
+    """The same budget for the lines of a library that a client can make
+    log (aiohttp's server logs a traceback for every malformed request;
+    asyncio and aioquic log transport failures): installed on such a logger,
+    it lets through at most ``lines`` records per message template per
+    ``interval`` and marks the next one let through with the count held back."""
+
+    def __init__(self, limiter: LogLimiter | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.limiter = limiter or LogLimiter()
+        self._clock = clock
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The template (not the formatted text) is the key: a bounded set
+        # per library, whatever the client put in the arguments.
+        suppressed = self.limiter.admit(f"{record.name}:{record.msg}", self._clock())
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} similar suppressed)"
+        return True
+
+
+# Loggers of the libraries under the edge that a client can make write a
+# line per request or connection (liveroom.cli installs the filter on them).
+CLIENT_DRIVEN_LOGGERS: Final = ("aiohttp.server", "aiohttp.web", "aiohttp.websocket",
+                                "asyncio", "quic")
+
+
+def limit_client_driven_logs(limiter: LogLimiter | None = None) -> RateLimitFilter:
+    """Install one ``RateLimitFilter`` on every logger of CLIENT_DRIVEN_LOGGERS."""
+    flt = RateLimitFilter(limiter)
+    for name in CLIENT_DRIVEN_LOGGERS:
+        logging.getLogger(name).addFilter(flt)
+    return flt

@@ -15,6 +15,7 @@ from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ratelimit import Rate
+from edge.ratelog import limit_client_driven_logs
 from edge.ws_conn import EdgeSite
 from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import ServeOptions, make_app, start_quic_edge
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiohttp logs a traceback per malformed request, asyncio and aioquic a
+    # line per broken transport: a client could fill the log at will.
+    limit_client_driven_logs()
     if args.command == "cdn-proxy":
         from cdn import proxy as cdn_proxy
 

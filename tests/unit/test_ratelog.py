@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.ratelog import LogLimiter, RateLimitedLog
+from edge.ratelog import (
+    CLIENT_DRIVEN_LOGGERS,
+    LogLimiter,
+    RateLimitedLog,
+    RateLimitFilter,
+    limit_client_driven_logs,
+)
 
 
 def test_n_lines_per_key_per_interval_then_the_count_of_suppressed() -> None:
@@ -72,3 +78,34 @@ def test_rate_limited_log_writes_through_logging(caplog: pytest.LogCaptureFixtur
     assert len(records) == 3
     assert records[0].exc_info is not None and records[0].getMessage() == "failed for x"
     assert records[2].getMessage() == "again (8 similar suppressed)"
+
+
+def test_the_filter_bounds_a_library_logger_per_template() -> None:
+    """aiohttp's server logs a traceback per malformed request: behind the
+    filter, 1,000 of them are 5 lines, and the first line after the interval
+    says how many were held back; another template has its own budget."""
+    now = [0.0]
+    flt = RateLimitFilter(LogLimiter(lines=5, interval=60.0), clock=lambda: now[0])
+
+    def record(msg: str, arg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, msg, (arg,),
+                                 None)
+
+    passed = [r for i in range(1000)
+              if flt.filter(r := record("Error handling request from %s", f"10.0.0.{i}"))]
+    assert len(passed) == 5
+    assert flt.filter(record("Unhandled exception %s", "x"))
+    now[0] = 61.0
+    late = record("Error handling request from %s", "10.0.0.1")
+    assert flt.filter(late)
+    assert late.getMessage() == "Error handling request from 10.0.0.1 (995 similar suppressed)"
+
+
+def test_the_client_driven_loggers_get_the_filter() -> None:
+    flt = limit_client_driven_logs()
+    try:
+        for name in CLIENT_DRIVEN_LOGGERS:
+            assert flt in logging.getLogger(name).filters
+    finally:
+        for name in CLIENT_DRIVEN_LOGGERS:
+            logging.getLogger(name).removeFilter(flt)
