@@ -112,15 +112,22 @@ def latest_state_only(messages: list[Encoded]) -> list[Encoded]:
 class Batch:
     """The messages of one coalescing tick. ``frame_from`` gives the one frame
     for a shedding floor and a wire variant, built on first use and shared by
-    every connection at that floor and variant."""
+    every connection at that floor and variant. ``shed`` counts the messages
+    left out of the frames handed out (one per message per connection), for
+    the metric of shed actions: a batch written in part is still a write."""
 
-    __slots__ = ("_frames", "messages")
+    __slots__ = ("_frames", "_shed", "messages", "shed")
 
     def __init__(self, messages: list[Encoded]) -> None:
         self.messages = messages
         self._frames: dict[tuple[Priority, str], bytes | None] = {}
+        self._shed: dict[Priority, int] = {}
+        self.shed = 0
 
     def frame_from(self, floor: Priority, variant: str) -> bytes | None:
+        if floor is not Priority.LIKE:
+            # Under backpressure only (the common path pays one comparison).
+            self.shed += self._shed_at(floor)
         key = (floor, variant)
         try:
             return self._frames[key]
@@ -135,6 +142,12 @@ class Batch:
             frame = batch_of(kept, variant)
         self._frames[key] = frame
         return frame
+
+    def _shed_at(self, floor: Priority) -> int:
+        n = self._shed.get(floor)
+        if n is None:
+            n = self._shed[floor] = sum(1 for m in self.messages if m.priority < floor)
+        return n
 
 
 class Verdict(enum.Enum):
@@ -420,8 +433,14 @@ class Hub:
         state wins), then stamped as the room's last write."""
         if len(pending) > 1:
             pending = latest_state_only(pending)
-        out: Outgoing = pending[0] if len(pending) == 1 else Batch(pending)
-        return self._write_stamped(local, out, now)
+        if len(pending) == 1:
+            return self._write_stamped(local, pending[0], now)
+        batch = Batch(pending)
+        result = self._write_stamped(local, batch, now)
+        # A batch's ``dropped`` is the messages it shed, not the connections
+        # that got nothing (those messages are in ``shed`` too).
+        result.dropped = batch.shed
+        return result
 
     def _write_stamped(self, local: LocalRoom, out: Outgoing, now: float) -> FanoutResult:
         """Write, then record when the room's write loop ended (see ``clock``)."""

@@ -145,3 +145,25 @@ def test_online_changes_reports_each_count_once() -> None:
     assert list(hub.online_changes()) == []
     hub.leave(b, "r")
     assert list(hub.online_changes()) == [("r", 1)]
+
+
+def test_a_batch_counts_each_message_it_sheds_per_connection() -> None:
+    """``dropped`` of a tick is the messages shed, one per message per
+    connection: a batch written in part is a write, but the likes and
+    comments it left out are counted (the actions-dropped metric)."""
+    hub = Hub(window=0.01)
+    room_conns = [conn(i) for i in range(4)]
+    for c, _ in room_conns:
+        hub.join(c, "r")
+    # Unsent bytes: nothing, past budget/4, past budget/2, past the budget.
+    for (_, sink), pending in zip(room_conns, (0, 300, 600, 1200), strict=True):
+        sink.pending = pending
+    first = hub.offer("r", msg(Priority.CONTROL), 0.0)  # a quiet room: written at once
+    assert not isinstance(first, float) and first.sent == 4
+    for p in (Priority.CONTROL, Priority.LIKE, Priority.COMMENT, Priority.GIFT):
+        hub.offer("r", msg(p), 0.001)
+    result = hub.flush(0.02)
+    # Connection 0 sheds nothing, 1 the like, 2 the like and the comment,
+    # 3 all three actions; the control message goes to all four.
+    assert result.dropped == 0 + 1 + 2 + 3
+    assert result.sent == 4
