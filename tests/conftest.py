@@ -1,5 +1,5 @@
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.pgserver import PgServer
+from tests.support import LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,18 @@ def pg() -> Iterator[PgServer]:
     stops or restarts PostgreSQL starts its own ``PgServer``."""
     with PgServer() as srv:
         yield srv
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start a server with its own arguments (and data dir) for one test."""
+    started: list[LiveServer] = []
+
+    def make(*args: str, data_dir: Path | None = None, **kw: object) -> LiveServer:
+        srv = LiveServer(data_dir or tmp_path / f"data{len(started)}", *args, **kw)  # type: ignore[arg-type]
+        started.append(srv)
+        return srv.start()
+
+    yield make
+    for srv in started:
+        srv.stop()

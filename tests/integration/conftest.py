@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -21,21 +20,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with LiveServer(tmp_path_factory.mktemp("data"), "--action-burst", "200",
                     "--action-rate", "200", "--peer-burst", "200", "--peer-rate", "200") as srv:
         yield srv
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start a server with its own arguments (and data dir) for one test."""
-    started: list[LiveServer] = []
-
-    def make(*args: str, data_dir: Path | None = None, **kw: object) -> LiveServer:
-        srv = LiveServer(data_dir or tmp_path / f"data{len(started)}", *args, **kw)  # type: ignore[arg-type]
-        started.append(srv)
-        return srv.start()
-
-    yield make
-    for srv in started:
-        srv.stop()
 
 
 @pytest.fixture

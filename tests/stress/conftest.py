@@ -8,32 +8,13 @@ the whole ring under about four minutes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support import LiveServer
-
 Figures = Callable[..., None]
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """``make_server(*args)``: a started server of this test's own (data dir
-    under tmp_path), stopped at the end."""
-    started: list[LiveServer] = []
-
-    def make(*args: str, **kw: Any) -> LiveServer:
-        srv = LiveServer(tmp_path / f"data{len(started)}", *args, **kw)
-        started.append(srv)
-        return srv.start()
-
-    yield make
-    for srv in started:
-        srv.stop()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -76,18 +77,23 @@ async def expect(ws: RawWebSocket, ftype: str) -> dict[str, Any]:
         assert ws.close_code is None, f"closed {ws.close_code} {ws.close_reason}"
 
 
-async def run_cycles(srv: LiveServer, tokens: list[str], start: int, count: int) -> None:
-    next_i = start
-    end = start + count
+async def in_parallel(start: int, count: int, workers: int,
+                      job: Callable[[int], Awaitable[None]]) -> None:
+    """``job(i)`` for every i in ``start .. start + count - 1``, ``workers`` at a time."""
+    numbers = iter(range(start, start + count))
 
     async def worker() -> None:
-        nonlocal next_i
-        while next_i < end:
-            i = next_i
-            next_i += 1
-            await one_life(srv, tokens[i % len(tokens)], f"leak-{i % ROOMS}", i)
+        for i in numbers:  # one shared iterator: each i is taken once
+            await job(i)
 
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def run_cycles(srv: LiveServer, tokens: list[str], start: int, count: int) -> None:
+    async def life(i: int) -> None:
+        await one_life(srv, tokens[i % len(tokens)], f"leak-{i % ROOMS}", i)
+
+    await in_parallel(start, count, CONCURRENCY, life)
 
 
 async def counts(http: aiohttp.ClientSession, srv: LiveServer) -> tuple[float, float]:
@@ -149,22 +155,16 @@ async def read_unknown_rooms(http: aiohttp.ClientSession, srv: LiveServer, start
                              count: int) -> Counter[int]:
     """GETs, with no credentials, of rooms nobody ever wrote: every CDN read."""
     statuses: Counter[int] = Counter()
-    next_i = start
-    end = start + count
 
-    async def worker() -> None:
-        nonlocal next_i
-        while next_i < end:
-            i = next_i
-            next_i += 1
-            room = f"never-{i}"
-            path = [f"/v1/rooms/{room}/state", f"/v1/rooms/{room}/state/meta",
-                    f"/v1/rooms/{room}/snapshots/0", f"/v1/rooms/{room}/sections/meta/v/1"][i % 4]
-            async with http.get(srv.url + path, allow_redirects=False) as r:
-                await r.read()
-                statuses[r.status] += 1
+    async def read(i: int) -> None:
+        room = f"never-{i}"
+        path = [f"/v1/rooms/{room}/state", f"/v1/rooms/{room}/state/meta",
+                f"/v1/rooms/{room}/snapshots/0", f"/v1/rooms/{room}/sections/meta/v/1"][i % 4]
+        async with http.get(srv.url + path, allow_redirects=False) as r:
+            await r.read()
+            statuses[r.status] += 1
 
-    await asyncio.gather(*(worker() for _ in range(50)))
+    await in_parallel(start, count, 50, read)
     return statuses
 
 
