@@ -201,3 +201,19 @@ def test_the_error_is_in_the_one_table() -> None:
     spec = ERROR_SPECS["inbox_full"]
     assert (spec.fault, spec.temporary, spec.advice, spec.http_status) == \
         ("client", True, "retry", 429)
+
+
+async def test_the_embedded_inbox_syncs_every_commit_to_disk(tmp_path: Path) -> None:
+    """Issue 12, item 9: an acknowledged peer message survives an OS crash or
+    power loss, not only a process crash. SQLite's ``synchronous=FULL`` in WAL
+    mode syncs the log at every commit (NORMAL, the old setting, only at
+    checkpoints): the connection the inbox writes through must say 2 (FULL)."""
+    ib = SqliteInbox(tmp_path / "inbox.sqlite3")
+    await ib.open()
+    try:
+        mode, journal = await ib._sql.run(lambda: (
+            ib._sql.conn().execute("PRAGMA synchronous").fetchone()[0],
+            ib._sql.conn().execute("PRAGMA journal_mode").fetchone()[0]))
+        assert (mode, journal) == (2, "wal")
+    finally:
+        await ib.close()
