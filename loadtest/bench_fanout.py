@@ -732,6 +732,8 @@ def start_liveroom(args: argparse.Namespace, data_dir: str, secret: str,
            "--port", "0", "--no-demo-room", "--data-dir", data_dir,
            "--coalesce-window", str(args.coalesce_window),
            "--action-rate", "1e9", "--action-burst", "1000000000",
+           # One publisher connection offers the whole rate: no frame budget.
+           "--frame-rate", "1e9", "--frame-burst", "1000000000",
            "--outbound-budget", str(args.outbound_budget)]
     cmd += agent_args(args)
     return ServerProcess(cmd, env, cpus).start()
