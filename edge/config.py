@@ -63,6 +63,9 @@ class EdgeConfig:
     error_log_lines: int = 5
     error_log_interval: float = 60.0
     max_rooms_per_conn: int = 10
+    # Authenticated connections of one user on one edge: a token is not a
+    # licence to hold thousands of sockets (each costs ~5 KB and a descriptor).
+    max_conns_per_user: int = 32
     max_comment_chars: int = 500
     # Actions per user per room; peer messages per user.
     action_rate: Rate = field(default_factory=lambda: Rate(per_second=5.0, burst=20))

@@ -45,6 +45,7 @@ from edge.protocol import (
     LiveroomError,
     Priority,
     RateLimited,
+    TooManyConnections,
     Unauthorized,
     UnsupportedVersion,
     action_frame,
@@ -117,6 +118,9 @@ class EdgeNode:
         self._room_subs: dict[str, Subscription] = {}
         self._seq: dict[str, int] = {}
         self._users: dict[str, set[Conn]] = {}
+        # Authenticated connections per user (the cap of max_conns_per_user),
+        # counted from the hello on, before the user is in _users.
+        self._conns_of: dict[str, int] = {}
         self._next_cid = 0
         self._node_sub: Subscription | None = None
         # The distributed deployment sets these (liveroom.distributed): the
@@ -164,6 +168,9 @@ class EdgeNode:
         self.metrics.connections.dec()
         self._drop_from_rooms(conn)
         if conn.user:
+            held = self._conns_of.pop(conn.user, 1) - 1
+            if held > 0:
+                self._conns_of[conn.user] = held
             conns = self._users.get(conn.user)
             if conns is not None:
                 conns.discard(conn)
@@ -322,6 +329,17 @@ class EdgeNode:
     # -- hello -----------------------------------------------------------
     async def _authenticate(self, conn: Conn, cmd: Authenticate) -> None:
         ident = cmd.identity
+        # The slot is taken here, before any await, so that hellos of one
+        # user racing each other cannot all pass the cap.
+        held = self._conns_of.get(ident.user, 0)
+        if held >= self.config.max_conns_per_user:
+            err = TooManyConnections(
+                f"user {ident.user!r} holds {held} connections on this edge, the maximum",
+                ref=cmd.ref, limit=self.config.max_conns_per_user)
+            self._send_error(conn, err)
+            self._close_conn(conn, CloseCode.TOO_MANY_CONNECTIONS, err.message)
+            return
+        self._conns_of[ident.user] = held + 1
         conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
         self._reply(conn, {
             "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,

@@ -128,6 +128,8 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     AUTH_FAILED = 4001
     UNSUPPORTED_VERSION = 4003
+    # The user already holds --max-conns-per-user connections on this edge.
+    TOO_MANY_CONNECTIONS = 4004
     SLOW_CONSUMER = 4100
     SERVER_SHUTDOWN = 4101
     HELLO_TIMEOUT = 4102
@@ -187,6 +189,8 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the connection is not a member of that room"),
         ErrorSpec("too_many_rooms", "client", False, "fix", 429,
                   "the connection has joined the maximum number of rooms"),
+        ErrorSpec("too_many_connections", "client", False, "fix", 429,
+                  "the user holds the maximum number of connections on this edge"),
         ErrorSpec("too_many_sections", "client", False, "fix", 409,
                   "the room has the maximum number of sections; write one it has"),
         ErrorSpec("rate_limited", "client", True, "retry", 429,
@@ -300,6 +304,10 @@ class NotJoined(ClientError):
 
 class TooManyRooms(ClientError):
     code = "too_many_rooms"
+
+
+class TooManyConnections(ClientError):
+    code = "too_many_connections"
 
 
 class TooManySections(ClientError):

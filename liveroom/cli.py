@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument("--max-rooms", type=int,
                      default=_env("MAX_ROOMS", str(d.max_rooms_per_conn)),
                      help="rooms one connection may join")
+    lim.add_argument("--max-conns-per-user", type=int,
+                     default=_env("MAX_CONNS_PER_USER", str(d.max_conns_per_user)),
+                     help="authenticated connections of one user on this edge; one more is "
+                          "refused at hello (too_many_connections, close 4004)")
     lim.add_argument("--action-rate", type=float,
                      default=_env("ACTION_RATE", str(d.action_rate.per_second)),
                      help="actions per second per user per room")
@@ -188,6 +192,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         error_log_lines=args.error_log_lines,
         error_log_interval=args.error_log_interval,
         max_rooms_per_conn=args.max_rooms,
+        max_conns_per_user=args.max_conns_per_user,
         action_rate=Rate(args.action_rate, args.action_burst),
         peer_rate=Rate(args.peer_rate, args.peer_burst),
         inbox_max_messages=args.inbox_max_messages,

@@ -84,6 +84,7 @@ _LIMITS: tuple[tuple[str, str, type, str], ...] = (
     ("--error-log-lines", "ERROR_LOG_LINES", int, "error_log_lines"),
     ("--error-log-interval", "ERROR_LOG_INTERVAL", float, "error_log_interval"),
     ("--max-rooms", "MAX_ROOMS", int, "max_rooms_per_conn"),
+    ("--max-conns-per-user", "MAX_CONNS_PER_USER", int, "max_conns_per_user"),
     ("--action-rate", "ACTION_RATE", float, "action_rate.per_second"),
     ("--action-burst", "ACTION_BURST", int, "action_rate.burst"),
     ("--peer-rate", "PEER_RATE", float, "peer_rate.per_second"),
@@ -146,6 +147,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
     d = EdgeConfig()
     return EdgeConfig(
         max_frame_bytes=args.max_frame_bytes, max_rooms_per_conn=args.max_rooms,
+        max_conns_per_user=args.max_conns_per_user,
         max_value_bytes=args.max_value_bytes, error_log_lines=args.error_log_lines,
         error_log_interval=args.error_log_interval,
         action_rate=Rate(args.action_rate, args.action_burst),
