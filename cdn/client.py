@@ -22,7 +22,7 @@ from urllib.parse import urljoin
 import aiohttp
 import msgpack
 
-from edge.protocol import head_url
+from wire.urls import head_url
 
 
 class StatePoller:

@@ -46,19 +46,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from edge.protocol import (
-    JSON,
-    MSGPACK,
-    ROOM_RE,
-    SECTION_RE,
-    InvalidField,
-    NotFound,
-    encode_json,
-    encode_msgpack,
-    section_url,
-    snapshot_url,
-)
 from state_versions.store import StateStore
+from wire.codecs import JSON, MSGPACK, encode_json, encode_msgpack
+from wire.errors import InvalidField, NotFound
+from wire.frames import ROOM_RE, SECTION_RE
+from wire.urls import section_url, snapshot_url
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import jwt
 
-from edge.protocol import ROLES, USER_RE, Unauthorized, value_fault
+from wire.decode import value_fault
+from wire.errors import Unauthorized
+from wire.frames import ROLES, USER_RE
 
 _ALGORITHMS = ["HS256"]
 
@@ -49,7 +51,7 @@ def verify_token(token: object, secret: str, now: float) -> Identity:
         raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}")
     name = claims.get("name", user)
     # The name goes out in every action of the user: it obeys the value rule
-    # (edge/protocol.py) like any value a client sends, else it could not
+    # (wire/decode.py) like any value a client sends, else it could not
     # be encoded (a lone surrogate, which JSON's escapes allow).
     if (not isinstance(name, str) or not 0 < len(name) <= 64
             or value_fault(name, 256) is not None):

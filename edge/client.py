@@ -22,7 +22,7 @@ from typing import Any, Protocol, Self
 import aiohttp
 import msgpack
 
-from edge.protocol import JSON, MSGPACK
+from wire.codecs import JSON, MSGPACK
 
 
 class Channel(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge.fanout import Budget
-from edge.protocol import DEFAULT_MAX_VALUE_BYTES
 from edge.ratelimit import Rate
+from wire.decode import DEFAULT_MAX_VALUE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class EdgeConfig:
     # WebTransport sessions per QUIC connection: one more CONNECT gets 429.
     # A client needs one; a few cover a page with several widgets.
     max_wt_sessions: int = 4
-    # The value rule (edge/protocol.py): every field of a frame or HTTP body
+    # The value rule (wire/decode.py): every field of a frame or HTTP body
     # is at most this big in msgpack (and at most MAX_VALUE_DEPTH = 32 levels
     # deep, a protocol constant), else ``invalid_field``. As big as a frame:
     # it bounds what the bus, the stores and the inbox hold however a value

@@ -51,7 +51,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from edge.protocol import CloseCode, Encoded, Priority, batch_of
+from wire.close_codes import CloseCode
+from wire.encoded import Encoded, batch_of
+from wire.frames import Priority
 
 
 class Sink(Protocol):

@@ -31,32 +31,6 @@ from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
-from edge.protocol import (
-    ACTION,
-    MAX_VALUE_DEPTH,
-    PROTOCOL_VERSION,
-    REDIRECT_MOVED,
-    REDIRECT_NOT_OWNER,
-    CloseCode,
-    Encoded,
-    FrameTooLarge,
-    InboxFull,
-    InternalError,
-    LiveroomError,
-    Priority,
-    RateLimited,
-    TooManyConnections,
-    Unauthorized,
-    UnsupportedVersion,
-    action_frame,
-    action_priority,
-    codec_of,
-    decode_frame,
-    encode_msgpack,
-    head_url,
-    is_lossy_section,
-    redirect_frame,
-)
 from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.ratelog import LogLimiter, RateLimitedLog
 from edge.session import (
@@ -77,6 +51,32 @@ from room_router.gate import RoomGate
 from room_router.inbox import Inbox, InboxCap, PeerMessage
 from room_router.registry import ConnectionRegistry
 from state_versions.store import StateStore
+from wire.close_codes import CloseCode
+from wire.codecs import codec_of, encode_msgpack
+from wire.decode import MAX_VALUE_DEPTH, decode_frame
+from wire.encoded import Encoded
+from wire.errors import (
+    FrameTooLarge,
+    InboxFull,
+    InternalError,
+    LiveroomError,
+    RateLimited,
+    TooManyConnections,
+    Unauthorized,
+    UnsupportedVersion,
+)
+from wire.frames import (
+    ACTION,
+    PROTOCOL_VERSION,
+    REDIRECT_MOVED,
+    REDIRECT_NOT_OWNER,
+    Priority,
+    action_frame,
+    action_priority,
+    redirect_frame,
+)
+from wire.urls import head_url
+from wire.webtransport import is_lossy_section
 
 log = logging.getLogger("liveroom.edge")
 

@@ -70,10 +70,11 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from edge.fanout import Conn
 from edge.node import EdgeNode
-from edge.protocol import WT_PATH, CloseCode, wt_close_capsule, wt_variant_of
 from edge.session import Session
 from edge.timers import SessionTimers
 from edge.wt_framing import FrameReader, FrameTooBig, split_records
+from wire.close_codes import CloseCode
+from wire.webtransport import WT_PATH, wt_close_capsule, wt_variant_of
 
 log = logging.getLogger("liveroom.quic")
 

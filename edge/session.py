@@ -36,7 +36,21 @@ from typing import Any
 
 from edge.auth import Identity
 from edge.config import EdgeConfig
-from edge.protocol import (
+from edge.ratelimit import RateLimiter, TokenBucket
+from wire.decode import opt_int, opt_versions, ref_of, req_str
+from wire.errors import (
+    AlreadyAuthenticated,
+    Forbidden,
+    HelloRequired,
+    InvalidField,
+    LiveroomError,
+    MissingField,
+    NotJoined,
+    RateLimited,
+    TooManyRooms,
+    UnsupportedVersion,
+)
+from wire.frames import (
     ACTION,
     COMMENT,
     CUSTOM_KIND_RE,
@@ -54,22 +68,7 @@ from edge.protocol import (
     STATE,
     SYNC,
     USER_RE,
-    AlreadyAuthenticated,
-    Forbidden,
-    HelloRequired,
-    InvalidField,
-    LiveroomError,
-    MissingField,
-    NotJoined,
-    RateLimited,
-    TooManyRooms,
-    UnsupportedVersion,
-    opt_int,
-    opt_versions,
-    ref_of,
-    req_str,
 )
-from edge.ratelimit import RateLimiter, TokenBucket
 
 
 @dataclass(frozen=True, slots=True)

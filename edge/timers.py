@@ -17,8 +17,8 @@ import time
 
 from edge.fanout import Conn
 from edge.node import EdgeNode
-from edge.protocol import CloseCode
 from edge.session import Phase, Session
+from wire.close_codes import CloseCode
 
 
 class SessionTimers:

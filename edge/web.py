@@ -3,7 +3,7 @@ backend publish API; the state reads for polling clients come from
 ``cdn.origin`` (mounted here in the embedded deployment).
 
 Every error answer is JSON ``{"code", "message", "advice", ...}`` with the
-HTTP status of its code (``edge.protocol.ERROR_SPECS``).
+HTTP status of its code (``wire.errors.ERROR_SPECS``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from cdn.origin import CdnOrigin
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
-from edge.protocol import (
-    CUSTOM_KIND_RE,
-    ROLES,
-    ROOM_RE,
-    SECTION_RE,
-    USER_RE,
+from edge.ratelog import RateLimitedLog
+from edge.session import validate_action
+from edge.ws import handle_ws
+from wire.decode import decode_json_body, opt_int
+from wire.errors import (
     Forbidden,
     FrameTooLarge,
     InternalError,
@@ -37,12 +36,8 @@ from edge.protocol import (
     NotFound,
     Unauthorized,
     Unavailable,
-    decode_json_body,
-    opt_int,
 )
-from edge.ratelog import RateLimitedLog
-from edge.session import validate_action
-from edge.ws import handle_ws
+from wire.frames import CUSTOM_KIND_RE, ROLES, ROOM_RE, SECTION_RE, USER_RE
 
 log = logging.getLogger("liveroom.http")
 

@@ -6,7 +6,7 @@ objects), and the answer to a bad upgrade (aiohttp's 400, as our error body).
 aiohttp does the handshake, reads and unmasks client frames, answers pings and
 keeps the heartbeat (``call_at`` timers, no task per connection). Server
 frames take a shorter road: they are pre-built once per message
-(``edge.protocol.ws_frame``) and written straight to the connection's
+(``wire.websocket.ws_frame``) and written straight to the connection's
 transport by ``WsSink.write`` below, the one place that bypasses aiohttp's
 ``WebSocketWriter``. Why: ``send_bytes`` is a coroutine that frames the
 payload again for every recipient and may await a slow client; the fan-out
@@ -26,8 +26,9 @@ from aiohttp import WSMsgType, web
 
 from edge.appkeys import NODE_KEY
 from edge.node import EdgeNode
-from edge.protocol import JSON, MSGPACK, ws_close_frame
 from edge.timers import SessionTimers
+from wire.codecs import JSON, MSGPACK
+from wire.websocket import ws_close_frame
 
 log = logging.getLogger("liveroom.ws")
 

@@ -54,7 +54,6 @@ from edge.appkeys import NODE_KEY
 from edge.fanout import Conn
 from edge.http_site import TimedRequestHandler, TimedSite, counter_of, handler_factory
 from edge.node import EdgeNode
-from edge.protocol import JSON, MSGPACK, OP_PING, ws_frame
 from edge.session import Session
 from edge.timers import SessionTimers
 from edge.ws import WsSink
@@ -70,6 +69,8 @@ from edge.ws_framing import (
     handshake_response,
     upgrade_key,
 )
+from wire.codecs import JSON, MSGPACK
+from wire.websocket import OP_PING, ws_frame
 
 log = logging.getLogger("liveroom.ws")
 

@@ -39,7 +39,7 @@ from typing import Final
 # tests/integration/test_ws_writer_pin.py pins it.
 from aiohttp._websocket.helpers import websocket_mask
 
-from edge.protocol import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
+from wire.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 __all__ = ["OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "ClientFrames",
            "WsProtocolError", "handshake_response", "upgrade_key"]

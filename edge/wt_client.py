@@ -38,8 +38,9 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edge.protocol import WT_CLOSE_CAPSULE, WT_JSON, wt_frame, wt_variant_of
 from edge.wt_framing import FrameReader
+from wire.codecs import WT_JSON
+from wire.webtransport import WT_CLOSE_CAPSULE, wt_frame, wt_variant_of
 
 # How long the end of the frames stream may lag the end of the session.
 _STREAM_END_GRACE_S = 1.0

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A WebTransport session carries the liveroom frames on one bidirectional QUIC
 stream, each as a 4-byte big-endian length and the payload
-(``edge.protocol.wt_frame``). QUIC hands the stream over in pieces of any
+(``wire.webtransport.wt_frame``). QUIC hands the stream over in pieces of any
 size, so ``FrameReader`` reassembles them: ``feed(data)`` returns the
 payloads completed by ``data``, in order. A header that announces more than
 the hard limit (4 x ``max_frame_bytes``, as on a WebSocket) raises
@@ -14,14 +14,14 @@ whole and handed on, so that the node answers ``frame_too_large`` exactly as
 it does for a WebSocket.
 
 Outgoing, the hub writes the same pre-built bytes to every session; those
-bytes may hold datagram records (lossy state, see ``edge.protocol``) next to
+bytes may hold datagram records (lossy state, see ``wire.webtransport``) next to
 stream frames. ``split_records`` separates them: the stream bytes are written
 as they are (one write), the datagram payloads go out as QUIC datagrams.
 """
 
 from __future__ import annotations
 
-from edge.protocol import WT_DATAGRAM_FLAG, WT_HEADER, unpack_wt_len
+from wire.webtransport import WT_DATAGRAM_FLAG, WT_HEADER, unpack_wt_len
 
 
 class FrameTooBig(Exception):

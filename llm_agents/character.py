@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.protocol import CUSTOM_KIND_RE, SECTION_RE, USER_RE
+from wire.frames import CUSTOM_KIND_RE, SECTION_RE, USER_RE
 
 SHIPPED_DIR = Path(__file__).parent / "characters"
 BACKENDS = ("default", "scripted", "embedded", "openai")

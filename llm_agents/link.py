@@ -26,8 +26,9 @@ import msgpack
 
 from edge.auth import Identity
 from edge.node import EdgeNode
-from edge.protocol import MSGPACK, Forbidden, encode_msgpack
 from edge.session import may_write_section
+from wire.codecs import MSGPACK, encode_msgpack
+from wire.errors import Forbidden
 
 FrameHandler = Callable[[dict[str, Any]], None]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge.protocol import QuotaExceeded
+from wire.errors import QuotaExceeded
 
 DAY = 86400.0
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.protocol import QuotaExceeded
 from llm_agents.quota import QuotaLimits, Reservation, day_of, seconds_to_next_day
+from wire.errors import QuotaExceeded
 
 TTL_S = 2 * 86400
 

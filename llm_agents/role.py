@@ -23,14 +23,6 @@ import aiohttp
 
 from edge.auth import Identity
 from edge.client import ClosedError, LiveroomClient
-from edge.protocol import (
-    MSGPACK,
-    Forbidden,
-    LiveroomError,
-    Unavailable,
-    action_frame,
-    encode_msgpack,
-)
 from edge.session import may_write_section
 from llm_agents.character import Character
 from llm_agents.link import FrameHandler, RoomLink
@@ -38,6 +30,9 @@ from llm_agents.serve import LinkFactory, agent_credentials
 from room_router.bus import Bus, room_subject
 from room_router.nodes import NodeRegistry
 from room_router.placement import Placement
+from wire.codecs import MSGPACK, encode_msgpack
+from wire.errors import Forbidden, LiveroomError, Unavailable
+from wire.frames import action_frame
 
 log = logging.getLogger("liveroom.agents")
 

@@ -39,14 +39,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.protocol import (
-    AGENT_DELTA,
-    AGENT_SAY,
-    LiveroomError,
-    ModelUnavailable,
-    QuotaExceeded,
-    VersionConflict,
-)
 from llm_agents.backends.base import ModelBackend, ReplyRequest, Usage
 from llm_agents.character import Character
 from llm_agents.link import RoomLink
@@ -62,6 +54,8 @@ from llm_agents.policy import (
 )
 from llm_agents.prompt import ContextWindow, action_line, build_messages, estimate_tokens
 from llm_agents.quota import QuotaStore, Reservation
+from wire.errors import LiveroomError, ModelUnavailable, QuotaExceeded, VersionConflict
+from wire.frames import AGENT_DELTA, AGENT_SAY
 
 log = logging.getLogger("liveroom.agents")
 

@@ -104,10 +104,11 @@ import msgpack
 
 from edge.auth import mint_token
 from edge.client import ClosedError, LiveroomClient
-from edge.protocol import JSON, MSGPACK, wt_frame
 from loadtest.bench_fanout import cpu_seconds
 from loadtest.procstat import Usage, usage
 from loadtest.raw_ws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWebSocket, frame
+from wire.codecs import JSON, MSGPACK
+from wire.webtransport import wt_frame
 
 log = logging.getLogger("liveroom.fuzz")
 

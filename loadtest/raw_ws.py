@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import msgpack
 
-from edge.protocol import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
+from wire.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 __all__ = ["ABNORMAL", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT",
            "RawWebSocket", "frame"]

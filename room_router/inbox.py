@@ -52,8 +52,8 @@ from typing import Any, Protocol
 
 import msgpack
 
-from edge.protocol import InboxFull
 from room_router.sqlite_thread import SqliteThread
+from wire.errors import InboxFull
 
 # Acknowledged messages are kept this long for deduplication of retries.
 ACKED_RETENTION_S = 24 * 3600

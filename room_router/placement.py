@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.protocol import Unavailable
 from room_router.nodes import NodeInfo
+from wire.errors import Unavailable
 
 # A host marks a room big (spread over every group) with this state section.
 PLACEMENT_SECTION = "placement"

@@ -42,7 +42,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge.protocol import Unavailable
+from wire.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ import secrets
 
 from aiohttp import web
 
-from edge.protocol import ROOM_RE, InvalidField, MissingField
 from room_router.gate import ClusterView
+from wire.errors import InvalidField, MissingField
+from wire.frames import ROOM_RE
 
 VIEW_KEY = web.AppKey("cluster_view", ClusterView)
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from edge.protocol import Unavailable
+from wire.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

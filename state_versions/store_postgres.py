@@ -38,10 +38,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edge.protocol import VersionConflict
 from state_versions.migrations import PoolAdapter, open_database
 from state_versions.store import DEFAULT_MAX_SECTIONS
 from state_versions.versions import Change, Section, Snapshot, too_many_sections
+from wire.errors import VersionConflict
 
 if TYPE_CHECKING:
     from state_versions.store import StateStore

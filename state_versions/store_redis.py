@@ -100,7 +100,6 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from redis.crc import key_slot
 
-from edge.protocol import Unavailable, VersionConflict
 from room_router.redis_conn import (
     RedisClient,
     is_cluster,
@@ -110,6 +109,7 @@ from room_router.redis_conn import (
 )
 from state_versions.store import DEFAULT_MAX_SECTIONS
 from state_versions.versions import Change, Section, Snapshot, too_many_sections
+from wire.errors import Unavailable, VersionConflict
 
 if TYPE_CHECKING:
     from state_versions.store import StateStore

@@ -85,10 +85,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edge.protocol import Unavailable
 from state_versions.store_postgres import PostgresStateStore
 from state_versions.store_redis import RedisStateStore
 from state_versions.versions import Change, Section, Snapshot
+from wire.errors import Unavailable
 
 if TYPE_CHECKING:
     from state_versions.store import StateStore

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.protocol import TooManySections, VersionConflict
+from wire.errors import TooManySections, VersionConflict
 
 
 @dataclass(frozen=True, slots=True)

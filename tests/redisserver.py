@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from edge.protocol import Unavailable
 from tests.support import end_process
+from wire.errors import Unavailable
 
 T = TypeVar("T")
 

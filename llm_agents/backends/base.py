@@ -2,7 +2,7 @@
 
 ``stream(request)`` is an async iterator of text chunks (``str``) that ends
 with exactly one ``Usage``; a failure raises ``ModelUnavailable`` (from the
-one error hierarchy, ``edge.protocol``). Cancelling the consumer closes the
+one error hierarchy, ``wire.errors``). Cancelling the consumer closes the
 stream (the backend frees what it holds in ``finally``).
 """
 

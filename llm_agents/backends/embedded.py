@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edge.protocol import ModelUnavailable
 from llm_agents.backends.base import ReplyRequest, Usage
 from llm_agents.prompt import CHARS_PER_TOKEN
+from wire.errors import ModelUnavailable
 
 log = logging.getLogger("liveroom.agents.embedded")
 

@@ -26,10 +26,10 @@ from typing import Any, cast
 import openai
 from openai import AsyncOpenAI
 
-from edge.protocol import ModelUnavailable
 from llm_agents.backends.base import ReplyRequest, Usage
 from llm_agents.breaker import CircuitBreaker
 from llm_agents.prompt import CHARS_PER_TOKEN
+from wire.errors import ModelUnavailable
 
 log = logging.getLogger("liveroom.agents.openai")
 

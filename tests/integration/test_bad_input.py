@@ -21,8 +21,9 @@ import pytest
 
 from edge.auth import mint_token
 from edge.client import ClosedError, LiveroomClient
-from edge.protocol import ERROR_SPECS, JSON, MSGPACK
 from tests.support import API_KEY, LiveServer, metric
+from wire.codecs import JSON, MSGPACK
+from wire.errors import ERROR_SPECS
 
 T = 3.0  # bound on every wait for a frame
 

@@ -16,11 +16,11 @@ import asyncpg  # type: ignore[import-untyped]
 import msgpack
 import pytest
 
-from edge.protocol import ERROR_SPECS, InboxFull
 from room_router.inbox import InboxCap, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox, open_postgres_inbox
 from state_versions.migrations import MIGRATIONS_DIR, migrate
 from tests.pgserver import PgServer
+from wire.errors import ERROR_SPECS, InboxFull
 
 
 def user() -> str:

@@ -23,12 +23,12 @@ from edge.config import EdgeConfig
 from edge.fanout import Conn
 from edge.metrics import Metrics
 from edge.node import EdgeNode
-from edge.protocol import encode_msgpack
 from edge.session import Session
 from room_router.bus import MemoryBus
 from room_router.inbox import PeerMessage, SqliteInbox
 from room_router.registry import MemoryConnectionRegistry
 from tests.support import until
+from wire.codecs import encode_msgpack
 
 SECRET = "o" * 32
 

@@ -20,7 +20,6 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from hypothesis import given
 
-from edge.protocol import Unavailable, VersionConflict
 from state_versions.migrations import (
     MigrationError,
     load_migrations,
@@ -31,6 +30,7 @@ from state_versions.store_postgres import PostgresStateStore, open_postgres_stor
 from state_versions.versions import Change, RoomState
 from tests.pgserver import PgServer
 from tests.state_props import PROPERTY, changes, same
+from wire.errors import Unavailable, VersionConflict
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,9 +16,10 @@ import msgpack
 import pytest
 
 from edge.client import ClosedError, LiveroomClient
-from edge.protocol import JSON, MSGPACK, wt_frame
 from edge.wt_client import WtConnection
 from tests.support import API_KEY, LiveServer, metric
+from wire.codecs import JSON, MSGPACK
+from wire.webtransport import wt_frame
 
 T = 5.0  # bound on every wait for a frame
 

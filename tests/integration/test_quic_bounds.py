@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from edge.protocol import wt_frame
 from tests.integration.test_quic import (  # noqa: F401 - the fixture
     Connect,
     T,
@@ -19,6 +18,7 @@ from tests.integration.test_quic import (  # noqa: F401 - the fixture
     wt,
 )
 from tests.support import LiveServer
+from wire.webtransport import wt_frame
 
 
 async def test_the_session_past_the_cap_is_refused_429(

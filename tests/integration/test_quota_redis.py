@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from edge.protocol import QuotaExceeded
 from llm_agents.quota import DAY, MemoryQuotaStore, QuotaLimits
 from llm_agents.quota_redis import RedisQuotaStore, room_key
 from tests.redisserver import RedisServer
+from wire.errors import QuotaExceeded
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.protocol import VersionConflict
 from room_router.redis_conn import open_redis
 from state_versions.store import MemoryStateStore, StateStore
 from state_versions.store_postgres import open_postgres_store
@@ -32,6 +31,7 @@ from state_versions.versions import RoomState
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.state_props import PROPERTY, changes, new_room, same, sections
+from wire.errors import VersionConflict
 
 KINDS = ["memory", "redis", "redis-cluster", "postgres", "tiered"]
 STORE_KINDS = pytest.mark.parametrize("kind", KINDS)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from edge.protocol import TooManySections
 from room_router.redis_conn import open_redis, room_key
 from state_versions.store import MemoryStateStore, StateStore
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
@@ -22,6 +21,7 @@ from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.state_props import new_room, same
 from tests.support import until
+from wire.errors import TooManySections
 
 CAP = 3
 KINDS = ["memory", "redis", "redis-cluster", "postgres", "tiered"]

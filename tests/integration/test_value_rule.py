@@ -20,8 +20,10 @@ import msgpack
 import pytest
 
 from edge.client import LiveroomClient
-from edge.protocol import ERROR_SPECS, JSON, MAX_VALUE_DEPTH, MSGPACK
 from tests.support import API_KEY, LiveServer, metric
+from wire.codecs import JSON, MSGPACK
+from wire.decode import MAX_VALUE_DEPTH
+from wire.errors import ERROR_SPECS
 
 T = 5.0  # bound on every wait for a frame
 ROOMY = ("--action-rate", "500", "--action-burst", "500", "--peer-rate", "500",

@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp._websocket import writer as ws_writer
 
-from edge.protocol import OP_BINARY, ws_frame
 from edge.ws import WsSink
+from wire.websocket import OP_BINARY, ws_frame
 
 TESTED_AIOHTTP = (3, 10)
 

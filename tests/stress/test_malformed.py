@@ -35,12 +35,13 @@ import msgpack
 import pytest
 
 from edge.client import ClosedError, LiveroomClient
-from edge.protocol import JSON, wt_frame
 from edge.wt_client import WtConnection
 from loadtest.fuzz import Canary
 from loadtest.raw_ws import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RawWebSocket, frame
 from tests.stress.conftest import Figures
 from tests.support import LiveServer, until
+from wire.codecs import JSON
+from wire.webtransport import wt_frame
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(120)]
 

@@ -13,13 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.protocol import (
-    OP_BINARY,
-    QuotaExceeded,
-    batch_frame,
-    encode_msgpack,
-    ws_frame,
-)
 from llm_agents.backends.base import Usage
 from llm_agents.backends.openai_backend import parse_chunk
 from llm_agents.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
@@ -28,6 +21,10 @@ from llm_agents.link import QueueSink
 from llm_agents.policy import GIFT, Trigger
 from llm_agents.prompt import ContextWindow, build_messages, estimate_tokens, scripted_reply
 from llm_agents.quota import DAY, QuotaBook, QuotaLimits
+from wire.codecs import encode_msgpack
+from wire.encoded import batch_frame
+from wire.errors import QuotaExceeded
+from wire.websocket import OP_BINARY, ws_frame
 
 
 # -- characters ---------------------------------------------------------------

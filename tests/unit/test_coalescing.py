@@ -9,9 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.fanout import Batch, Budget, Conn, FanoutResult, Hub
-from edge.protocol import JSON, MSGPACK, Encoded, Priority
 from tests.unit.test_fanout import FakeSink
 from tests.unit.test_protocol import parse_ws_frame
+from wire.codecs import JSON, MSGPACK
+from wire.encoded import Encoded
+from wire.frames import Priority
 
 WINDOW = 0.005
 

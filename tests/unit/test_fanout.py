@@ -6,7 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.fanout import Budget, Conn, Hub, Verdict
-from edge.protocol import CloseCode, Encoded, Priority
+from wire.close_codes import CloseCode
+from wire.encoded import Encoded
+from wire.frames import Priority
 
 
 class FakeSink:

@@ -5,8 +5,8 @@ frame: never a write loop of their own when another message comes within
 from __future__ import annotations
 
 from edge.fanout import FanoutResult, Hub
-from edge.protocol import MSGPACK
 from tests.unit.test_coalescing import WINDOW, action, frames_of, member
+from wire.codecs import MSGPACK
 
 
 def test_the_next_message_carries_a_deferred_one_at_once() -> None:

@@ -13,9 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.fanout import Budget, Conn, FanoutResult, Hub, Verdict
-from edge.protocol import JSON, MSGPACK, CloseCode, Encoded, Priority
 from tests.unit.test_fanout import FakeSink
 from tests.unit.test_protocol import parse_ws_frame
+from wire.close_codes import CloseCode
+from wire.codecs import JSON, MSGPACK
+from wire.encoded import Encoded
+from wire.frames import Priority
 
 WINDOW = 0.005
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.protocol import Unavailable
 from room_router.nodes import NodeInfo
 from room_router.placement import Placement, flagged_spread, owner
+from wire.errors import Unavailable
 
 ROOMS = [f"room-{i}" for i in range(10_000)]
 

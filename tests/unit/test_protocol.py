@@ -1,4 +1,4 @@
-"""The wire protocol module: codecs, pre-built frames, error and close codes."""
+"""The wire protocol (wire/): codecs, pre-built frames, error and close codes."""
 
 from __future__ import annotations
 
@@ -9,23 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.protocol import (
-    ERROR_SPECS,
-    JSON,
-    MSGPACK,
-    OP_BINARY,
-    OP_TEXT,
-    BadFrame,
-    CloseCode,
-    Encoded,
-    LiveroomError,
-    MissingField,
-    UnknownType,
-    close_advice,
-    decode_frame,
-    ws_close_frame,
-    ws_frame,
-)
+from wire.close_codes import CloseCode, close_advice
+from wire.codecs import JSON, MSGPACK
+from wire.decode import decode_frame
+from wire.encoded import Encoded
+from wire.errors import ERROR_SPECS, BadFrame, LiveroomError, MissingField, UnknownType
+from wire.websocket import OP_BINARY, OP_TEXT, ws_close_frame, ws_frame
 
 
 def parse_ws_frame(frame: bytes) -> tuple[int, bytes]:

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from edge.auth import mint_token, verify_token
 from edge.config import EdgeConfig
-from edge.protocol import RateLimited, TooManySections
 from edge.ratelimit import Rate, RateLimiter
 from edge.session import Authenticate, Join, Ping, Session, Sync
 from state_versions.store import IdleRooms
 from state_versions.versions import RoomState
+from wire.errors import RateLimited, TooManySections
 
 SECRET = "unit-secret-unit-secret-unit-secret!"
 NOW = 1_800_000_000.0

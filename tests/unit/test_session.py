@@ -6,19 +6,6 @@ import pytest
 
 from edge.auth import Identity, mint_token, verify_token
 from edge.config import EdgeConfig
-from edge.protocol import (
-    AlreadyAuthenticated,
-    Forbidden,
-    HelloRequired,
-    InvalidField,
-    LiveroomError,
-    MissingField,
-    NotJoined,
-    RateLimited,
-    TooManyRooms,
-    Unauthorized,
-    UnsupportedVersion,
-)
 from edge.ratelimit import Rate, RateLimiter
 from edge.session import (
     AckPeer,
@@ -30,6 +17,19 @@ from edge.session import (
     Session,
     Sync,
     WriteState,
+)
+from wire.errors import (
+    AlreadyAuthenticated,
+    Forbidden,
+    HelloRequired,
+    InvalidField,
+    LiveroomError,
+    MissingField,
+    NotJoined,
+    RateLimited,
+    TooManyRooms,
+    Unauthorized,
+    UnsupportedVersion,
 )
 
 SECRET = "unit-secret-unit-secret-unit-secret!"

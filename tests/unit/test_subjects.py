@@ -8,9 +8,9 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.protocol import ROOM_RE
 from room_router.bus import room_subject
 from room_router.bus_nats import decode_token, encode_token, logical_subject, wire_subject
+from wire.frames import ROOM_RE
 
 ROOM_IDS = st.from_regex(ROOM_RE, fullmatch=True)
 # What nats-server accepts in a token: no '.', whitespace, '*' or '>'.

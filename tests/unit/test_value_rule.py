@@ -1,4 +1,4 @@
-"""The value rule (edge/protocol.py): depth, size and what both encodings
+"""The value rule (wire/decode.py): depth, size and what both encodings
 carry, checked once at decode; a value that passed encodes everywhere later."""
 
 from __future__ import annotations
@@ -13,27 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.fanout import Batch
-from edge.protocol import (
+from room_router.inbox import PeerMessage
+from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK
+from wire.decode import (
     DEFAULT_MAX_VALUE_BYTES,
-    JSON,
     MAX_VALUE_DEPTH,
-    MSGPACK,
-    WT_JSON,
-    WT_MSGPACK,
-    BadFrame,
-    Encoded,
-    InvalidField,
-    Priority,
-    action_frame,
-    batch_of,
     check_fields,
     decode_frame,
     decode_json_body,
-    error_frame,
     ref_of,
     value_fault,
 )
-from room_router.inbox import PeerMessage
+from wire.encoded import Encoded, batch_of, error_frame
+from wire.errors import BadFrame, InvalidField
+from wire.frames import Priority, action_frame
 
 VARIANTS = (MSGPACK, JSON, WT_MSGPACK, WT_JSON)
 
@@ -271,7 +264,7 @@ def test_a_token_name_the_encoders_cannot_carry_is_refused() -> None:
     import time
 
     from edge.auth import mint_token, verify_token
-    from edge.protocol import Unauthorized
+    from wire.errors import Unauthorized
 
     secret = "s" * 32
     now = time.time()

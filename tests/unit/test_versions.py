@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.protocol import VersionConflict
 from state_versions.versions import RoomState
+from wire.errors import VersionConflict
 
 sections = st.sampled_from(["meta", "pinned", "scoreboard", "stage", "stage.bot"])
 changes = st.lists(st.tuples(sections, st.integers()), max_size=60)

@@ -18,26 +18,21 @@ from hypothesis import strategies as st
 
 from edge.certs import dev_cert, make_dev_cert
 from edge.fanout import Batch, Budget, Conn
-from edge.protocol import (
-    JSON,
-    MSGPACK,
+from edge.wt_framing import FrameReader, FrameTooBig, split_records
+from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK, codec_of
+from wire.decode import decode_frame
+from wire.encoded import Encoded, batch_of
+from wire.errors import BadFrame
+from wire.frames import Priority
+from wire.webtransport import (
     WT_DATAGRAM_FLAG,
     WT_DATAGRAM_MAX,
-    WT_JSON,
-    WT_MSGPACK,
-    BadFrame,
-    Encoded,
-    Priority,
-    batch_of,
-    codec_of,
-    decode_frame,
     is_lossy_section,
     wt_close_capsule,
     wt_datagram_record,
     wt_frame,
     wt_variant_of,
 )
-from edge.wt_framing import FrameReader, FrameTooBig, split_records
 
 
 def state(section: str, partial: int, value: object = None) -> Encoded:

@@ -1,0 +1,107 @@
+"""Frames: what each one is called and the names and identifiers inside it.
+
+Every frame is a map whose ``type`` field names it; the same maps go out as
+msgpack or JSON (``wire.codecs``). Here are the frame type names and the
+protocol version, the action kinds, the patterns of rooms, users, sections
+and custom kinds, the roles, the delivery priority an outgoing message
+carries, and the builders of the frames that several floors send.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+PROTOCOL_VERSION: Final = 1
+
+# Frame types. Client -> server: hello, join, leave, action, state, sync, peer,
+# peer_ack, ping. Server -> client: welcome, joined, left, action, state, sync,
+# peer, peer_ack, online, error, pong.
+HELLO: Final = "hello"
+WELCOME: Final = "welcome"
+JOIN: Final = "join"
+JOINED: Final = "joined"
+LEAVE: Final = "leave"
+LEFT: Final = "left"
+ACTION: Final = "action"
+STATE: Final = "state"
+SYNC: Final = "sync"
+PEER: Final = "peer"
+PEER_ACK: Final = "peer_ack"
+ONLINE: Final = "online"
+ERROR: Final = "error"
+PING: Final = "ping"
+PONG: Final = "pong"
+
+# Server -> client, added by the scale-out: ``redirect`` (this edge does not
+# serve the room: connect to ``url`` and join there) and ``inbox`` (the peer
+# inbox replay after a hello that reported an ``inbox_cursor`` is done).
+REDIRECT: Final = "redirect"
+INBOX: Final = "inbox"
+# Why a redirect was sent: the join reached an edge of another group, or the
+# room moved to another group while the client was in it (groups joined or left).
+REDIRECT_NOT_OWNER: Final = "not_owner"
+REDIRECT_MOVED: Final = "moved"
+
+CLIENT_FRAME_TYPES: Final = frozenset(
+    {HELLO, JOIN, LEAVE, ACTION, STATE, SYNC, PEER, PEER_ACK, PING}
+)
+
+# Action kinds with a meaning of their own; any other kind matching
+# CUSTOM_KIND_RE is a custom kind, delivered as is.
+COMMENT: Final = "comment"
+GIFT: Final = "gift"
+LIKE: Final = "like"
+# An agent's words: token chunks of one reply (``reply_id``), then the whole
+# reply with ``reply_to`` (docs/PROTOCOL.md, "Agents").
+AGENT_DELTA: Final = "agent.delta"
+AGENT_SAY: Final = "agent.say"
+CUSTOM_KIND_RE: Final = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+# A section is a lower-case name with an optional ".<suffix>"; the suffix may
+# be any user id, so that an agent can own "stage.<its user id>".
+SECTION_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[A-Za-z0-9_.:@-]{1,64})?$")
+ROOM_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+USER_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+ROLES: Final = ("viewer", "host", "moderator", "agent")
+
+
+class Priority(enum.IntEnum):
+    """Delivery priority of an outgoing message. Under backpressure the lowest
+    class is shed first (like < comment < gift); CONTROL (state, peer, replies to
+    the connection's own frames) is never shed: state heals through versions,
+    but only if the frames that carry versions arrive."""
+
+    LIKE = 1
+    COMMENT = 2
+    GIFT = 3
+    CONTROL = 4
+
+
+def action_priority(kind: str) -> Priority:
+    if kind == GIFT:
+        return Priority.GIFT
+    if kind == LIKE:
+        return Priority.LIKE
+    # Comments and custom kinds (agent words included) rank as comments.
+    return Priority.COMMENT
+
+
+def action_frame(room: str, kind: str, body: Any, sender: Mapping[str, Any], seq: int,
+                 ts: float) -> dict[str, Any]:
+    """A stamped ``action`` as it goes on the bus and to the room's members
+    (``seq``: the stamping node's counter for the room, see PROTOCOL.md)."""
+    return {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
+            "seq": seq, "ts": ts}
+
+
+def redirect_frame(room: str, urls: Sequence[str], reason: str,
+                   ref: Any = None) -> dict[str, Any]:
+    """Join ``room`` at ``url`` instead (``urls``: fallbacks in order)."""
+    frame: dict[str, Any] = {"type": REDIRECT, "room": room, "url": urls[0],
+                             "urls": list(urls), "reason": reason}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
