@@ -130,7 +130,7 @@ async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
     from llm_agents.quota_redis import RedisQuotaStore
     from room_router.bus_nats import NatsBus
     from room_router.nodes_redis import RedisNodeRegistry
-    from room_router.redis_conn import open_redis
+    from storage.redis_conn import open_redis
 
     quota: QuotaStore | None = None
     locate = fixed_edge(args.edge_url or DEFAULT_EDGE_URL)

@@ -197,9 +197,9 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         log.warning("no --postgres: the peer inbox is a local SQLite file")
     if opts.redis:
         from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
-        from room_router.redis_conn import open_redis
         from room_router.registry_redis import RedisConnectionRegistry
         from state_versions.store_redis import RedisStateStore
+        from storage.redis_conn import open_redis
 
         client = open_redis(opts.redis)
         closers.append(client.aclose)

@@ -24,13 +24,13 @@ from room_router.inbox_postgres import PostgresInbox
 from room_router.nodes import NodeInfo
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
 from room_router.ratelimit_redis import RedisRateLimiter
-from room_router.redis_conn import RedisClient, open_redis
 from room_router.registry_redis import RedisConnectionRegistry
-from state_versions.migrations import open_database
 from state_versions.store import DEFAULT_MAX_SECTIONS
 from state_versions.store_postgres import PostgresStateStore
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
+from storage.postgres import open_database
+from storage.redis_conn import RedisClient, open_redis
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from llm_agents.backends.base import Usage
 from llm_agents.policy import INTERACTION, Trigger
 from llm_agents.prompt import build_messages, estimate_tokens
 from llm_agents.runtime import AgentRuntime, RoomAgent
-from room_router.sqlite_thread import SqliteThread
+from storage.sqlite_thread import SqliteThread
 from wire.decode import DEFAULT_MAX_VALUE_BYTES, decode_json_body
 from wire.errors import InvalidField, NotFound, QuotaExceeded, Unauthorized
 

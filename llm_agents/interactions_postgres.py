@@ -13,7 +13,7 @@ runs that long, so their process is gone for good (renamed, or never came
 back).
 
 Tables come from the shared migration set
-(``state_versions/migrations/0004_interactions.sql``); ``user`` is the
+(``storage/migrations/0004_interactions.sql``); ``user`` is the
 column ``user_id`` (``user`` is reserved in SQL) and reads back as ``user``.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from state_versions.migrations import PoolAdapter, open_database
+from storage.postgres import PoolAdapter, open_database
 
 if TYPE_CHECKING:
     from llm_agents.interactions import InteractionStore

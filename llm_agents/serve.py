@@ -231,7 +231,7 @@ class AgentsService:
             # Imported here: redis-py is an extra, and the embedded default
             # runs without it.
             from llm_agents.quota_redis import RedisQuotaStore
-            from room_router.redis_conn import open_redis
+            from storage.redis_conn import open_redis
 
             self._redis = open_redis(opts.quota_redis)
             quota = RedisQuotaStore(self._redis, opts.quota)

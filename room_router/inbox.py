@@ -52,7 +52,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from room_router.sqlite_thread import SqliteThread
+from storage.sqlite_thread import SqliteThread
 from wire.errors import InboxFull
 
 # Acknowledged messages are kept this long for deduplication of retries.

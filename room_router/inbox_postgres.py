@@ -5,7 +5,7 @@ order above the user's acknowledgement cursor, ack as a cursor that only
 moves forward, acknowledged messages purged after ``ACKED_RETENTION_S``.
 
 Tables ``peer_inbox`` and ``peer_cursor`` come from the shared migration set
-(``state_versions/migrations/0002_peer_inbox.sql``, and ``0005`` for
+(``storage/migrations/0002_peer_inbox.sql``, and ``0005`` for
 ``prev`` and the unacknowledged counters of the caps). Bodies are msgpack, as
 in the embedded inbox, so a body reads back with the types it was sent with.
 
@@ -29,14 +29,14 @@ from room_router.inbox import ACKED_RETENTION_S, InboxCap, PeerMessage
 
 if TYPE_CHECKING:
     from room_router.inbox import Inbox
-from state_versions.migrations import PoolAdapter, open_database
+from storage.postgres import PoolAdapter, open_database
 
 _BIGINT_MAX = 2**63 - 1
 
 
 class PostgresInbox(PoolAdapter):
     """``Inbox`` on an asyncpg pool whose database is migrated by
-    ``state_versions.migrations`` (``open_postgres_inbox`` does both)."""
+    ``storage.migrations`` (``open_postgres_inbox`` does both)."""
 
     what = "peer inbox"
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from room_router.nodes import NodeInfo
-from room_router.redis_conn import (
+from storage.redis_conn import (
     RedisClient,
     nodes_key,
     register_script,

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from edge.ratelimit import Rate
-from room_router.redis_conn import RedisClient, register_script, unavailable_when_down, user_key
+from storage.redis_conn import RedisClient, register_script, unavailable_when_down, user_key
 from wire.errors import Unavailable
 
 if TYPE_CHECKING:

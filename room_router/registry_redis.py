@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from room_router.redis_conn import (
+from storage.redis_conn import (
     RedisClient,
     register_script,
     run_script_many,

@@ -1,6 +1,6 @@
 """The durable state store: PostgreSQL through asyncpg.
 
-Tables (``migrations/0001_init.sql``): ``rooms`` (the total version),
+Tables (``storage/migrations/0001_init.sql``): ``rooms`` (the total version),
 ``sections`` (the latest value and partial version of each section),
 ``history`` (every applied change with its versions, kept) and ``meta``
 (the epoch).
@@ -38,9 +38,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from state_versions.migrations import PoolAdapter, open_database
 from state_versions.store import DEFAULT_MAX_SECTIONS
 from state_versions.versions import Change, Section, Snapshot, too_many_sections
+from storage.postgres import PoolAdapter, open_database
 from wire.errors import VersionConflict
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _bigint_or_never(v: int) -> int:
 
 class PostgresStateStore(PoolAdapter):
     """``StateStore`` on a PostgreSQL database migrated by
-    ``state_versions.migrations``. ``epoch`` is the database's: use
+    ``storage.migrations``. ``epoch`` is the database's: use
     ``await PostgresStateStore.from_pool(pool)`` or ``open_postgres_store``."""
 
     what = "state store"
@@ -76,7 +76,7 @@ class PostgresStateStore(PoolAdapter):
                         max_sections: int = DEFAULT_MAX_SECTIONS) -> PostgresStateStore:
         epoch = await pool.fetchval("SELECT value FROM meta WHERE key = 'epoch'")
         if epoch is None:
-            raise RuntimeError("the database has no epoch: run state_versions.migrations first")
+            raise RuntimeError("the database has no epoch: run storage.migrations first")
         return cls(pool, str(epoch), owns_pool=owns_pool, max_sections=max_sections)
 
     async def apply(self, room: str, section: str, value: Any,

@@ -100,15 +100,15 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from redis.crc import key_slot
 
-from room_router.redis_conn import (
+from state_versions.store import DEFAULT_MAX_SECTIONS
+from state_versions.versions import Change, Section, Snapshot, too_many_sections
+from storage.redis_conn import (
     RedisClient,
     is_cluster,
     register_script,
     room_key,
     unavailable_when_down,
 )
-from state_versions.store import DEFAULT_MAX_SECTIONS
-from state_versions.versions import Change, Section, Snapshot, too_many_sections
 from wire.errors import Unavailable, VersionConflict
 
 if TYPE_CHECKING:
@@ -480,9 +480,9 @@ class RedisStateStore:
 
 async def open_redis_store(url: str, *, loader: Loader | None = None,
                            max_sections: int = DEFAULT_MAX_SECTIONS) -> RedisStateStore:
-    """Connect to ``url`` (``room_router.redis_conn.open_redis``) and open
+    """Connect to ``url`` (``storage.redis_conn.open_redis``) and open
     the store on it."""
-    from room_router.redis_conn import open_redis
+    from storage.redis_conn import open_redis
 
     return await RedisStateStore.open(open_redis(url), loader=loader,
                                       max_sections=max_sections)

@@ -26,7 +26,7 @@ import pytest
 from edge.client import LiveroomClient
 from room_router.nodes_redis import RedisNodeRegistry
 from room_router.placement import owner
-from room_router.redis_conn import open_redis
+from storage.redis_conn import open_redis
 from tests.cluster_support import ResumingClient, RoleServer, route
 from tests.natsserver import NatsCluster
 from tests.pgserver import PgServer

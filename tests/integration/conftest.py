@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from edge.client import LiveroomClient
-from room_router.redis_conn import RedisClient, open_redis
+from storage.redis_conn import RedisClient, open_redis
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.support import LiveServer

@@ -18,7 +18,7 @@ import pytest
 
 from room_router.inbox import InboxCap, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox, open_postgres_inbox
-from state_versions.migrations import MIGRATIONS_DIR, migrate
+from storage.migrations import MIGRATIONS_DIR, migrate
 from tests.pgserver import PgServer
 from wire.errors import ERROR_SPECS, InboxFull
 

@@ -16,7 +16,7 @@ import pytest
 
 from room_router.inbox import ACKED_RETENTION_S, PeerMessage, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox, open_postgres_inbox
-from state_versions.migrations import open_database
+from storage.postgres import open_database
 from tests.pgserver import PgServer
 
 

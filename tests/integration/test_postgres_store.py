@@ -20,14 +20,10 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from hypothesis import given
 
-from state_versions.migrations import (
-    MigrationError,
-    load_migrations,
-    migrate,
-    open_database,
-)
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
 from state_versions.versions import Change, RoomState
+from storage.migrations import MigrationError, load_migrations, migrate
+from storage.postgres import open_database
 from tests.pgserver import PgServer
 from tests.state_props import PROPERTY, changes, same
 from wire.errors import Unavailable, VersionConflict

@@ -20,9 +20,9 @@ from edge.ratelimit import Rate
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
 from room_router.ratelimit_redis import RedisRateLimiter
-from room_router.redis_conn import RedisClient, open_redis
 from room_router.registry import MemoryConnectionRegistry
 from state_versions.store import MemoryStateStore
+from storage.redis_conn import RedisClient, open_redis
 from tests.redisserver import RedisServer, eventually
 
 

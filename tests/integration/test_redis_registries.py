@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts, NodeInfo
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
-from room_router.redis_conn import RedisClient, open_redis
 from room_router.registry import MemoryConnectionRegistry
 from room_router.registry_redis import RedisConnectionRegistry
+from storage.redis_conn import RedisClient, open_redis
 from tests.redisserver import RedisClusterServers, RedisServer, eventually, when_up
 from tests.state_props import PROPERTY
 

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from room_router.redis_conn import RedisClient, open_redis
 from state_versions.store_redis import RedisStateStore, slot_tags
+from storage.redis_conn import RedisClient, open_redis
 from tests.redisserver import RedisClusterServers, RedisServer, when_up
 from tests.state_props import new_room, same
 from wire.errors import VersionConflict

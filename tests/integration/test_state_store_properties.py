@@ -22,12 +22,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from room_router.redis_conn import open_redis
 from state_versions.store import MemoryStateStore, StateStore
 from state_versions.store_postgres import open_postgres_store
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
 from state_versions.versions import RoomState
+from storage.redis_conn import open_redis
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.state_props import PROPERTY, changes, new_room, same, sections

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from room_router.redis_conn import open_redis, room_key
 from state_versions.store import MemoryStateStore, StateStore
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
+from storage.redis_conn import open_redis, room_key
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.state_props import new_room, same

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from room_router.redis_conn import open_redis
 from state_versions.store_postgres import PostgresStateStore, open_postgres_store
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
+from storage.redis_conn import open_redis
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer, when_up
 from tests.state_props import new_room, same

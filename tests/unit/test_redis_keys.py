@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from room_router.redis_conn import nodes_key, open_redis, room_key, user_key
 from state_versions.store_redis import slot_tags
+from storage.redis_conn import nodes_key, open_redis, room_key, user_key
 from wire.frames import ROOM_RE, USER_RE
 
 ids = st.from_regex(ROOM_RE, fullmatch=True)

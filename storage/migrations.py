@@ -22,30 +22,26 @@ database that this code has no file for are left alone (a newer release
 applied them; an older process still starting during a rolling deploy must
 not fail).
 
-The state store and the peer inbox share one database and this one
-migration set; ``open_database`` makes the pool they share, migrated.
-``python -m state_versions.migrations DSN`` applies the set ahead of a
+Every store on PostgreSQL (the state store, the peer inbox, the
+characters' interactions) shares one database and this one migration set,
+so the files live here, on the floor below all of them, in one version
+order; ``storage.postgres.open_database`` makes the pool they share,
+migrated. ``python -m storage.migrations DSN`` applies the set ahead of a
 deploy.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-
-from wire.errors import Unavailable
-
-log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -144,67 +140,10 @@ async def _migrate(conn: Any, migrations: list[Migration]) -> list[int]:
             done.append(m.version)
 
 
-async def open_database(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                        directory: Path = MIGRATIONS_DIR, **pool_options: Any) -> Any:
-    """An asyncpg pool on ``dsn`` whose database has every migration applied.
-    The state store and the peer inbox can share it."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, **pool_options)
-    try:
-        await migrate(pool, directory)
-    except BaseException:
-        await pool.close()
-        raise
-    return pool
-
-
-# The database is down, restarting or out of connections: the caller may
-# retry later. (A lost connection may hide a committed write; the pool
-# replaces dead connections, so the next call goes through once the server
-# is back.) InternalClientError is here because asyncpg raises it, instead of
-# ConnectionDoesNotExistError, for a query sent on a pooled connection whose
-# server said "terminating connection" before the event loop read that; the
-# stores only use connections through the pool, one query at a time, so it
-# does not mean misuse here. Programming errors are not in this list.
-_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
-            asyncpg.TooManyConnectionsError, asyncpg.InternalClientError)
-
-
-@contextmanager
-def unavailable_when_down(what: str) -> Iterator[None]:
-    """Turn the database's outages into ``Unavailable`` (a server error the
-    client may retry) inside the ``with``."""
-    try:
-        yield
-    except _OUTAGES as err:
-        log.warning("%s: the database is unavailable: %s", what, err)
-        raise Unavailable(f"the {what} is unavailable; retry later") from err
-
-
-class PoolAdapter:
-    """What every adapter on the shared asyncpg pool has: ``_db`` runs one
-    pool call and turns an outage into ``Unavailable`` (naming ``what``),
-    and ``close`` closes the pool only if this adapter made it
-    (``owns_pool``: the ``open_postgres_*`` helpers)."""
-
-    what = "database"
-
-    def __init__(self, pool: Any, *, owns_pool: bool = False) -> None:
-        self.pool = pool
-        self._owns_pool = owns_pool
-
-    async def close(self) -> None:
-        if self._owns_pool:
-            await self.pool.close()
-
-    async def _db(self, method: str, query: str, *args: Any) -> Any:
-        """``pool.<method>(query, *args)``, outages raised as ``Unavailable``."""
-        with unavailable_when_down(self.what):
-            return await getattr(self.pool, method)(query, *args)
-
 
 async def _main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m state_versions.migrations DSN", file=sys.stderr)
+        print("usage: python -m storage.migrations DSN", file=sys.stderr)
         return 2
     conn = await asyncpg.connect(argv[0])
     try:
