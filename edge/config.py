@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge.fanout import Budget
-from edge.ratelimit import Rate
+from room_router.ratelimit import Rate
 from wire.decode import DEFAULT_MAX_VALUE_BYTES
 
 

@@ -31,7 +31,6 @@ from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
-from edge.ratelimit import RateLimiter, SharedRateLimiter
 from edge.ratelog import LogLimiter, RateLimitedLog
 from edge.session import (
     AckPeer,
@@ -49,6 +48,7 @@ from edge.session import (
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
 from room_router.inbox import Inbox, InboxCap, PeerMessage
+from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
 from state_versions.store import StateStore
 from wire.close_codes import CloseCode

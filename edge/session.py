@@ -36,7 +36,7 @@ from typing import Any
 
 from edge.auth import Identity
 from edge.config import EdgeConfig
-from edge.ratelimit import RateLimiter, TokenBucket
+from room_router.ratelimit import RateLimiter, TokenBucket
 from wire.decode import opt_int, opt_versions, ref_of, req_str
 from wire.errors import (
     AlreadyAuthenticated,

@@ -46,7 +46,6 @@ from edge.http_site import TimedSite, counter_of
 from edge.metrics import Metrics
 from edge.node import EdgeNode
 from edge.quic import QuicEdge
-from edge.ratelimit import SharedRateLimiter
 from edge.web import build_app, errors_middleware, metrics_response
 from edge.ws_conn import EdgeSite
 from liveroom.app import Sweeper, start_quic_edge, sweep_idle_rooms
@@ -61,6 +60,7 @@ from room_router.nodes import (
     OnlineCounts,
 )
 from room_router.placement import Placement
+from room_router.ratelimit import SharedRateLimiter
 from room_router.registry import ConnectionRegistry, MemoryConnectionRegistry
 from room_router.route_http import add_route_endpoint
 from state_versions.store import MemoryStateStore, StateStore

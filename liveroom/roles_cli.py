@@ -28,8 +28,8 @@ from typing import Any
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig, HttpTimeouts
 from edge.fanout import Budget
-from edge.ratelimit import Rate
 from liveroom.distributed import RoleOptions, RoleProcess, describe
+from room_router.ratelimit import Rate
 
 log = logging.getLogger("liveroom")
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from edge.ratelimit import Rate
 from room_router.inbox_postgres import PostgresInbox
 from room_router.nodes import NodeInfo
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
+from room_router.ratelimit import Rate
 from room_router.ratelimit_redis import RedisRateLimiter
 from room_router.registry_redis import RedisConnectionRegistry
 from state_versions.store import DEFAULT_MAX_SECTIONS

@@ -1,6 +1,6 @@
 """Rate limits shared by every edge: a token bucket per (user, room) in Redis.
 
-Why two limiters. The local ``edge.ratelimit.RateLimiter`` runs inside the
+Why two limiters. The local ``room_router.ratelimit.RateLimiter`` runs inside the
 session, synchronously, for free; but it only sees the connections of one
 edge, so a user with connections on three edges gets three buckets. This one
 is the same token bucket (same ``Rate``) kept in Redis, so the limit holds
@@ -27,12 +27,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge.ratelimit import Rate
+from room_router.ratelimit import Rate
 from storage.redis_conn import RedisClient, register_script, unavailable_when_down, user_key
 from wire.errors import Unavailable
 
 if TYPE_CHECKING:
-    from edge.ratelimit import SharedRateLimiter
+    from room_router.ratelimit import SharedRateLimiter
 
 log = logging.getLogger(__name__)
 

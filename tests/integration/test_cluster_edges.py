@@ -20,11 +20,11 @@ import pytest
 
 from edge.client import LiveroomClient
 from edge.config import EdgeConfig
-from edge.ratelimit import Rate
 from liveroom.distributed import RoleOptions, RoleProcess, Services
 from room_router.bus_nats import NatsBus
 from room_router.inbox import SqliteInbox
 from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts
+from room_router.ratelimit import Rate
 from room_router.registry import MemoryConnectionRegistry
 from state_versions.store import MemoryStateStore
 from tests.natsserver import NatsCluster

@@ -16,9 +16,9 @@ from edge.auth import mint_token
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from edge.node import EdgeNode
-from edge.ratelimit import Rate
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
+from room_router.ratelimit import Rate
 from room_router.ratelimit_redis import RedisRateLimiter
 from room_router.registry import MemoryConnectionRegistry
 from state_versions.store import MemoryStateStore

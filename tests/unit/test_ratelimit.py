@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.ratelimit import Rate, RateLimiter, TokenBucket
+from room_router.ratelimit import Rate, RateLimiter, TokenBucket
 
 RATE = Rate(per_second=5.0, burst=10)
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from edge.auth import mint_token, verify_token
 from edge.config import EdgeConfig
-from edge.ratelimit import Rate, RateLimiter
 from edge.session import Authenticate, Join, Ping, Session, Sync
+from room_router.ratelimit import Rate, RateLimiter
 from state_versions.store import IdleRooms
 from state_versions.versions import RoomState
 from wire.errors import RateLimited, TooManySections

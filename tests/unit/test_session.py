@@ -6,7 +6,6 @@ import pytest
 
 from edge.auth import Identity, mint_token, verify_token
 from edge.config import EdgeConfig
-from edge.ratelimit import Rate, RateLimiter
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -18,6 +17,7 @@ from edge.session import (
     Sync,
     WriteState,
 )
+from room_router.ratelimit import Rate, RateLimiter
 from wire.errors import (
     AlreadyAuthenticated,
     Forbidden,
