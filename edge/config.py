@@ -59,7 +59,7 @@ class EdgeConfig:
     # Failures a client can cause (an internal error on its frame or HTTP
     # request, a fan-out error) are logged at most this many lines per kind
     # per interval; the rest are counted, and the next line says how many
-    # were suppressed (edge/ratelog.py). The metrics count every one.
+    # were suppressed (plumbing/ratelog.py). The metrics count every one.
     error_log_lines: int = 5
     error_log_interval: float = 60.0
     max_rooms_per_conn: int = 10

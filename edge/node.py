@@ -31,7 +31,6 @@ from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
-from edge.ratelog import LogLimiter, RateLimitedLog
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -45,6 +44,7 @@ from edge.session import (
     Sync,
     WriteState,
 )
+from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
 from room_router.inbox import Inbox, InboxCap, PeerMessage
@@ -99,7 +99,7 @@ class EdgeNode:
         self.metrics = metrics
         self.hub = Hub(config.coalesce_window, monotonic)
         # Failures a client can cause at will are logged through this, so
-        # that a flood of them costs a bounded number of lines (edge/ratelog.py).
+        # that a flood of them costs a bounded number of lines (plumbing/ratelog.py).
         self.errlog = RateLimitedLog(
             log, LogLimiter(config.error_log_lines, config.error_log_interval), monotonic)
         self._flush_handle: asyncio.TimerHandle | None = None

@@ -22,9 +22,9 @@ from cdn.origin import CdnOrigin
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
-from edge.ratelog import RateLimitedLog
 from edge.session import validate_action
 from edge.ws import handle_ws
+from plumbing.ratelog import RateLimitedLog
 from wire.decode import decode_json_body, opt_int
 from wire.errors import (
     Forbidden,

@@ -14,7 +14,6 @@ from aiohttp import web
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
-from edge.ratelog import limit_client_driven_logs
 from edge.ws_conn import EdgeSite
 from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import ServeOptions, make_app, start_quic_edge
@@ -28,6 +27,7 @@ from liveroom.roles_cli import (
     until_stopped,
 )
 from llm_agents.serve import add_agent_arguments, agent_options
+from plumbing.ratelog import limit_client_driven_logs
 from room_router.ratelimit import Rate
 
 log = logging.getLogger("liveroom")

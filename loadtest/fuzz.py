@@ -1129,7 +1129,7 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             if end.fds - warm.fds > args.fd_bound:
                 stats.fail(f"open descriptors grew by {end.fds - warm.fds} after the warm-up "
                            f"(bound {args.fd_bound})")
-    # Client-caused failures are logged at a bounded rate (edge/ratelog.py):
+    # Client-caused failures are logged at a bounded rate (plumbing/ratelog.py):
     # a log that grows with what attackers send is a flood.
     log_bound = max(args.max_log_errors, args.max_log_errors * args.seconds / 60)
     if server.error_lines > log_bound:

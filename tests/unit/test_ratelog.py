@@ -1,4 +1,4 @@
-"""Rate-limited logging (edge/ratelog.py): pure, time as an argument."""
+"""Rate-limited logging (plumbing/ratelog.py): pure, time as an argument."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.ratelog import (
+from plumbing.ratelog import (
     CLIENT_DRIVEN_LOGGERS,
     LogLimiter,
     RateLimitedLog,

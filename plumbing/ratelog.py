@@ -18,8 +18,8 @@ counting them.
 out are dropped, and if none has, new keys share one overflow entry.
 ``RateLimitedLog`` is the thin adapter onto a ``logging.Logger``.
 
-A leaf: it imports nothing of liveroom (the next layering moves it below
-the domain packages with the rest of the plumbing).
+A leaf on the ground floor (``plumbing/``): it imports nothing of liveroom,
+so every floor may log through it (the edge, the CLI, the NATS bus).
 """
 
 from __future__ import annotations
