@@ -1,6 +1,7 @@
 """HTTP routes of the edge: the demo page, health, metrics, dev tokens and the
-backend publish API; the state reads for polling clients come from
-``cdn.origin`` (mounted here in the embedded deployment).
+backend publish API. The state reads for polling clients (``cdn.origin``,
+a folder beside this one) are mounted on the same app by the composition
+root in ``liveroom/``, so they answer through the same error middleware.
 
 Every error answer is JSON ``{"code", "message", "advice", ...}`` with the
 HTTP status of its code (``wire.errors.ERROR_SPECS``).
@@ -18,7 +19,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 
-from cdn.origin import CdnOrigin
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
@@ -216,7 +216,7 @@ async def not_dev(request: web.Request) -> web.Response:
     raise Forbidden("dev tokens are minted only in --dev mode")
 
 
-def build_app(node: EdgeNode, cdn: CdnOrigin, *, jwt_secret: str, api_key: str | None,
+def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
               dev: bool) -> web.Application:
     app = web.Application(middlewares=[errors_middleware(node.errlog)],
                           client_max_size=MAX_API_BODY)
@@ -232,6 +232,5 @@ def build_app(node: EdgeNode, cdn: CdnOrigin, *, jwt_secret: str, api_key: str |
     app.router.add_get("/v1/quic", quic_info)
     app.router.add_post("/v1/dev/token", dev_token if dev else not_dev)
     app.router.add_post("/v1/rooms/{room}/actions", publish_action)
-    cdn.add_routes(app)
     app.router.add_post("/v1/rooms/{room}/state/{section}", write_section)
     return app

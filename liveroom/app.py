@@ -99,7 +99,8 @@ def make_app(opts: ServeOptions) -> web.Application:
                     store=store, bus=MemoryBus(), registry=MemoryConnectionRegistry(),
                     inbox=inbox, metrics=Metrics())
     cdn = CdnOrigin(store, opts.cdn, node.metrics.registry)
-    app = build_app(node, cdn, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
+    app = build_app(node, jwt_secret=jwt_secret, api_key=api_key, dev=opts.dev)
+    cdn.add_routes(app)  # the polling origin answers on the edge's app
     agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
                            node.verify, node.clock, registry=node.metrics.registry) \
         if opts.agents.enabled else None

@@ -405,7 +405,8 @@ class RoleProcess:
             self._sweeper = sweep_idle_rooms(s.store, node, set(),
                                              opts.config.room_idle_seconds)
         cdn = CdnOrigin(s.store, opts.cdn, self.metrics.registry)
-        app = build_app(node, cdn, jwt_secret=secret, api_key=opts.api_key, dev=opts.dev)
+        app = build_app(node, jwt_secret=secret, api_key=opts.api_key, dev=opts.dev)
+        cdn.add_routes(app)  # the polling origin answers on the edge's app
 
         async def close_connections(app: web.Application) -> None:
             node.stop()
