@@ -27,7 +27,9 @@ from llm_agents.backends.base import ModelBackend
 from llm_agents.backends.scripted import ScriptedBackend
 from llm_agents.breaker import CircuitBreaker
 from llm_agents.character import SHIPPED_DIR, Character, CharacterError, load_characters
-from llm_agents.interactions import Interactions, InteractionStore, SqliteInteractionStore
+from llm_agents.interactions import Interactions, InteractionStore
+from llm_agents.interactions_http import InteractionRoutes
+from llm_agents.interactions_sqlite import SqliteInteractionStore
 from llm_agents.link import FrameHandler, InProcessLink, RoomLink
 from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
@@ -239,7 +241,8 @@ class AgentsService:
         self.runtime = AgentRuntime()
         # ``stop`` closes the store, whoever opened it.
         self.store = store or SqliteInteractionStore(data_dir / "interactions.sqlite3")
-        self.interactions = Interactions(self.runtime, self.store, verify, clock)
+        self.interactions = Interactions(self.runtime, self.store, clock)
+        self.routes = InteractionRoutes(self.interactions, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
         self.registry = registry or CollectorRegistry()
         metrics = AgentMetrics(self.registry)
@@ -257,7 +260,7 @@ class AgentsService:
                                        partial(links, character), clock, metrics))
 
     def add_routes(self, app: web.Application) -> None:
-        self.interactions.add_routes(app)
+        self.routes.add_routes(app)
 
     async def start(self) -> None:
         await self.store.open()

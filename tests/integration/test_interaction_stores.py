@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from llm_agents.interactions import InteractionStore, SqliteInteractionStore
+from llm_agents.interactions import InteractionStore
 from llm_agents.interactions_postgres import (
     ABANDONED_AFTER_S,
     PostgresInteractionStore,
     open_postgres_interactions,
 )
+from llm_agents.interactions_sqlite import SqliteInteractionStore
 from tests.pgserver import PgServer
 
 Opener = Callable[[str], Awaitable[InteractionStore]]
@@ -158,8 +159,7 @@ async def test_the_retention_loop_purges_now_and_on_its_period(tmp_path: Path) -
     store = SqliteInteractionStore(tmp_path / "i.sqlite3")
     await store.open()
     now = [1_000_000.0]
-    interactions = Interactions(AgentRuntime(), store, lambda *_: None,  # type: ignore[arg-type,return-value]
-                                clock=lambda: now[0])
+    interactions = Interactions(AgentRuntime(), store, clock=lambda: now[0])
     try:
         await store.create(row("a", created=now[0] - 100))
         await store.finish("a", "done", "", None, None, None, now[0] - 100)
