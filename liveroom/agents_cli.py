@@ -32,6 +32,7 @@ from aiohttp import web
 from edge.auth import verify_token
 from edge.http_site import TimedSite
 from edge.web import MAX_API_BODY, errors_middleware, metrics_response
+from liveroom.agent_flags import add_agent_arguments, agent_options
 from liveroom.distributed import close_all
 from liveroom.roles_cli import (
     add_http_arguments,
@@ -42,7 +43,7 @@ from liveroom.roles_cli import (
 from llm_agents.interactions import InteractionStore
 from llm_agents.quota import QuotaStore
 from llm_agents.role import BusWords, fixed_edge, registry_edges, websocket_links
-from llm_agents.serve import AgentOptions, AgentsService, add_agent_arguments, agent_options
+from llm_agents.service import AgentOptions, AgentsService
 
 log = logging.getLogger("liveroom.agents")
 

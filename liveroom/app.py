@@ -26,7 +26,7 @@ from edge.node import EdgeNode
 from edge.quic import QuicEdge, QuicOptions, start_quic
 from edge.web import build_app
 from liveroom.demo import ScoreboardKeeper
-from llm_agents.serve import AgentOptions, AgentsService, in_process_links
+from llm_agents.service import AgentOptions, AgentsService, in_process_links
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
 from room_router.registry import MemoryConnectionRegistry

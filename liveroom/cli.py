@@ -15,6 +15,7 @@ from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from edge.fanout import Budget
 from edge.ws_conn import EdgeSite
+from liveroom.agent_flags import add_agent_arguments, agent_options
 from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import ServeOptions, make_app, start_quic_edge
 from liveroom.roles_cli import (
@@ -26,7 +27,6 @@ from liveroom.roles_cli import (
     run_role_command,
     until_stopped,
 )
-from llm_agents.serve import add_agent_arguments, agent_options
 from plumbing.ratelog import limit_client_driven_logs
 from room_router.ratelimit import Rate
 

@@ -26,7 +26,7 @@ from edge.client import ClosedError, LiveroomClient
 from edge.session import may_write_section
 from llm_agents.character import Character
 from llm_agents.link import FrameHandler, RoomLink
-from llm_agents.serve import LinkFactory, agent_credentials
+from llm_agents.service import LinkFactory, agent_credentials
 from room_router.bus import Bus, room_subject
 from room_router.nodes import NodeRegistry
 from room_router.placement import Placement

@@ -20,7 +20,7 @@ from edge.config import EdgeConfig, HttpTimeouts
 from edge.ws_conn import EdgeSite
 from liveroom.app import ServeOptions, make_app
 from liveroom.distributed import RoleOptions, RoleProcess
-from llm_agents.serve import AgentOptions
+from llm_agents.service import AgentOptions
 from tests.support import API_KEY, JWT_SECRET, LiveServer, metric
 
 HEAD = 0.6

@@ -23,7 +23,7 @@ from aiohttp import web
 from edge.config import EdgeConfig, HttpTimeouts
 from edge.ws_conn import EdgeSite
 from liveroom.app import ServeOptions, make_app
-from llm_agents.serve import AgentOptions
+from llm_agents.service import AgentOptions
 from tests.support import API_KEY, JWT_SECRET, metric, token
 from tests.unit.test_ws_framing import client_frame
 
