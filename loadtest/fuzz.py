@@ -104,8 +104,7 @@ import msgpack
 
 from edge.auth import mint_token
 from edge.client import ClosedError, LiveroomClient
-from loadtest.bench_fanout import cpu_seconds
-from loadtest.procstat import Usage, usage
+from loadtest.procstat import Usage, cpu_seconds, usage
 from loadtest.raw_ws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWebSocket, frame
 from wire.codecs import JSON, MSGPACK
 from wire.webtransport import wt_frame

@@ -1,0 +1,119 @@
+"""The servers a benchmark measures, as child processes: ``liveroom serve``
+on port 0 with the benchmark's limits lifted, or the python-socketio peer
+(``loadtest.socketio_peer``, started through ``bench_fanout``'s hidden
+``--serve-socketio`` flag), each pinned to the server's CPUs; the port is
+read from the server's "listening on" log line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from loadtest.wsclient import ROOM
+
+REPO = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+
+
+class ServerProcess:
+    """A server child process, pinned, whose log line gives its port."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cpus: set[int] | None) -> None:
+        self.cmd = cmd
+        self.env = env
+        self.cpus = cpus
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.log: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        cpus = self.cpus
+        preexec: Callable[[], None] | None = None
+        if cpus:
+            def preexec() -> None:
+                os.sched_setaffinity(0, cpus)
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=preexec)
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.log[-30:]))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if len(self.log) > 500:
+                del self.log[:100]
+            m = _LISTENING.search(line)
+            if m and not self._ready.is_set():
+                self.port = int(m.group(2))
+                self._ready.set()
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def start_liveroom(args: argparse.Namespace, data_dir: str, secret: str,
+                   cpus: set[int] | None) -> ServerProcess:
+    env = {**os.environ, "LIVEROOM_JWT_SECRET": secret,
+           "LIVEROOM_API_KEY": "bench-api-key", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "liveroom.cli", "serve", "--host", "127.0.0.1",
+           "--port", "0", "--no-demo-room", "--data-dir", data_dir,
+           "--coalesce-window", str(args.coalesce_window),
+           "--action-rate", "1e9", "--action-burst", "1000000000",
+           # One publisher connection offers the whole rate: no frame budget.
+           "--frame-rate", "1e9", "--frame-burst", "1000000000",
+           "--outbound-budget", str(args.outbound_budget)]
+    cmd += agent_args(args)
+    return ServerProcess(cmd, env, cpus).start()
+
+
+AGENT_CHARACTERS = REPO / "loadtest" / "characters"
+
+
+def agent_args(args: argparse.Namespace) -> list[str]:
+    """``--agents N``: N commentators (loadtest/characters/) sit in the bench
+    room and talk without pause, their replies streaming as agent.delta
+    actions to every viewer. The model is ``--agent-backend``: scripted at
+    ``--agent-word-delay`` (0.012 s, the embedded model's ~85 tokens/s) keeps
+    the edge's side of the work (a member reading every action, deltas,
+    stage writes) without a model on the server's core; in production the
+    model runs on its own host (vLLM), never in the edge."""
+    if not args.agents:
+        return ["--no-agents"]
+    names = sorted(p.stem for p in AGENT_CHARACTERS.glob("*.toml"))[: args.agents]
+    return ["--agent-room", ROOM, "--characters", str(AGENT_CHARACTERS),
+            "--agent-characters", ",".join(names), "--agent-backend", args.agent_backend,
+            "--agent-word-delay", str(args.agent_word_delay), "--agent-cooldown", "0",
+            "--quota-room-per-day", "0", "--quota-user-per-day", "0",
+            *(["--openai-base-url", args.agent_openai_url] if args.agent_openai_url else [])]
+
+
+def start_socketio(cpus: set[int] | None) -> ServerProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "loadtest.bench_fanout", "--serve-socketio", "0"]
+    return ServerProcess(cmd, env, cpus).start()
