@@ -42,6 +42,10 @@ PURGE_EVERY_S = 3600.0
 
 
 class InteractionStore(Protocol):
+    """The durable record: one row per interaction (``status`` running,
+    done or failed) and its events in ``seq`` order. ``open`` marks failed
+    ("interrupted") what a stopped process left running."""
+
     async def open(self) -> None: ...
 
     async def create(self, row: dict[str, Any]) -> None: ...
