@@ -9,15 +9,13 @@ import datetime as dt
 import logging
 import os
 import secrets
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from cdn.origin import CdnConfig, CdnOrigin
+from cdn.origin import CdnOrigin
 from edge.appkeys import NODE_KEY, QUIC_KEY
 from edge.certs import cert_info, dev_cert
 from edge.config import EdgeConfig
@@ -26,7 +24,8 @@ from edge.node import EdgeNode
 from edge.quic import QuicEdge, QuicOptions, start_quic
 from edge.web import build_app
 from liveroom.demo import ScoreboardKeeper
-from llm_agents.service import AgentOptions, AgentsService, in_process_links
+from liveroom.options import ServeOptions
+from llm_agents.service import AgentsService, in_process_links
 from room_router.bus import MemoryBus
 from room_router.inbox import SqliteInbox
 from room_router.registry import MemoryConnectionRegistry
@@ -40,28 +39,6 @@ DEMO_STATE: dict[str, dict[str, Any]] = {
     "pinned": {"text": "Be kind. Gifts light up the stage."},
     "scoreboard": {"gifts": 0, "likes": 0},
 }
-
-
-@dataclass
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    dev: bool = False
-    data_dir: Path = Path("data")
-    jwt_secret: str | None = None
-    api_key: str | None = None
-    demo_room: bool = True
-    node_id: str = field(default_factory=lambda: f"edge-{uuid.uuid4().hex[:8]}")
-    config: EdgeConfig = field(default_factory=EdgeConfig)
-    cdn: CdnConfig = field(default_factory=CdnConfig)
-    agents: AgentOptions = field(default_factory=AgentOptions)
-    # QUIC (WebTransport on /wt): "auto" = the TCP port + 1 (0 with --port 0)
-    # when a certificate is at hand (--quic-cert/--quic-key, or --dev, which
-    # keeps a development one in the data dir); "off"; or a UDP port number.
-    quic_port: str = "auto"
-    quic_cert: Path | None = None
-    quic_key: Path | None = None
-    quic_idle_timeout: float = 30.0
 
 
 def _dev_secret(path: Path) -> str:

@@ -31,17 +31,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from cdn.origin import CdnConfig, CdnOrigin
-from edge.config import EdgeConfig
+from cdn.origin import CdnOrigin
 from edge.http_site import TimedSite, counter_of
 from edge.metrics import Metrics
 from edge.node import EdgeNode
@@ -49,6 +46,7 @@ from edge.quic import QuicEdge
 from edge.web import build_app, errors_middleware, metrics_response
 from edge.ws_conn import EdgeSite
 from liveroom.app import Sweeper, start_quic_edge, sweep_idle_rooms
+from liveroom.options import RoleOptions
 from room_router.bus import Bus, MemoryBus
 from room_router.gate import ClusterView, PlacementGate
 from room_router.inbox import Inbox, SqliteInbox
@@ -66,38 +64,6 @@ from room_router.route_http import add_route_endpoint
 from state_versions.store import MemoryStateStore, StateStore
 
 log = logging.getLogger("liveroom.distributed")
-
-ROLES = ("edge", "router", "cdn", "agents")
-
-
-@dataclass
-class RoleOptions:
-    role: str = "edge"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    node_id: str = field(default_factory=lambda: f"node-{secrets.token_hex(4)}")
-    group: str = "g0"
-    # What clients are told to connect to; default ws://<host>:<bound port>/ws.
-    public_url: str | None = None
-    nats: list[str] = field(default_factory=list)
-    redis: str | None = None
-    postgres: str | None = None
-    subject_prefix: str = "liveroom"
-    heartbeat: float = 2.0
-    big_threshold: int = 5_000
-    dev: bool = False
-    data_dir: Path = Path("data")
-    jwt_secret: str | None = None
-    api_key: str | None = None
-    config: EdgeConfig = field(default_factory=EdgeConfig)
-    cdn: CdnConfig = field(default_factory=CdnConfig)
-    # QUIC (WebTransport) next to an edge's WebSocket, as for liveroom serve
-    # (liveroom.app.start_quic_edge); "off" for the other roles.
-    quic_port: str = "off"
-    quic_cert: Path | None = None
-    quic_key: Path | None = None
-    quic_idle_timeout: float = 30.0
-
 
 @dataclass
 class Services:

@@ -20,7 +20,8 @@ import pytest
 
 from edge.client import LiveroomClient
 from edge.config import EdgeConfig
-from liveroom.distributed import RoleOptions, RoleProcess, Services
+from liveroom.distributed import RoleProcess, Services
+from liveroom.options import RoleOptions
 from room_router.bus_nats import NatsBus
 from room_router.inbox import SqliteInbox
 from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts

@@ -18,8 +18,9 @@ from aiohttp import web
 
 from edge.config import EdgeConfig, HttpTimeouts
 from edge.ws_conn import EdgeSite
-from liveroom.app import ServeOptions, make_app
-from liveroom.distributed import RoleOptions, RoleProcess
+from liveroom.app import make_app
+from liveroom.distributed import RoleProcess
+from liveroom.options import RoleOptions, ServeOptions
 from llm_agents.service import AgentOptions
 from tests.support import API_KEY, JWT_SECRET, LiveServer, metric
 

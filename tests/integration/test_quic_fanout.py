@@ -23,7 +23,8 @@ from edge.client import LiveroomClient
 from edge.config import EdgeConfig
 from edge.node import EdgeNode
 from edge.quic import QuicEdge, WtSink
-from liveroom.app import ServeOptions, make_app, start_quic_edge
+from liveroom.app import make_app, start_quic_edge
+from liveroom.options import ServeOptions
 from tests.support import JWT_SECRET, until
 
 T = 5.0

@@ -22,7 +22,8 @@ from aiohttp import web
 
 from edge.config import EdgeConfig, HttpTimeouts
 from edge.ws_conn import EdgeSite
-from liveroom.app import ServeOptions, make_app
+from liveroom.app import make_app
+from liveroom.options import ServeOptions
 from llm_agents.service import AgentOptions
 from tests.support import API_KEY, JWT_SECRET, metric, token
 from tests.unit.test_ws_framing import client_frame

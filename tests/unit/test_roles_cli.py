@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from cdn.origin import CdnConfig
+from edge.config import EdgeConfig
 from liveroom.cli import _parser, main
+from liveroom.flags import LIMITS, edge_config, role_options, serve_options
 
 
 def test_cluster_refuses_to_start_without_the_shared_services(
@@ -73,7 +78,7 @@ def test_every_http_role_takes_the_http_timeouts(monkeypatch: pytest.MonkeyPatch
                                                 command: str) -> None:
     """One set of flags (and variables) for the HTTP timeouts of every role."""
     from edge.config import HttpTimeouts
-    from liveroom.roles_cli import http_timeouts
+    from liveroom.flags import http_timeouts
 
     for name in ("HEAD", "BODY", "IDLE"):
         monkeypatch.delenv(f"LIVEROOM_HTTP_{name}_TIMEOUT", raising=False)
@@ -82,3 +87,62 @@ def test_every_http_role_takes_the_http_timeouts(monkeypatch: pytest.MonkeyPatch
     args = _parser().parse_args([command, "--http-head-timeout", "3", "--http-body-timeout",
                                  "4"])
     assert http_timeouts(args) == HttpTimeouts(head=3.0, body=4.0, idle=20.0)
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    for action in _parser()._subparsers._group_actions:  # type: ignore[union-attr]
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]  # type: ignore[no-any-return]
+    raise AssertionError("no sub-commands")
+
+
+def _flags(command: str) -> dict[str, argparse.Action]:
+    return {o: a for a in _subparser(command)._actions for o in a.option_strings}
+
+
+def _clear_limit_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for lim in LIMITS:
+        monkeypatch.delenv(f"LIVEROOM_{lim.env}", raising=False)
+    for name in ("HEAD_MAX_AGE", "HEAD_SWR"):
+        monkeypatch.delenv(f"LIVEROOM_{name}", raising=False)
+
+
+def test_every_limit_flag_is_on_serve_and_edge_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One table (liveroom.flags.LIMITS): every limit exists on ``serve`` and
+    on ``edge``, with the same destination, type, default and variable."""
+    _clear_limit_env(monkeypatch)
+    serve, edge = _flags("serve"), _flags("edge")
+    for flag in [lim.flag for lim in LIMITS] + ["--head-max-age",
+                                                 "--head-stale-while-revalidate"]:
+        assert flag in serve and flag in edge, flag
+        s, e = serve[flag], edge[flag]
+        assert (s.dest, s.type, s.default) == (e.dest, e.type, e.default), flag
+    # The defaults are EdgeConfig's: nothing set gives the default config.
+    assert edge_config(_parser().parse_args(["serve"])) == EdgeConfig()
+    assert edge_config(_parser().parse_args(["edge"])) == EdgeConfig()
+    # Each variable moves the flag of both commands.
+    for lim in LIMITS:
+        monkeypatch.setenv(f"LIVEROOM_{lim.env}", "7" if lim.kind in (int, float) else "x,y")
+    monkeypatch.setenv("LIVEROOM_HEAD_MAX_AGE", "3")
+    serve_args, edge_args = (_parser().parse_args([c]) for c in ("serve", "edge"))
+    for lim in LIMITS:
+        assert getattr(serve_args, lim.dest) == getattr(edge_args, lim.dest) != \
+            lim.kind(lim.default()), lim.flag
+    assert serve_options(serve_args).config == role_options(edge_args, "edge").config
+    assert serve_options(serve_args).cdn == role_options(edge_args, "edge").cdn
+
+
+def test_the_edge_role_takes_the_lossy_sections_and_the_head_lifetime(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the edge role had neither flag and a default CdnConfig always."""
+    _clear_limit_env(monkeypatch)
+    argv = ["--lossy-sections", "positions, cursors", "--head-max-age", "4",
+            "--head-stale-while-revalidate", "9", "--action-rate", "3"]
+    edge = role_options(_parser().parse_args(["edge", *argv]), "edge")
+    serve = serve_options(_parser().parse_args(["serve", *argv]))
+    assert edge.config.lossy_sections == frozenset({"positions", "cursors"})
+    assert edge.config.poll_interval == 4.0 and edge.config.action_rate.per_second == 3.0
+    assert edge.cdn == CdnConfig(head_max_age=4, head_stale_while_revalidate=9)
+    assert (edge.config, edge.cdn) == (serve.config, serve.cdn)
+    cdn = role_options(_parser().parse_args(["cdn", "--head-max-age", "5"]), "cdn")
+    assert cdn.cdn.head_max_age == 5 and cdn.quic_port == "off"

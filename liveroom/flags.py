@@ -1,0 +1,275 @@
+"""The one flag table of the ``liveroom`` command.
+
+Every flag a process takes is defined here once, with its environment
+variable (``LIVEROOM_<NAME>``) and its default, and turned into the options
+of the process here once: ``edge_config`` (``EdgeConfig``), ``cdn_config``
+(``CdnConfig``), ``serve_options`` (``ServeOptions``) and ``role_options``
+(``RoleOptions``). ``liveroom serve`` and ``liveroom edge`` take the same
+limits because they add the same ``LIMITS`` (``tests/unit/test_roles_cli.py``
+keeps it so).
+
+Defaults are strings, as the environment gives them: argparse converts them
+with the flag's ``type``, so a bad variable is reported like a bad flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cdn.origin import CdnConfig
+from edge.config import EdgeConfig, HttpTimeouts
+from liveroom.agent_flags import agent_options
+from liveroom.options import RoleOptions, ServeOptions
+
+
+def env(name: str, default: str) -> str:
+    """``LIVEROOM_<name>`` if set, else ``default``."""
+    return os.environ.get(f"LIVEROOM_{name}", default)
+
+
+def urls(text: str) -> list[str]:
+    """A comma-separated list of URLs."""
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(s.strip() for s in text.split(",") if s.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One edge limit: its flag, its variable, the ``EdgeConfig`` field it
+    sets (dotted into ``Rate`` and ``Budget``) and how to read it."""
+
+    flag: str
+    env: str
+    path: str
+    kind: Callable[[str], Any]
+    help: str | None = None
+    # How the default is written (the lossy sections are a set).
+    show: Callable[[Any], str] = str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def default(self) -> str:
+        obj: Any = EdgeConfig()
+        for part in self.path.split("."):
+            obj = getattr(obj, part)
+        return self.show(obj)
+
+
+# The edge limits (see docs/PROTOCOL.md, Limits), in the order --help shows them.
+LIMITS: tuple[Limit, ...] = (
+    Limit("--max-frame-bytes", "MAX_FRAME_BYTES", "max_frame_bytes", int),
+    Limit("--max-value-bytes", "MAX_VALUE_BYTES", "max_value_bytes", int,
+          "msgpack size of any one field of a frame or HTTP body"),
+    Limit("--error-log-lines", "ERROR_LOG_LINES", "error_log_lines", int,
+          "log lines per kind of client-caused failure per interval"),
+    Limit("--error-log-interval", "ERROR_LOG_INTERVAL", "error_log_interval", float),
+    Limit("--max-rooms", "MAX_ROOMS", "max_rooms_per_conn", int,
+          "rooms one connection may join"),
+    Limit("--max-conns-per-user", "MAX_CONNS_PER_USER", "max_conns_per_user", int,
+          "authenticated connections of one user on this edge; one more is refused at "
+          "hello (too_many_connections, close 4004)"),
+    Limit("--action-rate", "ACTION_RATE", "action_rate.per_second", float,
+          "actions per second per user per room"),
+    Limit("--action-burst", "ACTION_BURST", "action_rate.burst", int),
+    Limit("--peer-rate", "PEER_RATE", "peer_rate.per_second", float,
+          "peer messages per second per user"),
+    Limit("--peer-burst", "PEER_BURST", "peer_rate.burst", int),
+    Limit("--inbox-max-messages", "INBOX_MAX_MESSAGES", "inbox_max_messages", int,
+          "unacknowledged peer messages one user may hold; past it the sender gets "
+          "inbox_full"),
+    Limit("--inbox-max-bytes", "INBOX_MAX_BYTES", "inbox_max_bytes", int,
+          "bytes of unacknowledged peer message bodies (msgpack) one user may hold; past it "
+          "the sender gets inbox_full"),
+    Limit("--frame-rate", "FRAME_RATE", "frame_rate.per_second", float,
+          "client frames per second per connection, of every kind; a join or sync costs one "
+          "more per 4 KiB of its reply"),
+    Limit("--frame-burst", "FRAME_BURST", "frame_rate.burst", int),
+    Limit("--max-sections", "MAX_SECTIONS", "max_sections", int,
+          "sections per room; a write that would add one more is refused"),
+    Limit("--room-idle-seconds", "ROOM_IDLE_SECONDS", "room_idle_seconds", float,
+          "a room with no member and no write for this long is dropped from memory, its "
+          "state with it"),
+    Limit("--outbound-budget", "OUTBOUND_BUDGET", "budget.bytes", int,
+          "unsent bytes per connection: likes are shed from 1/4 of it, comments from 1/2, "
+          "gifts from all of it"),
+    Limit("--slow-grace", "SLOW_GRACE", "budget.slow_grace", float,
+          "seconds over budget, or stalled (shedding and not draining), before the "
+          "slow-consumer close"),
+    Limit("--hello-timeout", "HELLO_TIMEOUT", "hello_timeout", float),
+    Limit("--max-fragments", "MAX_FRAGMENTS", "max_fragments", int,
+          "frames one WebSocket message may come in (past it: 1009)"),
+    Limit("--max-inbound-bytes", "MAX_INBOUND_BYTES", "max_inbound_bytes", int,
+          "bytes of client frames waiting for the node, per connection: a WebSocket stops "
+          "reading past it, a WebTransport session is closed (4100)"),
+    Limit("--max-wt-sessions", "MAX_WT_SESSIONS", "max_wt_sessions", int,
+          "WebTransport sessions per QUIC connection (one more gets 429)"),
+    Limit("--online-interval", "ONLINE_INTERVAL", "online_interval", float),
+    Limit("--poll-threshold", "POLL_THRESHOLD", "poll_threshold", int,
+          "members of a room on this edge from which they take state by polling the CDN "
+          "instead of push (0: never)"),
+    Limit("--coalesce-window", "COALESCE_WINDOW", "coalesce_window", float,
+          "seconds; messages to a busy room within this window go out as one batch frame "
+          "per connection (0: off)"),
+    Limit("--lossy-sections", "LOSSY_SECTIONS", "lossy_sections", _names,
+          "comma-separated base names of sections whose changes go to QUIC clients as "
+          "unreliable datagrams (\"\": none)", show=lambda v: ",".join(sorted(v))),
+)
+
+
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("limits (see docs/PROTOCOL.md)")
+    for lim in LIMITS:
+        g.add_argument(lim.flag, type=lim.kind, default=env(lim.env, lim.default()),
+                       help=lim.help)
+
+
+def add_cdn_arguments(p: argparse.ArgumentParser) -> None:
+    """How long shared caches keep a room's head: the polling origin's flags
+    (``serve``, ``edge``, ``cdn``)."""
+    d = CdnConfig()
+    g = p.add_argument_group("polling clients (CDN origin)")
+    g.add_argument("--head-max-age", type=int, default=env("HEAD_MAX_AGE", str(d.head_max_age)),
+                   help="seconds a shared cache may keep a room's head")
+    g.add_argument("--head-stale-while-revalidate", type=int,
+                   default=env("HEAD_SWR", str(d.head_stale_while_revalidate)),
+                   help="seconds a cache may serve a stale head while it revalidates")
+
+
+def add_http_arguments(p: argparse.ArgumentParser) -> None:
+    """The HTTP timeouts of every role that serves HTTP (``liveroom serve``,
+    ``edge``, ``router``, ``cdn``, ``agents``; see docs/PROTOCOL.md, Limits)."""
+    d = HttpTimeouts()
+    g = p.add_argument_group("HTTP connections (every request, every role)")
+    g.add_argument("--http-head-timeout", type=float,
+                   default=env("HTTP_HEAD_TIMEOUT", str(d.head)),
+                   help="seconds from a request head's first byte (a new connection's "
+                        "accept) to its end; else the connection is closed")
+    g.add_argument("--http-body-timeout", type=float,
+                   default=env("HTTP_BODY_TIMEOUT", str(d.body)),
+                   help="seconds from the end of a request head to the end of its body; "
+                        "else the connection is closed")
+    g.add_argument("--http-idle-timeout", type=float,
+                   default=env("HTTP_IDLE_TIMEOUT", str(d.idle)),
+                   help="seconds a keep-alive connection may wait for its next request")
+
+
+def add_quic_arguments(p: argparse.ArgumentParser, default_port: str = "auto") -> None:
+    """The QUIC (WebTransport) flags of ``liveroom serve`` and ``liveroom edge``."""
+    quic = p.add_argument_group("QUIC (WebTransport over HTTP/3 on /wt)")
+    quic.add_argument("--quic-port", default=env("QUIC_PORT", default_port),
+                      help="UDP port; 'auto': the TCP port + 1 when a certificate is at hand "
+                           "(--quic-cert/--quic-key, or --dev, which makes one), 'off': no QUIC")
+    quic.add_argument("--quic-cert", type=Path, default=env("QUIC_CERT", "") or None,
+                      help="PEM certificate (chain) for QUIC")
+    quic.add_argument("--quic-key", type=Path, default=env("QUIC_KEY", "") or None,
+                      help="PEM private key for QUIC")
+    quic.add_argument("--quic-idle-timeout", type=float, default=env("QUIC_IDLE_TIMEOUT", "30"),
+                      help="seconds without a packet from a client before its QUIC connection "
+                           "is dropped; the edge PINGs every third of it")
+
+
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    """``--nats``, ``--redis``, ``--postgres``, ``--subject-prefix``: every role's."""
+    g = p.add_argument_group("services (see docs/DEPLOY.md)")
+    g.add_argument("--nats", type=urls, default=urls(env("NATS", "")),
+                   help="NATS cluster URLs, comma-separated (nats://h1:4222,nats://h2:4222)")
+    g.add_argument("--redis", default=env("REDIS", "") or None,
+                   help="redis://host:port/0, or a Redis Cluster node (redis://h:7000)")
+    g.add_argument("--postgres", default=env("POSTGRES", "") or None,
+                   help="postgresql://user:pass@host/db")
+    g.add_argument("--subject-prefix", default=env("SUBJECT_PREFIX", "liveroom"),
+                   help="NATS subject namespace of this deployment")
+
+
+def add_node_arguments(p: argparse.ArgumentParser, role: str, port: int) -> None:
+    """Where a role listens and how it shows in the node registry."""
+    p.add_argument("--host", default=env("HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=env("PORT", str(port)),
+                   help="TCP port; 0 picks a free one (logged at start)")
+    p.add_argument("--node-id", default=env("NODE_ID", f"{role}-{secrets.token_hex(4)}"))
+    p.add_argument("--group", default=env("GROUP", "g0"),
+                   help="placement group: rooms hash over groups (e.g. one per machine)")
+    p.add_argument("--public-url", default=env("PUBLIC_URL", "") or None,
+                   help="the WebSocket URL clients are sent to (default ws://HOST:PORT/ws)")
+    add_cluster_arguments(p)
+    p.add_argument("--data-dir", type=Path, default=env("DATA_DIR", "data"))
+    p.add_argument("--dev", action="store_true",
+                   help="POST /v1/dev/token mints tokens (LIVEROOM_JWT_SECRET still required)")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    """The heartbeat and the big-room threshold (every role, and ``cluster``)."""
+    p.add_argument("--heartbeat", type=float, default=env("HEARTBEAT", "2.0"),
+                   help="seconds between heartbeats; a node expires after 3 missed")
+    p.add_argument("--big-threshold", type=int, default=env("BIG_THRESHOLD", "5000"),
+                   help="members (summed over edges) from which a room spreads over "
+                        "every group (0: only rooms a host flags)")
+
+
+def http_timeouts(args: argparse.Namespace) -> HttpTimeouts:
+    return HttpTimeouts(head=args.http_head_timeout, body=args.http_body_timeout,
+                        idle=args.http_idle_timeout)
+
+
+def _set(obj: Any, path: list[str], value: Any) -> Any:
+    """``obj`` (a frozen dataclass) with the field at ``path`` replaced."""
+    head, *rest = path
+    inner = _set(getattr(obj, head), rest, value) if rest else value
+    return dataclasses.replace(obj, **{head: inner})
+
+
+def edge_config(args: argparse.Namespace) -> EdgeConfig:
+    """The ``EdgeConfig`` of ``args``: every limit of ``LIMITS``, the HTTP
+    timeouts, and the poll interval the head's cache lifetime implies. A
+    command without the limits (``router``, ``cdn``) gets the defaults."""
+    config = EdgeConfig(http=http_timeouts(args))
+    if not hasattr(args, LIMITS[0].dest):
+        return config
+    for lim in LIMITS:
+        config = _set(config, lim.path.split("."), getattr(args, lim.dest))
+    return dataclasses.replace(config, poll_interval=float(args.head_max_age))
+
+
+def cdn_config(args: argparse.Namespace) -> CdnConfig:
+    if not hasattr(args, "head_max_age"):
+        return CdnConfig()
+    return CdnConfig(head_max_age=args.head_max_age,
+                     head_stale_while_revalidate=args.head_stale_while_revalidate)
+
+
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    return ServeOptions(
+        host=args.host, port=args.port, dev=args.dev, data_dir=args.data_dir,
+        demo_room=not args.no_demo_room, config=edge_config(args), cdn=cdn_config(args),
+        quic_port=args.quic_port, quic_cert=args.quic_cert, quic_key=args.quic_key,
+        quic_idle_timeout=args.quic_idle_timeout, agents=agent_options(args),
+        jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
+        api_key=os.environ.get("LIVEROOM_API_KEY"))
+
+
+def role_options(args: argparse.Namespace, role: str) -> RoleOptions:
+    quic = role == "edge"
+    return RoleOptions(
+        role=role, host=args.host, port=args.port, node_id=args.node_id, group=args.group,
+        public_url=args.public_url, nats=args.nats, redis=args.redis, postgres=args.postgres,
+        subject_prefix=args.subject_prefix, heartbeat=args.heartbeat,
+        big_threshold=args.big_threshold, dev=args.dev, data_dir=args.data_dir,
+        config=edge_config(args), cdn=cdn_config(args),
+        quic_port=args.quic_port if quic else "off",
+        quic_cert=args.quic_cert if quic else None, quic_key=args.quic_key if quic else None,
+        quic_idle_timeout=args.quic_idle_timeout if quic else 30.0,
+        jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
+        api_key=os.environ.get("LIVEROOM_API_KEY"))
