@@ -57,7 +57,7 @@ from room_router.nodes import (
     NodeRegistry,
     OnlineCounts,
 )
-from room_router.placement import Placement
+from room_router.placement import Placement, rooms_leaving
 from room_router.ratelimit import SharedRateLimiter
 from room_router.registry import ConnectionRegistry, MemoryConnectionRegistry
 from room_router.route_http import add_route_endpoint
@@ -254,32 +254,23 @@ class Heartbeat:
         if node is not None:
             local = node.local_counts()
             await s.online.report(self.info.node_id, local, self.ttl, now)
-            refresh = getattr(s.registry, "refresh", None)
-            if refresh is not None:
-                await refresh(self.info.node_id, node.local_connections())
+            await s.registry.refresh(self.info.node_id, node.local_connections())
         live = await s.nodes.live(now)
         before, after = self.view.placement, Placement(live, self.view.placement.big_threshold)
         self.view.placement = after
         if node is None:
             return
-        if after != before and after.groups:
-            await self._move_rooms(node, after)
-        if local:
-            totals = await s.online.totals(list(local), now)
-            node.online_elsewhere = {r: max(0, totals.get(r, 0) - n) for r, n in local.items()}
-
-    async def _move_rooms(self, node: EdgeNode, placement: Placement) -> None:
-        """The live groups changed: local rooms this group no longer owns
-        (and that are not big) go to their new owner."""
-        for room in list(node.hub.rooms):
-            if placement.owner_group(room) == self.info.group:
-                continue
+        for room, route in rooms_leaving(node.hub.rooms, group=self.info.group,
+                                         before=before, after=after).items():
+            # Big rooms are served by every group: their members stay.
             if await self.view.is_big(room):
                 continue
-            route = placement.route(room, big=False)
             told = node.redirect_room(room, route.urls)
             log.info("room %s moved to group %s: %d members redirected", room, route.group,
                      told)
+        if local:
+            totals = await s.online.totals(list(local), now)
+            node.online_elsewhere = {r: max(0, totals.get(r, 0) - n) for r, n in local.items()}
 
 
 def _jwt_secret(opts: RoleOptions) -> str:

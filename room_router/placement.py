@@ -136,3 +136,17 @@ class Placement:
             if now is not None and now != before.owner_group(room):
                 out[room] = now
         return out
+
+
+def rooms_leaving(rooms: Iterable[str], *, group: str, before: Placement,
+                  after: Placement) -> dict[str, Route]:
+    """The heartbeat's room-move decision, pure: when the live groups changed
+    from ``before`` to ``after`` (and some are still live), each of ``rooms``
+    (an edge of ``group`` holds members there) that ``group`` no longer owns,
+    with the route its members are redirected to (reason ``moved``). The
+    caller leaves out the big rooms, which every group serves; whether a room
+    is big is the state store's and the online counts' to say."""
+    if after == before or not after.groups:
+        return {}
+    return {room: after.route(room, big=False) for room in rooms
+            if after.owner_group(room) != group}

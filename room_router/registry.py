@@ -8,6 +8,7 @@ the same interface.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 
@@ -17,6 +18,13 @@ class ConnectionRegistry(Protocol):
     async def remove(self, user: str, node: str, cid: int) -> None: ...
 
     async def nodes(self, user: str) -> set[str]: ...
+
+    async def refresh(self, node: str, connections: Iterable[tuple[str, int]]) -> int:
+        """Re-assert every (user, connection id) ``node`` holds: the node's
+        heartbeat calls it, so a registry whose entries expire keeps the
+        live ones (and one that lost its data has them back). Returns the
+        number of users refreshed."""
+        ...
 
 
 class MemoryConnectionRegistry:
@@ -40,3 +48,11 @@ class MemoryConnectionRegistry:
 
     async def nodes(self, user: str) -> set[str]:
         return set(self._by_user.get(user, ()))
+
+    async def refresh(self, node: str, connections: Iterable[tuple[str, int]]) -> int:
+        # Nothing expires in memory: re-adding is all there is to do.
+        users: set[str] = set()
+        for user, cid in connections:
+            self._by_user.setdefault(user, {}).setdefault(node, set()).add(cid)
+            users.add(user)
+        return len(users)

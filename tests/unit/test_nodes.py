@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts, NodeInfo
+from room_router.registry import MemoryConnectionRegistry
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -32,3 +33,18 @@ def test_online_counts_sum_over_unexpired_reports() -> None:
     assert run(oc.totals(["r", "s"], now=4)) == {"r": 5, "s": 0}
     run(oc.report("n2", {"s": 4}, ttl=3, now=4))
     assert run(oc.totals(["r", "s"], now=4)) == {"r": 0, "s": 4}
+
+
+def test_the_memory_connection_registry_refreshes_as_the_interface_says() -> None:
+    """``refresh`` is part of ``ConnectionRegistry``: in memory nothing
+    expires, so it re-adds what the node holds and counts the users."""
+    async def run() -> None:
+        reg = MemoryConnectionRegistry()
+        await reg.add("ann", "e1", 1)
+        assert await reg.refresh("e1", [("ann", 1), ("ann", 2), ("bob", 3)]) == 2
+        assert await reg.nodes("bob") == {"e1"}
+        await reg.remove("ann", "e1", 1)
+        assert await reg.nodes("ann") == {"e1"}  # cid 2 is still there
+        assert await reg.refresh("e2", []) == 0
+
+    asyncio.run(run())

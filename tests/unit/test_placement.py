@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from room_router.nodes import NodeInfo
-from room_router.placement import Placement, flagged_spread, owner
+from room_router.placement import Placement, flagged_spread, owner, rooms_leaving
 from wire.errors import Unavailable
 
 ROOMS = [f"room-{i}" for i in range(10_000)]
@@ -105,3 +105,21 @@ def test_no_live_group_is_unavailable() -> None:
     router = NodeInfo("r1", "g0", "http://r1", roles=("router",))
     with pytest.raises(Unavailable):
         Placement([router]).route("r", big=False)
+
+
+def test_the_heartbeat_moves_only_the_rooms_its_group_lost() -> None:
+    """``rooms_leaving``, the heartbeat's room-move decision: nothing while
+    the live groups stay the same or none is left; when a group joins, the
+    local rooms it now owns go to it, each with its route, and no other."""
+    one, two = Placement(nodes(1)), Placement(nodes(2))
+    local = ROOMS[:200]
+    assert rooms_leaving(local, group="g0", before=one, after=Placement(nodes(1))) == {}
+    assert rooms_leaving(local, group="g0", before=one, after=Placement([])) == {}
+    leaving = rooms_leaving(local, group="g0", before=one, after=two)
+    assert set(leaving) == {r for r in local if two.owner_group(r) == "g1"}
+    assert 0 < len(leaving) < len(local)
+    assert all(route.group == "g1" and route.urls == ("ws://g1-n0/ws",) and not route.spread
+               for route in leaving.values())
+    # Back to one group: the rooms g1 held all come home to g0.
+    back = rooms_leaving(list(leaving), group="g1", before=two, after=one)
+    assert set(back) == set(leaving) and {r.group for r in back.values()} == {"g0"}
