@@ -14,7 +14,7 @@ from aiohttp import web
 from edge.ws_conn import EdgeSite
 from liveroom.agent_flags import add_agent_arguments
 from liveroom.agents_cli import add_agents_parser, run_agents
-from liveroom.app import make_app, start_quic_edge
+from liveroom.app import make_app
 from liveroom.flags import (
     add_cdn_arguments,
     add_http_arguments,
@@ -25,6 +25,7 @@ from liveroom.flags import (
 )
 from liveroom.options import ServeOptions
 from liveroom.roles_cli import ROLE_COMMANDS, add_role_parsers, run_role_command, until_stopped
+from liveroom.wiring import start_quic_edge
 from plumbing.ratelog import limit_client_driven_logs
 
 log = logging.getLogger("liveroom")

@@ -59,7 +59,7 @@ class RoleOptions:
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
     # QUIC (WebTransport) next to an edge's WebSocket, as for liveroom serve
-    # (liveroom.app.start_quic_edge); "off" for the other roles.
+    # (liveroom.wiring.start_quic_edge); "off" for the other roles.
     quic_port: str = "off"
     quic_cert: Path | None = None
     quic_key: Path | None = None

@@ -1,36 +1,60 @@
-"""The distributed deployment's data services, opened in one call for a
-composition root (``liveroom edge``, ``router``, ... of issue 4, part 2).
+"""The services a ``liveroom`` process stands on, opened through one path.
 
-``open_distributed_stores(redis_url, postgres_dsn)`` connects to Redis
-(standalone ``redis://`` or Cluster ``redis+cluster://``) and to PostgreSQL
-(one pool, migrated at start-up), and answers every adapter built on them:
-the two-tier state store, the peer inbox, the connection and node
-registries, the online counts and the shared action limit. ``close()``
-flushes the write-behind and closes the connections.
+``Services`` is what every edge, router and cdn is built on: the bus, the
+state store, the connection registry, the peer inbox, the node registry and
+the online counts, each behind its protocol (``room_router``,
+``state_versions``). Two ways to get them, one type:
 
-``heartbeat`` is what an edge's heartbeat timer does to the data layer, in
-one call: register the node, re-assert its connections, report its rooms'
-member counts. Run every ``ttl / 3`` seconds, it also rebuilds all three
-after Redis lost its data, within one period.
+- ``embedded_services``: everything in this process (memory bus, memory
+  state and registries, a SQLite inbox); what ``liveroom serve`` runs on, and
+  what a role falls back to for each service it is not given;
+- ``open_services``: what ``--nats``, ``--redis`` and ``--postgres`` name, the
+  embedded piece for each one left out (logged as a warning: only right for a
+  single process). With both Redis and PostgreSQL it opens the full tier in
+  one call (``open_distributed_stores``): the two-tier state store, the peer
+  inbox, the connection and node registries, the online counts and the
+  shared action limit, on one Redis client and one PostgreSQL pool.
+
+``Services.open()`` runs what must be awaited before use (the SQLite
+inbox of the embedded set); ``close()`` closes in the reverse order of
+opening.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from edge.config import EdgeConfig
+from edge.metrics import Metrics
+from liveroom.options import RoleOptions
+from room_router.bus import Bus, MemoryBus
+from room_router.inbox import Inbox, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox
-from room_router.nodes import NodeInfo
+from room_router.nodes import (
+    MemoryNodeRegistry,
+    MemoryOnlineCounts,
+    NodeInfo,
+    NodeRegistry,
+    OnlineCounts,
+)
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
-from room_router.ratelimit import Rate
+from room_router.ratelimit import Rate, SharedRateLimiter
 from room_router.ratelimit_redis import RedisRateLimiter
+from room_router.registry import ConnectionRegistry, MemoryConnectionRegistry
 from room_router.registry_redis import RedisConnectionRegistry
-from state_versions.store import DEFAULT_MAX_SECTIONS
+from state_versions.store import DEFAULT_MAX_SECTIONS, MemoryStateStore, StateStore
 from state_versions.store_postgres import PostgresStateStore
 from state_versions.store_redis import RedisStateStore
 from state_versions.store_tiered import TieredStateStore
 from storage.postgres import open_database
 from storage.redis_conn import RedisClient, open_redis
+
+log = logging.getLogger("liveroom.services")
 
 
 @dataclass(slots=True)
@@ -102,3 +126,143 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
         await redis.aclose()
         await pool.close()
         raise
+
+
+@dataclass
+class Services:
+    bus: Bus
+    store: StateStore
+    registry: ConnectionRegistry
+    inbox: Inbox
+    nodes: NodeRegistry
+    online: OnlineCounts
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The per-user action limit across edges (Redis), when there is one.
+    shared_action_limiter: SharedRateLimiter | None = None
+    # What must be awaited before use (an embedded set's SQLite inbox).
+    openers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def open(self) -> None:
+        openers, self.openers = self.openers, []
+        for open_ in openers:
+            await open_()
+
+    async def close(self) -> None:
+        await close_all(self.closers)
+
+
+def memory_store(config: EdgeConfig) -> MemoryStateStore:
+    """The embedded state store: rooms idle for ``room_idle_seconds`` may be
+    dropped (by the edge's sweep, ``liveroom.wiring.Sweeper``)."""
+    return MemoryStateStore(max_sections=config.max_sections,
+                            idle_for=config.room_idle_seconds)
+
+
+def embedded_services(config: EdgeConfig, inbox_path: Path) -> Services:
+    """Every service in this process; ``await open()`` before use."""
+    inbox = SqliteInbox(inbox_path)
+    return Services(MemoryBus(), memory_store(config), MemoryConnectionRegistry(), inbox,
+                    MemoryNodeRegistry(), MemoryOnlineCounts(), closers=[inbox.close],
+                    openers=[inbox.open])
+
+
+async def close_all(closers: list[Callable[[], Awaitable[Any]]]) -> None:
+    """Close in the reverse order of opening; one failure stops no other."""
+    for close in reversed(closers):
+        try:
+            await close()
+        except Exception:
+            log.warning("closing a service failed", exc_info=True)
+    closers.clear()
+
+
+async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
+    """The services named in ``opts``; embedded ones for those left out.
+    If one fails to open, those already open are closed again."""
+    closers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        return await _open_services(opts, metrics, closers)
+    except BaseException:
+        await close_all(closers)
+        raise
+
+
+async def _open_services(opts: RoleOptions, metrics: Metrics,
+                         closers: list[Callable[[], Awaitable[None]]]) -> Services:
+    bus: Bus
+    if opts.nats:
+        from room_router.bus_nats import BusFault, BusMetrics, NatsBus
+
+        # Test hook only (room_router/bus_nats.py, "Fault hook").
+        fault = BusFault.from_env(os.environ)
+        if fault is not None:
+            log.warning("TEST HOOK ON: the NATS bus drops %.0f%% and delays %.0f%% (up to "
+                        "%.2f s) of the publishes to %s.* (LIVEROOM_TEST_BUS_FAULT)",
+                        fault.drop * 100, fault.delay * 100, fault.max_delay, fault.kind)
+        nats_bus = await NatsBus.connect(opts.nats, name=opts.node_id,
+                                         prefix=opts.subject_prefix,
+                                         metrics=BusMetrics(metrics.registry), fault=fault)
+        closers.append(nats_bus.close)
+        bus = nats_bus
+        log.info("bus: NATS %s (prefix %r)", nats_bus.connected_url, opts.subject_prefix)
+    else:
+        bus = MemoryBus()
+        log.warning("no --nats: in-process bus, this node sees only its own rooms")
+    store: StateStore
+    registry: ConnectionRegistry
+    nodes: NodeRegistry
+    online: OnlineCounts
+    inbox: Inbox
+    if opts.redis and opts.postgres:
+        # The full deployment: every adapter from scale-data's one call (the
+        # two-tier store: Redis hot, PostgreSQL durable; the shared limit).
+        stores = await open_distributed_stores(
+            opts.redis, opts.postgres, action_rate=opts.config.action_rate,
+            registry_ttl=max(10.0, 5 * opts.heartbeat),
+            max_sections=opts.config.max_sections, idle_ttl=opts.config.room_idle_seconds)
+        closers.append(stores.close)
+        log.info("redis %s + postgres: tiered state, inbox, registries, counts, limits",
+                 opts.redis)
+        return Services(bus, stores.state, stores.registry, stores.inbox, stores.nodes,
+                        stores.online, closers, shared_action_limiter=stores.action_limiter)
+    pg_store: Any = None
+    if opts.postgres:
+        from room_router.inbox_postgres import open_postgres_inbox
+        from state_versions.store_postgres import open_postgres_store
+
+        pg_inbox = await open_postgres_inbox(opts.postgres)
+        closers.append(pg_inbox.close)
+        inbox = pg_inbox
+        if not opts.redis:
+            pg_store = await open_postgres_store(opts.postgres,
+                                                 max_sections=opts.config.max_sections)
+            closers.append(pg_store.close)
+        log.info("postgres: peer inbox%s", "" if opts.redis else " and state store")
+    else:
+        sqlite = SqliteInbox(opts.data_dir / f"inbox-{opts.node_id}.sqlite3")
+        await sqlite.open()
+        closers.append(sqlite.close)
+        inbox = sqlite
+        log.warning("no --postgres: the peer inbox is a local SQLite file")
+    if opts.redis:
+        from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
+        from room_router.registry_redis import RedisConnectionRegistry
+        from state_versions.store_redis import RedisStateStore
+        from storage.redis_conn import open_redis
+
+        client = open_redis(opts.redis)
+        closers.append(client.aclose)
+        # Redis is the only copy here: its rooms never expire.
+        store = await RedisStateStore.open(client, max_sections=opts.config.max_sections)
+        # Connections are re-asserted by every heartbeat: expire after a few.
+        registry = RedisConnectionRegistry(client, ttl=max(10.0, 5 * opts.heartbeat))
+        nodes = RedisNodeRegistry(client)
+        online = RedisOnlineCounts(client)
+        log.info("redis: %s (state, registries, online counts)", opts.redis)
+    else:
+        store = pg_store if pg_store is not None else memory_store(opts.config)
+        registry = MemoryConnectionRegistry()
+        nodes = MemoryNodeRegistry()
+        online = MemoryOnlineCounts()
+        log.warning("no --redis: registries and counts are in this process only")
+    return Services(bus, store, registry, inbox, nodes, online, closers)

@@ -20,8 +20,9 @@ import pytest
 
 from edge.client import LiveroomClient
 from edge.config import EdgeConfig
-from liveroom.distributed import RoleProcess, Services
+from liveroom.distributed import RoleProcess
 from liveroom.options import RoleOptions
+from liveroom.services import Services
 from room_router.bus_nats import NatsBus
 from room_router.inbox import SqliteInbox
 from room_router.nodes import MemoryNodeRegistry, MemoryOnlineCounts

@@ -23,8 +23,9 @@ from edge.client import LiveroomClient
 from edge.config import EdgeConfig
 from edge.node import EdgeNode
 from edge.quic import QuicEdge, WtSink
-from liveroom.app import make_app, start_quic_edge
+from liveroom.app import make_app
 from liveroom.options import ServeOptions
+from liveroom.wiring import start_quic_edge
 from tests.support import JWT_SECRET, until
 
 T = 5.0

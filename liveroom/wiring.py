@@ -1,0 +1,195 @@
+"""The wiring every edge shares, embedded (``liveroom serve``) or distributed
+(``liveroom edge``): given a set of services, ``build_edge`` makes the node
+and its aiohttp application (the client API, the WebSocket, the polling
+origin); ``EdgeTimers`` are the node's process-wide timers (the online
+count, the idle-room sweep); ``start_quic_edge`` puts WebTransport beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from cdn.origin import CdnConfig, CdnOrigin
+from edge.appkeys import NODE_KEY, QUIC_KEY
+from edge.certs import cert_info, dev_cert
+from edge.config import EdgeConfig
+from edge.metrics import Metrics
+from edge.node import EdgeNode
+from edge.quic import QuicEdge, QuicOptions, start_quic
+from edge.web import build_app
+from liveroom.services import Services
+from state_versions.store import MemoryStateStore
+
+log = logging.getLogger("liveroom")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSecrets:
+    jwt_secret: str
+    api_key: str | None
+    dev: bool
+
+
+def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: CdnConfig,
+               secrets: EdgeSecrets, metrics: Metrics) -> tuple[EdgeNode, web.Application]:
+    """The edge node on ``services`` and its application: the client API and
+    WebSocket (``edge.web``) with the polling origin on the same app. The
+    caller starts the node (``node.start()``) when its services are open;
+    the app's shutdown closes the clients with 4101 (reconnect)."""
+    node = EdgeNode(node_id=node_id, config=config, jwt_secret=secrets.jwt_secret,
+                    store=services.store, bus=services.bus, registry=services.registry,
+                    inbox=services.inbox, metrics=metrics,
+                    shared_action_limiter=services.shared_action_limiter)
+    app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
+                    dev=secrets.dev)
+    CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)
+
+    async def close_connections(app: web.Application) -> None:
+        # on_shutdown runs before aiohttp waits for the open handlers, so the
+        # clients hear 4101 (reconnect) instead of a dropped socket.
+        node.stop()
+
+    app.on_shutdown.append(close_connections)
+    return node, app
+
+
+class EdgeTimers:
+    """An edge's process-wide timers: the online count (one timer for the
+    whole node, not a task per room) and, on an in-memory state store, the
+    idle-room sweep (``Sweeper``). ``cancel()`` stops both."""
+
+    __slots__ = ("_handle", "_interval", "_node", "sweeper")
+
+    def __init__(self, node: EdgeNode, services: Services, *, keep: set[str]) -> None:
+        self._node = node
+        self._interval = node.config.online_interval
+        self._handle: asyncio.TimerHandle | None = None
+        self.sweeper: Sweeper | None = None
+        if isinstance(services.store, MemoryStateStore):
+            # The embedded store: idle rooms leave memory.
+            self.sweeper = Sweeper(services.store, node, keep,
+                                   node.config.room_idle_seconds)
+
+    def start_sweeping(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.start()
+
+    def start_online(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            try:
+                self._node.tick_online()
+            finally:
+                self._handle = loop.call_later(self._interval, tick)
+
+        self._handle = loop.call_later(self._interval, tick)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+
+
+class Sweeper:
+    """The one timer of a process that drops idle rooms from its in-memory
+    state store (``MemoryStateStore.drop_idle``), whatever their number: no
+    task or timer per room. It runs every tenth of the idle time (at most a
+    minute), so a room is dropped between 0.9 and 1.1 times
+    ``room_idle_seconds`` after its last write or its last member (members
+    are seen by the sweeps)."""
+
+    __slots__ = ("_handle", "_keep", "_node", "_period", "_store", "dropped")
+
+    def __init__(self, store: MemoryStateStore, node: EdgeNode, keep: set[str],
+                 idle_for: float) -> None:
+        self._store = store
+        self._node = node
+        self._keep = keep
+        self._period = min(60.0, idle_for / 10)
+        self._handle: asyncio.TimerHandle | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self._period, self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            busy = self._node.hub.rooms.keys() | self._keep
+            dropped = self._store.drop_idle(busy)
+            if dropped:
+                self.dropped += len(dropped)
+                log.info("dropped %d idle rooms from memory", len(dropped))
+        finally:
+            self.start()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class QuicConfigured(Protocol):
+    """What ``start_quic_edge`` reads: ``ServeOptions`` and the distributed
+    roles' ``RoleOptions`` both have it."""
+
+    host: str
+    port: int
+    dev: bool
+    data_dir: Path
+    quic_port: str
+    quic_cert: Path | None
+    quic_key: Path | None
+    quic_idle_timeout: float
+    config: EdgeConfig
+
+
+async def start_quic_edge(app: web.Application, opts: QuicConfigured,
+                          tcp_port: int) -> QuicEdge | None:
+    """Start the QUIC edge next to the HTTP one (see ServeOptions.quic_port),
+    and publish its address and certificate hash at ``GET /v1/quic``."""
+    if opts.quic_port == "off":
+        log.info("quic off (--quic-port off)")
+        return None
+    if opts.quic_cert is not None and opts.quic_key is not None:
+        cert = cert_info(opts.quic_cert, opts.quic_key)
+    elif opts.dev:
+        cert = dev_cert(opts.data_dir / "quic", sorted({"localhost", "127.0.0.1", opts.host}),
+                        dt.datetime.now(dt.UTC))
+    else:
+        if opts.quic_port != "auto":
+            raise SystemExit("--quic-port needs --quic-cert and --quic-key (or --dev)")
+        log.info("quic off (no --quic-cert/--quic-key)")
+        return None
+    if opts.quic_port == "auto":
+        # Next to the TCP port; with --port 0 (a free port) a free one too.
+        port = tcp_port + 1 if opts.port else 0
+    else:
+        port = int(opts.quic_port)
+    # aioquic logs every connection at INFO: too much for an edge.
+    logging.getLogger("quic").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+    # Test hook only: drop this share of outgoing datagrams (lossy sections).
+    loss = float(os.environ.get("LIVEROOM_TEST_DATAGRAM_LOSS", "0") or 0)
+    edge = await start_quic(app[NODE_KEY], QuicOptions(
+        host=opts.host, port=port, cert=str(cert.cert), key=str(cert.key),
+        cert_sha256=cert.sha256, datagram_loss=loss, idle_timeout=opts.quic_idle_timeout))
+    app[QUIC_KEY].update({
+        "port": edge.port, "path": "/wt", "cert_sha256": cert.sha256,
+        "cert_not_after": cert.not_after.timestamp(),
+        "datagrams": {"lossy_sections": sorted(opts.config.lossy_sections)},
+    })
+    log.info("quic listening on udp://%s:%d/wt (certificate sha256 %s, valid until %s)",
+             opts.host, edge.port, cert.sha256, cert.not_after.isoformat())
+    if loss:
+        log.warning("test hook: dropping %.0f%% of outgoing datagrams", loss * 100)
+    return edge
