@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ from room_router.inbox_postgres import PostgresInbox
 from room_router.nodes import (
     MemoryNodeRegistry,
     MemoryOnlineCounts,
-    NodeInfo,
     NodeRegistry,
     OnlineCounts,
 )
@@ -66,14 +65,6 @@ class DistributedStores:
     nodes: RedisNodeRegistry
     online: RedisOnlineCounts
     action_limiter: RedisRateLimiter
-
-    async def heartbeat(self, node: NodeInfo, *, connections: Iterable[tuple[str, int]],
-                        counts: Mapping[str, int], ttl: float, now: float) -> None:
-        """Register ``node`` (expiring ``ttl`` after ``now``), re-assert its
-        (user, connection id) pairs and report its rooms' local counts."""
-        await self.nodes.heartbeat(node, ttl, now)
-        await self.registry.refresh(node.node_id, connections)
-        await self.online.report(node.node_id, counts, ttl, now)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush the write-behind (at most ``timeout``), then close the Redis

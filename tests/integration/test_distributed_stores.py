@@ -53,8 +53,11 @@ async def connect(node: EdgeNode, user: str, role: str, *frames: dict[str, Any],
 
 
 async def heartbeat(stores: DistributedStores, node: EdgeNode, info: NodeInfo) -> None:
-    await stores.heartbeat(info, connections=node.local_connections(),
-                           counts=node.local_counts(), ttl=10, now=time.time())
+    """What liveroom.heartbeat.Heartbeat does to the data layer each period."""
+    now = time.time()
+    await stores.nodes.heartbeat(info, 10, now)
+    await stores.registry.refresh(info.node_id, node.local_connections())
+    await stores.online.report(info.node_id, node.local_counts(), 10, now)
 
 
 async def test_the_stores_behind_an_edge_node(pg: PgServer, redis_url: str) -> None:
