@@ -32,8 +32,13 @@ from aiohttp import web
 from edge.auth import verify_token
 from edge.http_site import TimedSite
 from edge.web import MAX_API_BODY, errors_middleware, metrics_response
-from liveroom.agent_flags import add_agent_arguments, agent_options
-from liveroom.flags import add_http_arguments, add_service_arguments, http_timeouts
+from liveroom.flags import (
+    add_agent_arguments,
+    add_http_arguments,
+    add_service_arguments,
+    agent_options,
+    http_timeouts,
+)
 from liveroom.roles_cli import until_stopped
 from liveroom.services import close_all
 from llm_agents.interactions import InteractionStore

@@ -12,10 +12,10 @@ from pathlib import Path
 from aiohttp import web
 
 from edge.ws_conn import EdgeSite
-from liveroom.agent_flags import add_agent_arguments
 from liveroom.agents_cli import add_agents_parser, run_agents
 from liveroom.app import make_app
 from liveroom.flags import (
+    add_agent_arguments,
     add_cdn_arguments,
     add_http_arguments,
     add_limit_arguments,

@@ -4,7 +4,8 @@ Every flag a process takes is defined here once, with its environment
 variable (``LIVEROOM_<NAME>``) and its default, and turned into the options
 of the process here once: ``edge_config`` (``EdgeConfig``), ``cdn_config``
 (``CdnConfig``), ``serve_options`` (``ServeOptions``) and ``role_options``
-(``RoleOptions``). ``liveroom serve`` and ``liveroom edge`` take the same
+(``RoleOptions``), ``agent_options`` (``AgentOptions``: ``serve`` and
+``agents``). ``liveroom serve`` and ``liveroom edge`` take the same
 limits because they add the same ``LIMITS`` (``tests/unit/test_roles_cli.py``
 keeps it so).
 
@@ -25,8 +26,9 @@ from typing import Any
 
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig, HttpTimeouts
-from liveroom.agent_flags import agent_options
 from liveroom.options import RoleOptions, ServeOptions
+from llm_agents.quota import QuotaLimits
+from llm_agents.service import BACKEND_CHOICES, AgentOptions
 
 
 def env(name: str, default: str) -> str:
@@ -273,3 +275,81 @@ def role_options(args: argparse.Namespace, role: str) -> RoleOptions:
         quic_idle_timeout=args.quic_idle_timeout if quic else 30.0,
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
+
+
+# -- the agents' flags (liveroom serve and liveroom agents; docs/AGENTS.md) --
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("agents (LLM characters; docs/AGENTS.md)")
+    g.add_argument("--no-agents", action="store_true",
+                   help="start no agent (default: the demo character in the demo room)")
+    g.add_argument("--agent-room", default=env("AGENT_ROOM", "demo"))
+    g.add_argument("--agent-characters", default=env("AGENT_CHARACTERS", "quinn"),
+                   help="comma-separated character names to seat in --agent-room")
+    g.add_argument("--characters", type=Path, default=env("CHARACTERS", "") or None,
+                   help="a directory of extra character TOML files")
+    g.add_argument("--agent-backend", choices=BACKEND_CHOICES,
+                   default=env("AGENT_BACKEND", "auto"),
+                   help="auto: embedded when installed (make llm), else scripted")
+    g.add_argument("--openai-base-url", default=env("OPENAI_BASE_URL",
+                                                      "http://127.0.0.1:8000/v1"))
+    g.add_argument("--openai-model", default=env("OPENAI_MODEL", ""))
+    g.add_argument("--openai-timeout", type=float, default=float(env("OPENAI_TIMEOUT", "30")))
+    g.add_argument("--openai-idle-timeout", type=float,
+                   default=float(env("OPENAI_IDLE_TIMEOUT", "10")),
+                   help="seconds without a chunk before a call counts as failed")
+    g.add_argument("--openai-retries", type=int, default=int(env("OPENAI_RETRIES", "2")))
+    g.add_argument("--breaker-threshold", type=int, default=int(env("BREAKER_THRESHOLD", "3")))
+    g.add_argument("--breaker-reset", type=float, default=float(env("BREAKER_RESET", "10")),
+                   help="seconds the breaker stays open before a probe call")
+    g.add_argument("--quota-room-per-day", type=int,
+                   default=int(env("QUOTA_ROOM_PER_DAY", "200000")),
+                   help="tokens a day per room (0: unlimited)")
+    g.add_argument("--quota-user-per-day", type=int,
+                   default=int(env("QUOTA_USER_PER_DAY", "20000")),
+                   help="tokens a day per user (0: unlimited)")
+    g.add_argument("--quota-redis", default=env("QUOTA_REDIS", "") or None,
+                   help="redis://host:port/db (or redis+cluster://): keep the quotas in Redis "
+                        "(several agents processes; liveroom agents --redis does it too); "
+                        "default: in this process's memory")
+    g.add_argument("--agent-word-delay", type=float, default=float(env("AGENT_WORD_DELAY",
+                                                                        "0.04")),
+                   help="seconds between the words of a scripted reply")
+    g.add_argument("--agent-stale-after", type=float,
+                   default=float(env("AGENT_STALE_AFTER", "20")),
+                   help="seconds after which an unanswered trigger (or a reply in flight) "
+                        "is stale and dropped")
+    g.add_argument("--agent-big-room", type=int, default=int(env("AGENT_BIG_ROOM", "500")),
+                   help="members from which a room is big: a reply's deltas then go out every "
+                        "--agent-big-room-delta-interval seconds (each is a message to every "
+                        "member)")
+    g.add_argument("--agent-big-room-delta-interval", type=float,
+                   default=float(env("AGENT_BIG_ROOM_DELTA_INTERVAL", "1.0")))
+    g.add_argument("--embedded-threads", type=int,
+                   default=int(env("EMBEDDED_THREADS", "2")),
+                   help="CPU threads of the embedded model")
+    g.add_argument("--interaction-retention-days", type=float,
+                   default=float(env("INTERACTION_RETENTION_DAYS", "7")),
+                   help="days a finished direct interaction (and its stream) is kept; "
+                        "0: forever")
+    g.add_argument("--agent-cooldown", type=float, default=None,
+                   help="override every character's cooldown_s (seconds)")
+
+
+def agent_options(args: argparse.Namespace) -> AgentOptions:
+    if args.interaction_retention_days < 0:
+        raise SystemExit("--interaction-retention-days must be 0 (forever) or more")
+    return AgentOptions(
+        enabled=not args.no_agents, room=args.agent_room,
+        characters=tuple(c.strip() for c in args.agent_characters.split(",") if c.strip()),
+        characters_dir=args.characters, backend=args.agent_backend,
+        openai_base_url=args.openai_base_url, openai_model=args.openai_model,
+        openai_api_key=os.environ.get("LIVEROOM_OPENAI_API_KEY", "not-needed"),
+        openai_timeout=args.openai_timeout, openai_idle_timeout=args.openai_idle_timeout,
+        openai_retries=args.openai_retries, breaker_threshold=args.breaker_threshold,
+        breaker_reset=args.breaker_reset,
+        quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day),
+        word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
+        cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads,
+        quota_redis=args.quota_redis, big_room_members=args.agent_big_room,
+        big_room_delta_interval=args.agent_big_room_delta_interval,
+        interaction_retention_days=args.interaction_retention_days)

@@ -4,7 +4,7 @@ links into the room, quota and interaction API (``AgentsService``).
 The composition roots build it: ``liveroom serve`` with in-process links to
 its edge node (``in_process_links``), ``liveroom agents`` with WebSocket
 links (``llm_agents.role``). The command-line flags that fill
-``AgentOptions`` are in ``liveroom.agent_flags``. The backend ``auto`` uses
+``AgentOptions`` are in ``liveroom.flags``. The backend ``auto`` uses
 the embedded model when it is installed (``make llm``) and falls back to
 ``scripted`` with one clear log line otherwise.
 """
