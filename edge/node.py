@@ -67,13 +67,28 @@ from wire.errors import (
 )
 from wire.frames import (
     ACTION,
-    PROTOCOL_VERSION,
     REDIRECT_MOVED,
     REDIRECT_NOT_OWNER,
+    STATE,
     Priority,
-    action_frame,
     action_priority,
+)
+from wire.outgoing import (
+    RoomVersions,
+    action_frame,
+    inbox_frame,
+    joined_frame,
+    left_frame,
+    online_frame,
+    peer_ack_frame,
+    peer_frame,
+    pong_frame,
     redirect_frame,
+    state_frame,
+    state_mode_frame,
+    sync_frame,
+    welcome_frame,
+    welcome_limits,
 )
 from wire.urls import head_url
 from wire.webtransport import is_lossy_section
@@ -243,7 +258,7 @@ class EdgeNode:
         cannot be encoded (the value rule at decode leaves no room for it)
         is answered with ``internal``, a frame of constants, instead."""
         now = self._monotonic()
-        if not self._deliver(conn, Encoded(_without_null_ref(obj)), now):
+        if not self._deliver(conn, Encoded(obj), now):
             self.metrics.errors.labels(InternalError.code).inc()
             self._deliver(conn, Encoded(InternalError().to_frame()), now)
 
@@ -308,7 +323,7 @@ class EdgeNode:
         elif isinstance(cmd, Leave):
             if self.hub.leave(conn, cmd.room):
                 self._room_emptied(cmd.room)
-            self._reply(conn, {"type": "left", "room": cmd.room, "ref": cmd.ref})
+            self._reply(conn, left_frame(cmd.room, cmd.ref))
         elif isinstance(cmd, WriteState):
             await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
         elif isinstance(cmd, Sync):
@@ -322,7 +337,7 @@ class EdgeNode:
             if upto > 0:
                 await self.inbox.ack(conn.user, upto)
         elif isinstance(cmd, Ping):
-            self._reply(conn, {"type": "pong", "t": cmd.t, "ts": self.clock(), "ref": cmd.ref})
+            self._reply(conn, pong_frame(cmd.t, self.clock(), cmd.ref))
         elif isinstance(cmd, Authenticate):
             await self._authenticate(conn, cmd)
 
@@ -341,23 +356,19 @@ class EdgeNode:
             return
         self._conns_of[ident.user] = held + 1
         conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
-        self._reply(conn, {
-            "type": "welcome", "v": PROTOCOL_VERSION, "ref": cmd.ref,
-            "user": ident.public(),
-            "node": self.node_id, "session": conn.cid, "ts": self.clock(),
-            "codec": codec_of(conn.variant),
-            "limits": {
-                "max_frame_bytes": self.config.max_frame_bytes,
-                "max_value_bytes": self.config.max_value_bytes,
-                "max_value_depth": MAX_VALUE_DEPTH,
-                "max_rooms": self.config.max_rooms_per_conn,
-                "actions_per_second": self.config.action_rate.per_second,
-                "actions_burst": self.config.action_rate.burst,
-                "frames_per_second": self.config.frame_rate.per_second,
-                "frames_burst": self.config.frame_rate.burst,
-                "max_sections": self.config.max_sections,
-            },
-        })
+        config = self.config
+        self._reply(conn, welcome_frame(
+            cmd.ref, ident.public(), self.node_id, conn.cid, self.clock(),
+            codec_of(conn.variant), welcome_limits(
+                max_frame_bytes=config.max_frame_bytes,
+                max_value_bytes=config.max_value_bytes,
+                max_value_depth=MAX_VALUE_DEPTH,
+                max_rooms=config.max_rooms_per_conn,
+                actions_per_second=config.action_rate.per_second,
+                actions_burst=config.action_rate.burst,
+                frames_per_second=config.frame_rate.per_second,
+                frames_burst=config.frame_rate.burst,
+                max_sections=config.max_sections)))
         await self.registry.add(ident.user, self.node_id, conn.cid)
         # Live copies reach this connection from here on; until the replay
         # below has read the inbox they only raise peer_want (they are in
@@ -373,15 +384,14 @@ class EdgeNode:
         # A resuming client said what it has: replay only what follows, then
         # say honestly whether the inbox could be read to the end.
         start = conn.peer_upto
-        report: dict[str, Any] = {"type": "inbox", "recovered": True}
+        reason: str | None = None
         try:
             if not await self.replay_inbox(conn):
-                report.update(recovered=False, reason="not_draining")
+                reason = "not_draining"
         except Exception:
             self.errlog.exception("inbox_replay", "inbox replay failed for %s", conn.user)
-            report.update(recovered=False, reason="inbox_unavailable")
-        report.update(upto=conn.peer_upto, cursor=start)
-        self._reply(conn, report)
+            reason = "inbox_unavailable"
+        self._reply(conn, inbox_frame(reason is None, reason, conn.peer_upto, start))
 
     async def replay_inbox(self, conn: Conn) -> bool:
         """Show the user's unacknowledged peer messages in seq order, paced by
@@ -408,17 +418,17 @@ class EdgeNode:
             self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
             self.metrics.rooms.set(len(self.hub.rooms))
         self._update_state_mode(room)
-        reply = await self._state_reply(room, cmd.known, cmd.epoch)
-        reply.update(type="joined", ref=cmd.ref, members=self.hub.count(room),
-                     **self._state_mode(room))
-        return self._state_to(conn, reply)
+        body = await self._state_reply(room, cmd.known, cmd.epoch)
+        return self._state_to(conn, joined_frame(body, cmd.ref, self.hub.count(room),
+                                                 self._poll_of(room)))
 
-    def _state_mode(self, room: str) -> dict[str, Any]:
+    def _poll_of(self, room: str) -> tuple[str, float] | None:
+        """Where and how often the room's members poll its state; None
+        while it is pushed to them."""
         local = self.hub.rooms.get(room)
         if local is None or not local.poll_mode:
-            return {"state_mode": "push"}
-        return {"state_mode": "poll",
-                "poll": {"head": head_url(room), "interval": self.config.poll_interval}}
+            return None
+        return head_url(room), self.config.poll_interval
 
     def _update_state_mode(self, room: str) -> None:
         """Big rooms take state by polling the CDN: one cached head serves
@@ -435,24 +445,23 @@ class EdgeNode:
             return
         local.poll_mode = poll
         now = self._monotonic()
-        enc = Encoded({"type": "state_mode", "room": room, **self._state_mode(room)})
+        enc = Encoded(state_mode_frame(room, self._poll_of(room)))
         self._account(self.hub.broadcast(room, enc, now), now)
 
     async def _sync(self, conn: Conn, cmd: Sync) -> int:
-        reply = await self._state_reply(cmd.room, cmd.known, cmd.epoch)
-        reply.update(type="sync", ref=cmd.ref)
-        return self._state_to(conn, reply)
+        body = await self._state_reply(cmd.room, cmd.known, cmd.epoch)
+        return self._state_to(conn, sync_frame(body, cmd.ref))
 
     def _state_to(self, conn: Conn, reply: dict[str, Any]) -> int:
         """Send a ``joined`` or ``sync`` reply; its size in the connection's
         encoding (already made for the write), which the session charges
         to the connection's frame budget: re-encoding a room is not free."""
-        enc = Encoded(_without_null_ref(reply))
+        enc = Encoded(reply)
         self._deliver(conn, enc, self._monotonic())
         return len(enc.payload(conn.variant))
 
     async def _state_reply(self, room: str, known: dict[str, int],
-                           epoch: str | None) -> dict[str, Any]:
+                           epoch: str | None) -> RoomVersions:
         """The body shared by ``joined`` and ``sync``: the room's versions and
         the sections the client is missing. Versions the client kept from
         another store epoch (the store was reset) mean nothing: it gets every
@@ -469,18 +478,11 @@ class EdgeNode:
         elif known and epoch is None:
             reason = "epoch_unknown"  # comparable only if from this epoch
         _, outdated = await self.store.changed_since(room, known)
-        reply: dict[str, Any] = {
-            "room": room, "epoch": self.store.epoch, "total": total, "versions": versions,
-            "sections": [{"section": s.name, "partial": s.partial, "value": s.value}
-                         for s in outdated],
-        }
-        if resuming:
-            # Honest recovery: true only when the client's versions were
-            # comparable, so the sections above bring it exactly up to date.
-            reply["recovered"] = reason is None
-            if reason is not None:
-                reply["reason"] = reason
-        return reply
+        # Honest recovery (only when resuming): true only when the client's
+        # versions were comparable, so these sections bring it exactly up to date.
+        return RoomVersions(room, self.store.epoch, total, versions,
+                            [(s.name, s.partial, s.value) for s in outdated],
+                            (reason is None) if resuming else None, reason)
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
         """Stamp and publish an action; returns its room sequence number.
@@ -504,7 +506,8 @@ class EdgeNode:
             err.ref = ref
             raise
         self.metrics.state_changes.inc()
-        self.bus.publish(room_subject(room), encode_msgpack(change.to_frame()))
+        self.bus.publish(room_subject(room), encode_msgpack(state_frame(
+            change.room, change.section, change.partial, change.total, change.value)))
         return change.partial, change.total
 
     def _on_room_message(self, subject: str, payload: bytes) -> None:
@@ -517,7 +520,7 @@ class EdgeNode:
             enc.priority = action_priority(kind)
             # An agent's words ride in the room's next frame (Hub.offer).
             defer = isinstance(kind, str) and kind.startswith("agent.")
-        elif obj.get("type") == "state":
+        elif obj.get("type") == STATE:
             local = self.hub.rooms.get(room)
             if local is not None and local.poll_mode:
                 return  # its members poll the head instead
@@ -573,7 +576,7 @@ class EdgeNode:
         now = self._monotonic()
         for room, count in list(self.hub.online_changes(self.online_elsewhere)):
             self._update_state_mode(room)  # a mode changes only with the count
-            enc = Encoded({"type": "online", "room": room, "count": count})
+            enc = Encoded(online_frame(room, count))
             self._account(self.hub.broadcast(room, enc, now), now)
 
     def redirect_room(self, room: str, urls: list[str] | tuple[str, ...],
@@ -635,14 +638,13 @@ class EdgeNode:
         except InboxFull as err:
             err.ref = cmd.ref
             raise
-        self._reply(conn, {"type": "peer_ack", "id": cmd.id, "seq": msg.seq, "ref": cmd.ref,
-                   "duplicate": not new})
+        self._reply(conn, peer_ack_frame(cmd.id, msg.seq, cmd.ref, not new))
         if new:
             self.metrics.peer_messages.inc()
             await self.deliver_peer(msg)
 
     async def deliver_peer(self, msg: PeerMessage) -> None:
-        payload = encode_msgpack(msg.to_frame())
+        payload = encode_msgpack(_peer_frame(msg))
         for node in await self.registry.nodes(msg.to):
             self.bus.publish(node_subject(node), payload)
 
@@ -695,7 +697,7 @@ class EdgeNode:
                     continue
                 if not await self._paced(conn):
                     return False
-                self._deliver(conn, Encoded(msg.to_frame()), self._monotonic())
+                self._deliver(conn, Encoded(_peer_frame(msg)), self._monotonic())
                 conn.peer_upto = msg.seq
             if len(batch) >= limit:
                 continue
@@ -742,8 +744,8 @@ def _pace_mark(conn: Conn) -> int:
     return conn.budget.bytes >> 3
 
 
-def _without_null_ref(obj: dict[str, Any]) -> dict[str, Any]:
-    """A reply to a frame that carried no ``ref`` carries none either."""
-    if "ref" in obj and obj["ref"] is None:
-        del obj["ref"]
-    return obj
+
+def _peer_frame(msg: PeerMessage) -> dict[str, Any]:
+    """The ``peer`` frame of a stored message (the inbox keeps no wire shapes)."""
+    return peer_frame(msg.seq, msg.prev, msg.to, msg.sender, msg.sender_name, msg.id,
+                      msg.body, msg.ts)

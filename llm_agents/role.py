@@ -32,7 +32,7 @@ from room_router.nodes import NodeRegistry
 from room_router.placement import Placement
 from wire.codecs import MSGPACK, encode_msgpack
 from wire.errors import Forbidden, LiveroomError, Unavailable
-from wire.frames import action_frame
+from wire.outgoing import action_frame
 
 log = logging.getLogger("liveroom.agents")
 

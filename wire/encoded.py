@@ -155,5 +155,6 @@ def _ws_batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
     return ws_frame(_batch_payload(payloads, JSON), OP_TEXT)
 
 
-def error_frame(err: LiveroomError) -> Encoded:
+def encoded_error(err: LiveroomError) -> Encoded:
+    """``err``'s ``error`` frame, ready to write (``wire.outgoing.error_frame``)."""
     return Encoded(err.to_frame())

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from wire.frames import ERROR
+from wire.outgoing import error_frame
 
 
 # --------------------------------------------------------------------------
@@ -104,16 +104,7 @@ class LiveroomError(Exception):
         return ERROR_SPECS[self.code]
 
     def to_frame(self) -> dict[str, Any]:
-        frame: dict[str, Any] = {
-            "type": ERROR,
-            "code": self.code,
-            "message": self.message,
-            "advice": self.spec.advice,
-        }
-        if self.ref is not None:
-            frame["ref"] = self.ref
-        frame.update(self.extra)
-        return frame
+        return error_frame(self.code, self.message, self.spec.advice, self.ref, self.extra)
 
     def to_http(self) -> dict[str, Any]:
         body = self.to_frame()

@@ -3,16 +3,16 @@
 Every frame is a map whose ``type`` field names it; the same maps go out as
 msgpack or JSON (``wire.codecs``). Here are the frame type names and the
 protocol version, the action kinds, the patterns of rooms, users, sections
-and custom kinds, the roles, the delivery priority an outgoing message
-carries, and the builders of the frames that several floors send.
+and custom kinds, the roles, and the delivery priority an outgoing message
+carries. The frames themselves are built in ``wire.outgoing`` (server ->
+client).
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 PROTOCOL_VERSION: Final = 1
 
@@ -40,6 +40,8 @@ PONG: Final = "pong"
 # inbox replay after a hello that reported an ``inbox_cursor`` is done).
 REDIRECT: Final = "redirect"
 INBOX: Final = "inbox"
+# Server -> client, added with polling: how a room's members take its state.
+STATE_MODE: Final = "state_mode"
 # Why a redirect was sent: the join reached an edge of another group, or the
 # room moved to another group while the client was in it (groups joined or left).
 REDIRECT_NOT_OWNER: Final = "not_owner"
@@ -88,20 +90,3 @@ def action_priority(kind: str) -> Priority:
     # Comments and custom kinds (agent words included) rank as comments.
     return Priority.COMMENT
 
-
-def action_frame(room: str, kind: str, body: Any, sender: Mapping[str, Any], seq: int,
-                 ts: float) -> dict[str, Any]:
-    """A stamped ``action`` as it goes on the bus and to the room's members
-    (``seq``: the stamping node's counter for the room, see PROTOCOL.md)."""
-    return {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
-            "seq": seq, "ts": ts}
-
-
-def redirect_frame(room: str, urls: Sequence[str], reason: str,
-                   ref: Any = None) -> dict[str, Any]:
-    """Join ``room`` at ``url`` instead (``urls``: fallbacks in order)."""
-    frame: dict[str, Any] = {"type": REDIRECT, "room": room, "url": urls[0],
-                             "urls": list(urls), "reason": reason}
-    if ref is not None:
-        frame["ref"] = ref
-    return frame

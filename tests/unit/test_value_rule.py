@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.fanout import Batch
-from room_router.inbox import PeerMessage
 from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK
 from wire.decode import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -24,9 +23,17 @@ from wire.decode import (
     ref_of,
     value_fault,
 )
-from wire.encoded import Encoded, batch_of, error_frame
+from wire.encoded import Encoded, batch_of, encoded_error
 from wire.errors import BadFrame, InvalidField
-from wire.frames import Priority, action_frame
+from wire.frames import Priority
+from wire.outgoing import (
+    RoomVersions,
+    action_frame,
+    joined_frame,
+    peer_frame,
+    pong_frame,
+    state_frame,
+)
 
 VARIANTS = (MSGPACK, JSON, WT_MSGPACK, WT_JSON)
 
@@ -171,14 +178,14 @@ def test_a_bad_ref_is_refused_and_never_echoed() -> None:
         assert err.ref is None
         assert encodes_in_both(err.to_frame())
         for variant in VARIANTS:
-            error_frame(err).frame(variant)
+            encoded_error(err).frame(variant)
 
 
 def test_a_non_ascii_field_name_is_not_echoed() -> None:
     with pytest.raises(InvalidField) as info:
         decode_frame('{"type": "ping", "\\ud800": 1e999}', JSON)
     assert info.value.extra["field"] == "?"
-    error_frame(info.value).frame(JSON)
+    encoded_error(info.value).frame(JSON)
 
 
 def test_frame_keys_must_be_strings() -> None:
@@ -205,14 +212,12 @@ def _server_frames(value: Any, ref: Any) -> list[dict[str, Any]]:
     state change's value (pushed, and in joined/sync), a peer body, a
     pong's ``t`` and an error's ``ref``."""
     sender = {"id": "u", "name": "u", "role": "viewer"}
-    peer = PeerMessage(seq=1, to="v", sender="u", sender_name="u", id="m", body=value, ts=1.0)
     return [
         action_frame("r", "blob", value, sender, 1, 1.0),
-        {"type": "state", "room": "r", "section": "s", "partial": 1, "total": 1, "value": value},
-        {"type": "joined", "room": "r", "sections": [{"section": "s", "partial": 1,
-                                                      "value": value}]},
-        peer.to_frame(),
-        {"type": "pong", "t": value, "ts": 1.0, "ref": ref},
+        state_frame("r", "s", 1, 1, value),
+        joined_frame(RoomVersions("r", "e", 1, {"s": 1}, [("s", 1, value)]), None, 1, None),
+        peer_frame(1, 0, "v", "u", "u", "m", value, 1.0),
+        pong_frame(value, 1.0, ref),
         InvalidField("x", ref=ref, field="f").to_frame(),
     ]
 
