@@ -94,11 +94,6 @@ class PeerMessage:
     # The addressee's previous seq when this one was stored (see the module doc).
     prev: int = 0
 
-    def to_frame(self) -> dict[str, Any]:
-        return {"type": "peer", "seq": self.seq, "prev": self.prev, "to": self.to,
-                "from": {"id": self.sender, "name": self.sender_name},
-                "id": self.id, "body": self.body, "ts": self.ts}
-
 
 @dataclass(frozen=True, slots=True)
 class InboxCap:

@@ -52,10 +52,6 @@ class Change:
     total: int
     value: Any
 
-    def to_frame(self) -> dict[str, Any]:
-        return {"type": "state", "room": self.room, "section": self.section,
-                "partial": self.partial, "total": self.total, "value": self.value}
-
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

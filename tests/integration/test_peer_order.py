@@ -29,6 +29,7 @@ from room_router.inbox import PeerMessage, SqliteInbox
 from room_router.registry import MemoryConnectionRegistry
 from tests.support import until
 from wire.codecs import encode_msgpack
+from wire.outgoing import peer_frame
 
 SECRET = "o" * 32
 
@@ -180,4 +181,5 @@ async def test_live_copies_wait_while_the_connection_is_over_the_pacing_mark(
 
 def _live(msg: PeerMessage) -> bytes:
     """The bus payload an edge publishes for a stored message."""
-    return encode_msgpack(msg.to_frame())
+    return encode_msgpack(peer_frame(msg.seq, msg.prev, msg.to, msg.sender, msg.sender_name,
+                                     msg.id, msg.body, msg.ts))
