@@ -22,6 +22,7 @@ from urllib.parse import urljoin
 import aiohttp
 import msgpack
 
+from wire.codecs import JSON, MSGPACK
 from wire.urls import head_url
 
 
@@ -30,7 +31,7 @@ class StatePoller:
                  "values", "versions")
 
     def __init__(self, http: aiohttp.ClientSession, base: str, room: str,
-                 codec: str = "json") -> None:
+                 codec: str = JSON) -> None:
         self.http = http
         self.base = base.rstrip("/")
         self.room = room
@@ -43,7 +44,7 @@ class StatePoller:
         self.requests = 0
 
     def _headers(self) -> dict[str, str]:
-        accept = "application/msgpack" if self.codec == "msgpack" else "application/json"
+        accept = "application/msgpack" if self.codec == MSGPACK else "application/json"
         return {"Accept": accept, "Accept-Encoding": "gzip"}
 
     async def _get(self, path: str, etag: str | None = None) -> tuple[int, Any, str | None]:
@@ -56,7 +57,7 @@ class StatePoller:
             if r.status != 200:
                 return r.status, None, r.headers.get("ETag")
             raw = await r.read()
-            body = (msgpack.unpackb(raw, raw=False) if self.codec == "msgpack"
+            body = (msgpack.unpackb(raw, raw=False) if self.codec == MSGPACK
                     else json.loads(raw))
             return 200, body, r.headers.get("ETag")
 

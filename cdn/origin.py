@@ -47,7 +47,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from state_versions.store import StateStore
-from wire.codecs import JSON, MSGPACK, encode_json, encode_msgpack
+from wire.codecs import JSON, MSGPACK, Variant, encode_json, encode_msgpack
 from wire.errors import InvalidField, NotFound
 from wire.frames import ROOM_RE, SECTION_RE
 from wire.urls import section_url, snapshot_url
@@ -221,7 +221,7 @@ class CdnOrigin:
             "Location": location, "Cache-Control": self.config.head_cache_control,
             "Vary": "Accept, Accept-Encoding"})
 
-    def _respond(self, request: web.Request, route: str, body: dict[str, Any], variant: str,
+    def _respond(self, request: web.Request, route: str, body: dict[str, Any], variant: Variant,
                  headers: dict[str, str], key: tuple[Any, ...] | None = None) -> web.Response:
         gz = "gzip" in request.headers.get("Accept-Encoding", "")
         data = None if key is None else self._bodies.get((*key, variant, gz))

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from wire.close_codes import CloseCode
+from wire.codecs import JSON, Variant
 from wire.encoded import Encoded, batch_of
 from wire.frames import Priority
 
@@ -91,7 +92,7 @@ class Budget:
 class Outgoing(Protocol):
     """What a connection is handed: one message (``Encoded``) or a ``Batch``."""
 
-    def frame_from(self, floor: Priority, variant: str) -> bytes | None: ...
+    def frame_from(self, floor: Priority, variant: Variant) -> bytes | None: ...
 
 
 def latest_state_only(messages: list[Encoded]) -> list[Encoded]:
@@ -122,11 +123,11 @@ class Batch:
 
     def __init__(self, messages: list[Encoded]) -> None:
         self.messages = messages
-        self._frames: dict[tuple[Priority, str], bytes | None] = {}
+        self._frames: dict[tuple[Priority, Variant], bytes | None] = {}
         self._shed: dict[Priority, int] = {}
         self.shed = 0
 
-    def frame_from(self, floor: Priority, variant: str) -> bytes | None:
+    def frame_from(self, floor: Priority, variant: Variant) -> bytes | None:
         if floor is not Priority.LIKE:
             # Under backpressure only (the common path pays one comparison).
             self.shed += self._shed_at(floor)
@@ -187,7 +188,7 @@ class Conn:
         self.cid = cid
         self.sink = sink
         self.budget = budget
-        self.variant = "json"
+        self.variant = JSON
         self.user = ""
         self.name = ""
         self.role = ""

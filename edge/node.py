@@ -52,7 +52,7 @@ from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
 from state_versions.store import StateStore
 from wire.close_codes import CloseCode
-from wire.codecs import codec_of, encode_msgpack
+from wire.codecs import Variant, codec_of, encode_msgpack
 from wire.decode import MAX_VALUE_DEPTH, decode_frame
 from wire.encoded import Encoded
 from wire.errors import (
@@ -207,14 +207,16 @@ class EdgeNode:
 
     # -- frames in -------------------------------------------------------
     async def receive(self, conn: Conn, session: Session, data: bytes | str,
-                      variant: str) -> None:
+                      variant: Variant) -> None:
         """One client frame: decode, validate, carry out. Every failure becomes
         an error frame to this connection only; nothing propagates."""
         if session.phase is Phase.AWAITING_HELLO:
             # Until a hello is accepted, each frame is answered in its own
             # variant (an error to a broken first frame reaches the client in
             # the framing of its transport); the hello's variant then stays.
-            conn.variant = variant
+            # A member, not its string: the fan-out tells variants apart by
+            # identity (wire.codecs.Variant). Only until the hello is accepted.
+            conn.variant = Variant(variant)
         try:
             size = len(data) if isinstance(data, bytes) else len(data.encode())
             if size > self.config.max_frame_bytes:

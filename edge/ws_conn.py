@@ -69,7 +69,7 @@ from edge.ws_framing import (
     handshake_response,
     upgrade_key,
 )
-from wire.codecs import JSON, MSGPACK
+from wire.codecs import JSON, MSGPACK, Variant
 from wire.websocket import OP_PING, ws_frame
 
 log = logging.getLogger("liveroom.ws")
@@ -112,7 +112,7 @@ class WsConnection(asyncio.Protocol):
         self._frames = ClientFrames(cfg.max_frame_bytes * cfg.hard_frame_factor,
                                     cfg.max_fragments)
         # Frames for the node: (data, variant, size on the wire).
-        self._inbox: deque[tuple[bytes | str, str, int]] | None = None
+        self._inbox: deque[tuple[bytes | str, Variant, int]] | None = None
         self._inbox_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._lost = False
@@ -182,7 +182,7 @@ class WsConnection(asyncio.Protocol):
         # else: the task handing over frames ends the session when it is done.
 
     # -- frames to the node ---------------------------------------------
-    def _hand_over(self, data: bytes | str, variant: str, size: int) -> None:
+    def _hand_over(self, data: bytes | str, variant: Variant, size: int) -> None:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgpack
 
-from wire.codecs import MSGPACK, codec_of, loads_json
+from wire.codecs import MSGPACK, Variant, codec_of, loads_json
 from wire.errors import BadFrame, InvalidField, MissingField, UnknownType
 from wire.frames import CLIENT_FRAME_TYPES
 
@@ -143,7 +143,7 @@ def check_fields(obj: Mapping[Any, Any], max_value_bytes: int) -> None:
             raise InvalidField(f"field {field!r}: {why}", ref=ref, **extra)
 
 
-def decode_frame(data: bytes | str, variant: str,
+def decode_frame(data: bytes | str, variant: Variant,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> dict[str, Any]:
     """Decode one client frame and check every field by the value rule.
     Raises BadFrame (not a map, not decodable), InvalidField (a field breaks

@@ -9,7 +9,16 @@ from typing import Any, Final
 
 import msgpack
 
-from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK, codec_of, encode_json, encode_msgpack
+from wire.codecs import (
+    JSON,
+    MSGPACK,
+    WT_JSON,
+    WT_MSGPACK,
+    Variant,
+    codec_of,
+    encode_json,
+    encode_msgpack,
+)
 from wire.errors import LiveroomError
 from wire.frames import Priority
 from wire.websocket import OP_BINARY, OP_TEXT, ws_frame
@@ -33,7 +42,7 @@ class Encoded:
         # A state change of a lossy section (``wire.webtransport.is_lossy_section``): QUIC
         # sessions take it as an unreliable datagram instead of stream data.
         self.lossy = False
-        self._wt_frames: dict[str, bytes] | None = None
+        self._wt_frames: dict[Variant, bytes] | None = None
         self._msgpack: bytes | None = None
         self._json: bytes | None = None
         self._msgpack_frame: bytes | None = None
@@ -47,8 +56,8 @@ class Encoded:
         enc._msgpack = payload
         return enc
 
-    def payload(self, variant: str) -> bytes:
-        if variant == MSGPACK or variant == WT_MSGPACK:
+    def payload(self, variant: Variant) -> bytes:
+        if variant is MSGPACK or variant is WT_MSGPACK:
             p = self._msgpack
             if p is None:
                 p = self._msgpack = encode_msgpack(self.obj)
@@ -58,20 +67,20 @@ class Encoded:
             p = self._json = encode_json(self.obj)
         return p
 
-    def frame(self, variant: str) -> bytes:
-        if variant == MSGPACK:
+    def frame(self, variant: Variant) -> bytes:
+        if variant is MSGPACK:
             f = self._msgpack_frame
             if f is None:
                 f = self._msgpack_frame = ws_frame(self.payload(MSGPACK), OP_BINARY)
             return f
-        if variant == JSON:
+        if variant is JSON:
             f = self._json_frame
             if f is None:
                 f = self._json_frame = ws_frame(self.payload(JSON), OP_TEXT)
             return f
         return self.wt_frame(variant)
 
-    def wt_frame(self, variant: str) -> bytes:
+    def wt_frame(self, variant: Variant) -> bytes:
         """The WebTransport frame (WT_MSGPACK or WT_JSON), built once and
         shared by every QUIC session of that variant: a length-prefixed
         stream frame, or a datagram record when the message is lossy and
@@ -89,7 +98,7 @@ class Encoded:
             frames[variant] = f
         return f
 
-    def frame_from(self, floor: Priority, variant: str) -> bytes | None:
+    def frame_from(self, floor: Priority, variant: Variant) -> bytes | None:
         """The frame if this message is admitted at ``floor`` (the lowest
         priority a connection still takes), else None."""
         return self.frame(variant) if self.priority >= floor else None
@@ -107,16 +116,16 @@ _pack_u16 = struct.Struct("!BH").pack
 _pack_u32 = struct.Struct("!BI").pack
 
 
-def batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
+def batch_frame(payloads: Sequence[bytes], variant: Variant) -> bytes:
     """One frame carrying ``payloads`` (encoded in ``variant``): a WebSocket
     frame, or a length-prefixed WebTransport frame for WT_MSGPACK/WT_JSON."""
-    if variant == WT_MSGPACK or variant == WT_JSON:
+    if variant is WT_MSGPACK or variant is WT_JSON:
         return wt_frame(_batch_payload(payloads, codec_of(variant)))
     return _ws_batch_frame(payloads, variant)
 
 
-def _batch_payload(payloads: Sequence[bytes], codec: str) -> bytes:
-    if codec == MSGPACK:
+def _batch_payload(payloads: Sequence[bytes], codec: Variant) -> bytes:
+    if codec is MSGPACK:
         n = len(payloads)
         if n < 16:
             head = bytes((0x90 | n,))
@@ -128,11 +137,11 @@ def _batch_payload(payloads: Sequence[bytes], codec: str) -> bytes:
     return b"".join((_BATCH_JSON_HEAD, b",".join(payloads), b"]}"))
 
 
-def batch_of(messages: Sequence[Encoded], variant: str) -> bytes:
+def batch_of(messages: Sequence[Encoded], variant: Variant) -> bytes:
     """The one write for the messages of a tick. For WebTransport variants,
     lossy messages come out of the batch as datagram records (after the
     stream frame), so that a 30 Hz section never waits behind a lost packet."""
-    if variant != WT_MSGPACK and variant != WT_JSON:
+    if variant is not WT_MSGPACK and variant is not WT_JSON:
         return _ws_batch_frame([m.payload(variant) for m in messages], variant)
     reliable: list[bytes] = []
     datagrams: list[bytes] = []
@@ -149,8 +158,8 @@ def batch_of(messages: Sequence[Encoded], variant: str) -> bytes:
     return b"".join((head, *datagrams))
 
 
-def _ws_batch_frame(payloads: Sequence[bytes], variant: str) -> bytes:
-    if variant == MSGPACK:
+def _ws_batch_frame(payloads: Sequence[bytes], variant: Variant) -> bytes:
+    if variant is MSGPACK:
         return ws_frame(_batch_payload(payloads, MSGPACK), OP_BINARY)
     return ws_frame(_batch_payload(payloads, JSON), OP_TEXT)
 

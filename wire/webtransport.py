@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from wire.codecs import WT_JSON, WT_MSGPACK
+from wire.codecs import WT_JSON, WT_MSGPACK, Variant
 
 # --------------------------------------------------------------------------
 # WebTransport framing (QUIC edge, edge/quic.py). A session carries the same
@@ -33,7 +33,7 @@ _pack_wt_len = struct.Struct("!I").pack
 unpack_wt_len = struct.Struct("!I").unpack_from
 
 
-def wt_variant_of(payload: bytes) -> str:
+def wt_variant_of(payload: bytes) -> Variant:
     """The variant of one WebTransport frame payload, by its first byte."""
     return WT_JSON if payload[:1] in (b"{", b" ", b"\n", b"\r", b"\t") else WT_MSGPACK
 

@@ -21,7 +21,7 @@ from llm_agents.link import QueueSink
 from llm_agents.policy import GIFT, Trigger
 from llm_agents.prompt import ContextWindow, build_messages, estimate_tokens, scripted_reply
 from llm_agents.quota import DAY, QuotaBook, QuotaLimits
-from wire.codecs import encode_msgpack
+from wire.codecs import MSGPACK, encode_msgpack
 from wire.encoded import batch_frame
 from wire.errors import QuotaExceeded
 from wire.websocket import OP_BINARY, ws_frame
@@ -200,7 +200,7 @@ def test_queue_sink_decodes_single_and_batch_frames_and_counts_bytes() -> None:
     a = encode_msgpack({"type": "action", "kind": "comment", "seq": 1})
     b = encode_msgpack({"type": "state", "section": "meta"})
     sink.write(ws_frame(a, OP_BINARY))
-    sink.write(batch_frame([a, b], "msgpack"))
+    sink.write(batch_frame([a, b], MSGPACK))
     big = encode_msgpack({"type": "action", "body": "x" * 70000})
     sink.write(ws_frame(big, OP_BINARY))
     assert sink.buffered() > 70000 and len(woken) == 3

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from edge.fanout import Budget, Conn, Hub, Verdict
 from wire.close_codes import CloseCode
+from wire.codecs import JSON, MSGPACK, Variant
 from wire.encoded import Encoded
 from wire.frames import Priority
 
@@ -32,7 +33,7 @@ class FakeSink:
 BUDGET = Budget(bytes=1000, slow_grace=2.0, hard_factor=4)
 
 
-def conn(cid: int = 1, variant: str = "msgpack") -> tuple[Conn, FakeSink]:
+def conn(cid: int = 1, variant: Variant = MSGPACK) -> tuple[Conn, FakeSink]:
     sink = FakeSink()
     c = Conn(cid, sink, BUDGET)
     c.variant = variant
@@ -63,12 +64,12 @@ def test_a_higher_class_is_never_shed_where_a_lower_one_is_kept(buffered) -> Non
 
 def test_deliver_writes_the_shared_frame_of_the_connection_variant() -> None:
     enc = msg(Priority.COMMENT)
-    a, sa = conn(1, "msgpack")
-    b, sb = conn(2, "json")
+    a, sa = conn(1, MSGPACK)
+    b, sb = conn(2, JSON)
     assert a.deliver(enc, 0.0) is Verdict.SENT
     assert b.deliver(enc, 0.0) is Verdict.SENT
-    assert sa.written[0] is enc.frame("msgpack")  # built once, the same object
-    assert sb.written[0] is enc.frame("json")
+    assert sa.written[0] is enc.frame(MSGPACK)  # built once, the same object
+    assert sb.written[0] is enc.frame(JSON)
     assert sa.written[0][0] == 0x82 and sb.written[0][0] == 0x81  # FIN+binary / FIN+text
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from wire.codecs import encode_json, encode_msgpack
+from wire.codecs import JSON, MSGPACK, WT_JSON, Variant, codec_of, encode_json, encode_msgpack
 from wire.errors import InvalidField, RateLimited
 from wire.outgoing import (
     RoomVersions,
@@ -165,3 +165,15 @@ def test_error(ref: Any) -> None:
          literal)
     http = InvalidField("x", field="f").to_http()
     assert list(http) == ["code", "message", "advice", "field"]
+
+
+def test_variant_members_are_the_wire_strings() -> None:
+    """``Variant`` replaced bare strings: the values, and the bytes of a frame
+    that carries one (``welcome.codec``), are what they were."""
+    assert [v.value for v in Variant] == ["msgpack", "json", "wt-msgpack", "wt-json"]
+    assert Variant("json") is JSON and codec_of(Variant.WT_MSGPACK) is MSGPACK
+    limits = {"max_sections": 1}
+    for variant, codec in ((WT_JSON, "json"), (MSGPACK, "msgpack")):
+        same(welcome_frame(1, USER, "n1", 7, 1.5, codec_of(variant), limits),
+             {"type": "welcome", "v": 1, "ref": 1, "user": USER, "node": "n1", "session": 7,
+              "ts": 1.5, "codec": codec, "limits": limits})
