@@ -23,6 +23,8 @@ import aiohttp
 import msgpack
 
 from wire.codecs import JSON, MSGPACK
+from wire.frames import JOINED, PEER_ACK, REDIRECT
+from wire.requests import action_request, hello_request, join_request, peer_request, state_request
 
 
 class Channel(Protocol):
@@ -91,10 +93,7 @@ class LiveroomClient:
         ``cert_sha256``: for ``https://…/wt`` URLs, the certificate hash to trust."""
         client = await cls.open(url, codec=codec, session=session, cert_sha256=cert_sha256)
         try:
-            hello: dict[str, Any] = {"type": "hello", "token": token, "v": 1}
-            if inbox_cursor is not None:
-                hello["inbox_cursor"] = inbox_cursor
-            await client.send(hello)
+            await client.send(hello_request(token, inbox_cursor))
             first = await client.recv(timeout)
             if first.get("type") != "welcome":
                 raise ClosedError(None, f"hello refused: {first}")
@@ -186,27 +185,17 @@ class LiveroomClient:
     async def join(self, room: str, known: dict[str, int] | None = None,
                    epoch: str | None = None) -> dict[str, Any]:
         """``joined``, or ``redirect`` when this edge does not serve the room."""
-        frame: dict[str, Any] = {"type": "join", "room": room}
-        if known:
-            frame["known"] = known
-        if epoch is not None:
-            frame["epoch"] = epoch
-        return await self.request(frame, ("joined", "redirect"))
+        return await self.request(join_request(room, known, epoch), (JOINED, REDIRECT))
 
     async def action(self, room: str, kind: str, body: Any) -> None:
-        await self.send({"type": "action", "room": room, "kind": kind, "body": body})
+        await self.send(action_request(room, kind, body))
 
     async def set_state(self, room: str, section: str, value: Any,
                         expect: int | None = None) -> None:
-        frame: dict[str, Any] = {"type": "state", "room": room, "section": section,
-                                 "value": value}
-        if expect is not None:
-            frame["expect"] = expect
-        await self.send(frame)
+        await self.send(state_request(room, section, value, expect))
 
     async def peer(self, to: str, body: Any, msg_id: str) -> dict[str, Any]:
-        return await self.request({"type": "peer", "to": to, "body": body, "id": msg_id},
-                                  "peer_ack")
+        return await self.request(peer_request(to, body, msg_id), PEER_ACK)
 
 
 __all__ = ["JSON", "MSGPACK", "ClosedError", "LiveroomClient"]

@@ -29,6 +29,7 @@ from edge.node import EdgeNode
 from edge.session import may_write_section
 from wire.codecs import MSGPACK, encode_msgpack
 from wire.errors import Forbidden
+from wire.requests import hello_request, join_request
 
 FrameHandler = Callable[[dict[str, Any]], None]
 
@@ -133,9 +134,9 @@ class InProcessLink:
 
     async def join(self, room: str) -> None:
         if self._reader is None:
-            await self._send({"type": "hello", "v": 1, "token": self._token})
+            await self._send(hello_request(self._token))
             self._reader = asyncio.create_task(self._read(), name=f"agent-{self.identity.user}")
-        await self._send({"type": "join", "room": room})
+        await self._send(join_request(room))
 
     async def _read(self) -> None:
         while True:

@@ -33,6 +33,7 @@ from room_router.placement import Placement
 from wire.codecs import MSGPACK, encode_msgpack
 from wire.errors import Forbidden, LiveroomError, Unavailable
 from wire.outgoing import action_frame
+from wire.requests import state_request
 
 log = logging.getLogger("liveroom.agents")
 
@@ -217,11 +218,7 @@ class WebSocketLink:
         client = self._client
         if client is None or client.ws.closed:
             raise Unavailable("the agent is reconnecting to its edge")
-        frame: dict[str, Any] = {"type": "state", "room": room, "section": section,
-                                 "value": value}
-        if expected is not None:
-            frame["expect"] = expected
-        await client.send(frame)
+        await client.send(state_request(room, section, value, expected))
         # No direct reply: the broadcast state frame (or a conflict) updates
         # what section_partial answers next time.
         return (expected or 0) + 1, 0

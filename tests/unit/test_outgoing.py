@@ -33,6 +33,13 @@ from wire.outgoing import (
     welcome_frame,
     welcome_limits,
 )
+from wire.requests import (
+    action_request,
+    hello_request,
+    join_request,
+    peer_request,
+    state_request,
+)
 
 
 def _without_null_ref(obj: dict[str, Any]) -> dict[str, Any]:
@@ -177,3 +184,25 @@ def test_variant_members_are_the_wire_strings() -> None:
         same(welcome_frame(1, USER, "n1", 7, 1.5, codec_of(variant), limits),
              {"type": "welcome", "v": 1, "ref": 1, "user": USER, "node": "n1", "session": 7,
               "ts": 1.5, "codec": codec, "limits": limits})
+
+
+# --------------------------------------------------------------------------
+# client frames (wire.requests), against the literals of edge/client.py and
+# llm_agents/ they replace (the agents' in-process hello wrote ``v`` before
+# ``token``; it never leaves the process, and the server reads it by key)
+# --------------------------------------------------------------------------
+def test_requests() -> None:
+    same(hello_request("tok"), {"type": "hello", "token": "tok", "v": 1})
+    same(hello_request("tok", 17), {"type": "hello", "token": "tok", "v": 1, "inbox_cursor": 17})
+    same(join_request("demo"), {"type": "join", "room": "demo"})
+    same(join_request("demo", {}, None), {"type": "join", "room": "demo"})
+    same(join_request("demo", {"meta": 1}, "e1"),
+         {"type": "join", "room": "demo", "known": {"meta": 1}, "epoch": "e1"})
+    same(action_request("demo", "like", {"count": 1}),
+         {"type": "action", "room": "demo", "kind": "like", "body": {"count": 1}})
+    same(state_request("demo", "stage", {"x": 1}),
+         {"type": "state", "room": "demo", "section": "stage", "value": {"x": 1}})
+    same(state_request("demo", "stage", {"x": 1}, 3),
+         {"type": "state", "room": "demo", "section": "stage", "value": {"x": 1}, "expect": 3})
+    same(peer_request("bob", {"text": "psst"}, "m-1"),
+         {"type": "peer", "to": "bob", "body": {"text": "psst"}, "id": "m-1"})

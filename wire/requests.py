@@ -1,0 +1,53 @@
+"""Client frames, built for our own clients: one builder per frame a client
+sends that they use (``edge/client.py``, the agents' in-process link and
+their edge client in ``llm_agents/``).
+
+The server side of these frames (decoding them and checking their fields)
+is ``wire.decode`` and ``edge/session.py``; ``wire.outgoing`` builds the
+server's frames. Plain functions returning maps, as there; optional fields
+are left out when absent, as the protocol allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from wire.frames import ACTION, HELLO, JOIN, PEER, PROTOCOL_VERSION, STATE
+
+
+def hello_request(token: str, inbox_cursor: int | None = None) -> dict[str, Any]:
+    """The first frame: authenticate (``inbox_cursor``: the highest peer seq
+    processed before, on a resume)."""
+    frame: dict[str, Any] = {"type": HELLO, "token": token, "v": PROTOCOL_VERSION}
+    if inbox_cursor is not None:
+        frame["inbox_cursor"] = inbox_cursor
+    return frame
+
+
+def join_request(room: str, known: Mapping[str, int] | None = None,
+                 epoch: str | None = None) -> dict[str, Any]:
+    """Join ``room``; ``known`` and ``epoch`` resume from versions held."""
+    frame: dict[str, Any] = {"type": JOIN, "room": room}
+    if known:
+        frame["known"] = known
+    if epoch is not None:
+        frame["epoch"] = epoch
+    return frame
+
+
+def action_request(room: str, kind: str, body: Any) -> dict[str, Any]:
+    return {"type": ACTION, "room": room, "kind": kind, "body": body}
+
+
+def state_request(room: str, section: str, value: Any,
+                  expect: int | None = None) -> dict[str, Any]:
+    """Set a section (``expect``: only if its partial is still this)."""
+    frame: dict[str, Any] = {"type": STATE, "room": room, "section": section, "value": value}
+    if expect is not None:
+        frame["expect"] = expect
+    return frame
+
+
+def peer_request(to: str, body: Any, msg_id: str) -> dict[str, Any]:
+    return {"type": PEER, "to": to, "body": body, "id": msg_id}
