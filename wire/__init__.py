@@ -11,11 +11,14 @@ The ground floor: ``wire`` imports nothing else of liveroom, never touches a
 socket and never awaits, so every other package may stand on it. Its modules,
 one concept each (import from them, not from this package):
 - ``frames``: frame type names, the protocol version, identifiers (rooms,
-  users, sections, kinds), roles, delivery ``Priority``, shared frame builders;
+  users, sections, kinds), roles, delivery ``Priority``;
+- ``outgoing``: the server's frames, one builder per frame type (PROTOCOL.md's
+  frame table names each), plain functions of plain values;
+- ``requests``: the client frames our own clients send;
 - ``errors``: the one error hierarchy (``LiveroomError``) and its table of
   wire codes, each saying whose fault it is and what the client should do;
 - ``close_codes``: close codes, whose ranges tell a client whether to reconnect;
-- ``codecs``: msgpack and JSON, and the four wire variants;
+- ``codecs``: msgpack and JSON, and the four wire variants (``Variant``);
 - ``decode``: a client frame or HTTP body decoded and checked by the value rule,
   and the field accessors;
 - ``websocket``: pre-built WebSocket frames (server frames are unmasked, so one

@@ -9,10 +9,14 @@ without ``ref`` had its ``ref`` key deleted (``_without_null_ref``)."""
 
 from __future__ import annotations
 
+import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import wire.outgoing as outgoing
 from wire.codecs import JSON, MSGPACK, WT_JSON, Variant, codec_of, encode_json, encode_msgpack
 from wire.errors import InvalidField, RateLimited
 from wire.outgoing import (
@@ -206,3 +210,25 @@ def test_requests() -> None:
          {"type": "state", "room": "demo", "section": "stage", "value": {"x": 1}, "expect": 3})
     same(peer_request("bob", {"text": "psst"}, "m-1"),
          {"type": "peer", "to": "bob", "body": {"text": "psst"}, "id": "m-1"})
+
+
+# --------------------------------------------------------------------------
+# docs/PROTOCOL.md's frame table and wire/outgoing.py name the same frames
+# --------------------------------------------------------------------------
+def test_protocol_table_maps_one_to_one_onto_the_builders() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    table = doc[doc.index("| frame | direction |"):]
+    table = table[:table.index("\n\n")]
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name = re.match(r"\[`(\w+)`\]", cells[0])
+        assert name is not None, row
+        if cells[1] == "server → client":
+            documented[name.group(1)] = cells[4]
+    batch = documented.pop("batch")
+    assert "batch_frame" in batch and "wire/encoded.py" in batch
+    builders = {n for n, f in vars(outgoing).items() if n.endswith("_frame")
+                and inspect.isfunction(f) and f.__module__ == outgoing.__name__}
+    assert {f"{name}_frame" for name in documented} == builders
+    assert all(cell == f"`{name}_frame`" for name, cell in documented.items()), documented
