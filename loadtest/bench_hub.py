@@ -49,7 +49,8 @@ from typing import Any
 from edge.fanout import Budget, Conn, Hub
 from wire.codecs import JSON, MSGPACK
 from wire.encoded import Encoded
-from wire.frames import COMMENT, GIFT, LIKE, action_frame, action_priority
+from wire.frames import COMMENT, GIFT, LIKE, action_priority
+from wire.outgoing import action_frame
 
 KINDS = (LIKE, COMMENT, GIFT)
 SENDER = {"id": "bench", "name": "bench", "role": "host"}
