@@ -5,6 +5,10 @@ Transport adapters (the aiohttp WebSocket handler, later the QUIC one) own the
 sockets; they hand this class raw frames (``receive``) and a ``Sink`` to write
 to. Everything a room does is here once, whatever the transport.
 
+``EdgeNode`` is the one object the adapters and the composition root use; it
+composes ``edge/peers.py`` (``PeerDelivery``): peer messages, the inbox
+replay, gap fills and pacing, with their theory of operation.
+
 Paths:
 - action:  session validates -> ``publish_action`` stamps sender, seq and
   time, encodes msgpack once -> bus ``room.<id>`` -> ``_on_room_message`` on
@@ -14,9 +18,9 @@ Paths:
   with CONTROL priority.
 - peer:    inbox append (durable first, within the addressee's cap) ->
   ``peer_ack`` to the sender -> registry says which nodes hold the
-  addressee -> bus ``node.<id>`` -> ``_on_node_message`` writes to the
-  addressee's local connections, in seq order with no gap (see "peer
-  messages" below).
+  addressee -> bus ``node.<id>`` -> ``on_node_message`` writes to the
+  addressee's local connections, in seq order with no gap (see
+  edge/peers.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
+from edge.peers import PeerDelivery
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -47,7 +52,7 @@ from edge.session import (
 from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
-from room_router.inbox import Inbox, InboxCap, PeerMessage
+from room_router.inbox import Inbox
 from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
 from state_versions.store import StateStore
@@ -57,7 +62,6 @@ from wire.decode import MAX_VALUE_DEPTH, decode_frame
 from wire.encoded import Encoded
 from wire.errors import (
     FrameTooLarge,
-    InboxFull,
     InternalError,
     LiveroomError,
     RateLimited,
@@ -76,12 +80,9 @@ from wire.frames import (
 from wire.outgoing import (
     RoomVersions,
     action_frame,
-    inbox_frame,
     joined_frame,
     left_frame,
     online_frame,
-    peer_ack_frame,
-    peer_frame,
     pong_frame,
     redirect_frame,
     state_frame,
@@ -124,9 +125,6 @@ class EdgeNode:
         self._monotonic = monotonic
         self._action_limiter = RateLimiter(config.action_rate)
         self._peer_limiter = RateLimiter(config.peer_rate)
-        self._inbox_cap = InboxCap(config.inbox_max_messages, config.inbox_max_bytes)
-        # Running gap fills (one at most per connection: Conn.peer_syncing).
-        self._fills: set[asyncio.Task[None]] = set()
         # The per-user action limit across edges (Redis), checked after the
         # local one and before publishing: see room_router/ratelimit_redis.py.
         self._shared_action_limiter = shared_action_limiter
@@ -144,10 +142,17 @@ class EdgeNode:
         # OTHER live edges, so the online count is the sum over the cluster.
         self.gate: RoomGate | None = None
         self.online_elsewhere: dict[str, int] = {}
+        # The parts, composed: each gets what it uses, the node's writer and
+        # accounting as bound methods (no back-reference to the node).
+        self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
+                                  metrics=metrics, errlog=self.errlog, clock=clock,
+                                  monotonic=monotonic, users=self._users,
+                                  deliver=self._deliver, reply=self._reply)
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
-        self._node_sub = self.bus.subscribe(node_subject(self.node_id), self._on_node_message)
+        self._node_sub = self.bus.subscribe(node_subject(self.node_id),
+                                            self.peers.on_node_message)
 
     def stop(self) -> None:
         """Close every connection with SERVER_SHUTDOWN (4101: reconnect)."""
@@ -160,8 +165,7 @@ class EdgeNode:
         if self._node_sub is not None:
             self._node_sub.unsubscribe()
             self._node_sub = None
-        for task in list(self._fills):
-            task.cancel()
+        self.peers.stop()
 
     def verify(self, token: object, now: float) -> Identity:
         return verify_token(token, self._secret, now)
@@ -331,13 +335,9 @@ class EdgeNode:
         elif isinstance(cmd, Sync):
             session.charge_reply(await self._sync(conn, cmd), self.clock())
         elif isinstance(cmd, SendPeer):
-            await self._send_peer(conn, cmd)
+            await self.peers.send(conn, cmd)
         elif isinstance(cmd, AckPeer):
-            # A connection acknowledges only what it was shown: an ack past
-            # that must not make unseen messages vanish.
-            upto = min(cmd.upto, conn.peer_upto)
-            if upto > 0:
-                await self.inbox.ack(conn.user, upto)
+            await self.peers.ack(conn, cmd)
         elif isinstance(cmd, Ping):
             self._reply(conn, pong_frame(cmd.t, self.clock(), cmd.ref))
         elif isinstance(cmd, Authenticate):
@@ -372,39 +372,9 @@ class EdgeNode:
                 frames_burst=config.frame_rate.burst,
                 max_sections=config.max_sections)))
         await self.registry.add(ident.user, self.node_id, conn.cid)
-        # Live copies reach this connection from here on; until the replay
-        # below has read the inbox they only raise peer_want (they are in
-        # the inbox: the replay shows them in order). No await in between,
-        # so nothing published before this point escapes the replay.
-        if cmd.inbox_cursor is not None:
-            conn.peer_upto = max(conn.peer_upto, cmd.inbox_cursor)
-        conn.peer_syncing = True
-        self._users.setdefault(ident.user, set()).add(conn)
-        if cmd.inbox_cursor is None:
-            await self.replay_inbox(conn)
-            return
-        # A resuming client said what it has: replay only what follows, then
-        # say honestly whether the inbox could be read to the end.
-        start = conn.peer_upto
-        reason: str | None = None
-        try:
-            if not await self.replay_inbox(conn):
-                reason = "not_draining"
-        except Exception:
-            self.errlog.exception("inbox_replay", "inbox replay failed for %s", conn.user)
-            reason = "inbox_unavailable"
-        self._reply(conn, inbox_frame(reason is None, reason, conn.peer_upto, start))
-
-    async def replay_inbox(self, conn: Conn) -> bool:
-        """Show the user's unacknowledged peer messages in seq order, paced by
-        the connection's budget (see "peer messages"). Live copies that come
-        meanwhile wait for it. False when the connection stopped reading
-        before the end (the rest waits in the inbox)."""
-        conn.peer_syncing = True
-        try:
-            return await self._fill(conn)
-        finally:
-            conn.peer_syncing = False
+        # The peer side takes the connection from here: live copies, after
+        # the inbox replay (PeerDelivery.attach).
+        await self.peers.attach(conn, cmd.inbox_cursor)
 
     # -- rooms -----------------------------------------------------------
     async def _join(self, conn: Conn, cmd: Join) -> int:
@@ -606,148 +576,3 @@ class EdgeNode:
     def local_counts(self) -> dict[str, int]:
         """Each room with local members -> its local member count."""
         return {room: self.hub.count(room) for room in self.hub.rooms}
-
-    # -- peer messages ---------------------------------------------------
-    # Theory of operation. Per connection, ``conn.peer_upto`` is the end of
-    # the shown prefix: every message of the user up to it was shown on this
-    # connection or acknowledged. Acks are clamped to it, so an ack never
-    # passes a message this connection did not see. A live copy (bus
-    # ``node.<id>``) carries the message's ``prev`` (room_router/inbox.py):
-    # - ``seq <= peer_upto``: shown already (a repeat, or read from the
-    #   inbox first): dropped;
-    # - ``prev <= peer_upto`` and the connection is below the pacing mark:
-    #   it continues the prefix, so it is written at once (the common case:
-    #   no read of the inbox);
-    # - otherwise (a gap: a lower copy late or lost; or a backlog): it is
-    #   not written; ``peer_want`` remembers it and one fill task reads the
-    #   inbox from ``peer_upto`` and shows what follows, in order, paced.
-    # A message is in the inbox before its copy is published, and a user's
-    # messages become visible in seq order, so a fill finds every message up
-    # to the copy that started it. If it does not (a replica behind), the
-    # fill reads again, ``_FILL_RETRIES`` times ``_FILL_RETRY_S`` apart, and
-    # then stops: that message is shown by the fill of the user's next
-    # message, or by the replay of the next connect.
-    # Pacing: the replay and fills write only while the connection holds
-    # less than budget/8 unsent (``_pace_mark``) and otherwise poll until it
-    # drains; a connection whose unsent bytes stop shrinking for
-    # ``slow_grace`` seconds is left alone (the rest waits in the inbox). So
-    # a backlog never takes a reader to the slow-consumer close, and the
-    # replay never starts the budget's shedding of its room actions.
-    async def _send_peer(self, conn: Conn, cmd: SendPeer) -> None:
-        try:
-            msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
-                                               self.clock(), self._inbox_cap)
-        except InboxFull as err:
-            err.ref = cmd.ref
-            raise
-        self._reply(conn, peer_ack_frame(cmd.id, msg.seq, cmd.ref, not new))
-        if new:
-            self.metrics.peer_messages.inc()
-            await self.deliver_peer(msg)
-
-    async def deliver_peer(self, msg: PeerMessage) -> None:
-        payload = encode_msgpack(_peer_frame(msg))
-        for node in await self.registry.nodes(msg.to):
-            self.bus.publish(node_subject(node), payload)
-
-    def _on_node_message(self, subject: str, payload: bytes) -> None:
-        enc = Encoded.from_msgpack(payload, Priority.CONTROL)
-        obj = enc.obj
-        to, seq, prev = str(obj.get("to", "")), int(obj.get("seq", 0)), int(obj.get("prev", 0))
-        now = self._monotonic()
-        for conn in self._users.get(to, ()):
-            if seq <= conn.peer_upto:
-                continue
-            if conn.peer_syncing:
-                conn.peer_want = max(conn.peer_want, seq)  # the running read shows it
-            elif prev <= conn.peer_upto and conn.sink.buffered() < _pace_mark(conn):
-                self._deliver(conn, enc, now)
-                conn.peer_upto = seq
-            else:
-                conn.peer_want = max(conn.peer_want, seq)
-                self._start_fill(conn)
-
-    def _start_fill(self, conn: Conn) -> None:
-        conn.peer_syncing = True
-        self.metrics.peer_fills.inc()
-        task = asyncio.get_running_loop().create_task(self._fill_live(conn))
-        self._fills.add(task)
-        task.add_done_callback(self._fills.discard)
-
-    async def _fill_live(self, conn: Conn) -> None:
-        try:
-            await self._fill(conn)
-        except Exception as exc:
-            # The messages wait in the inbox: the next copy or connect retries.
-            self.errlog.warning(f"peer_fill:{type(exc).__name__}",
-                                "peer gap fill for %s failed: %s: %s", conn.user,
-                                type(exc).__name__, exc)
-        finally:
-            conn.peer_syncing = False
-
-    async def _fill(self, conn: Conn) -> bool:
-        """Show what follows ``conn.peer_upto`` in the inbox, in order, paced,
-        until the inbox has nothing more and every copy heard live was
-        shown (or ``_FILL_RETRIES`` reads found it not yet visible). False
-        when the connection closed or stopped reading."""
-        limit = self.config.inbox_replay
-        misses = 0
-        while not conn.closed:
-            batch = await self.inbox.pending(conn.user, conn.peer_upto, limit)
-            for msg in batch:
-                if msg.seq <= conn.peer_upto:
-                    continue
-                if not await self._paced(conn):
-                    return False
-                self._deliver(conn, Encoded(_peer_frame(msg)), self._monotonic())
-                conn.peer_upto = msg.seq
-            if len(batch) >= limit:
-                continue
-            if conn.peer_want <= conn.peer_upto:
-                return True
-            misses = 0 if batch else misses + 1
-            if misses > _FILL_RETRIES:
-                return True  # see "peer messages": the next message or connect
-            await asyncio.sleep(_FILL_RETRY_S)
-        return False
-
-    async def _paced(self, conn: Conn) -> bool:
-        """Wait until the connection holds less than the pacing mark unsent.
-        False when it closed, or its unsent bytes did not shrink for
-        ``slow_grace`` seconds (a bounded poll: no hook into the transport)."""
-        mark = _pace_mark(conn)
-        last = conn.sink.buffered()
-        since = self._monotonic()
-        while not conn.closed:
-            buffered = conn.sink.buffered()
-            if buffered < mark:
-                return True
-            now = self._monotonic()
-            if buffered < last:
-                last, since = buffered, now
-            elif now - since >= conn.budget.slow_grace:
-                return False
-            await asyncio.sleep(_DRAIN_POLL_S)
-        return False
-
-
-# Peer delivery (see "peer messages" in EdgeNode): how often a fill reads the
-# inbox again for a copy whose message is not visible yet, and how far apart.
-_FILL_RETRIES = 5
-_FILL_RETRY_S = 0.05
-# How often a paced replay looks whether its connection drained.
-_DRAIN_POLL_S = 0.01
-
-
-def _pace_mark(conn: Conn) -> int:
-    """Unsent bytes below which peer messages are written (budget/8: under
-    the budget/4 where room actions start to be shed, with room for one
-    more message of up to a frame's size)."""
-    return conn.budget.bytes >> 3
-
-
-
-def _peer_frame(msg: PeerMessage) -> dict[str, Any]:
-    """The ``peer`` frame of a stored message (the inbox keeps no wire shapes)."""
-    return peer_frame(msg.seq, msg.prev, msg.to, msg.sender, msg.sender_name, msg.id,
-                      msg.body, msg.ts)
