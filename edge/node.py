@@ -5,9 +5,15 @@ Transport adapters (the aiohttp WebSocket handler, later the QUIC one) own the
 sockets; they hand this class raw frames (``receive``) and a ``Sink`` to write
 to. Everything a room does is here once, whatever the transport.
 
-``EdgeNode`` is the one object the adapters and the composition root use; it
-composes ``edge/peers.py`` (``PeerDelivery``): peer messages, the inbox
-replay, gap fills and pacing, with their theory of operation.
+``EdgeNode`` is the one object the adapters and the composition root use. It
+keeps the connections' lifecycle, the dispatch of commands, the hello, the
+writes to connections with their accounting, publishing and the room fan-out
+(the hot path: bus -> hub -> sockets, with the node's one flush timer) and the
+online counts; it composes two parts:
+- ``edge/rooms.py`` (``Rooms``): join (or redirect), leave, sync and the state
+  reply they share, the state mode of big rooms, moving a room's members;
+- ``edge/peers.py`` (``PeerDelivery``): peer messages, the inbox replay, gap
+  fills and pacing, with their theory of operation.
 
 Paths:
 - action:  session validates -> ``publish_action`` stamps sender, seq and
@@ -36,6 +42,7 @@ from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
 from edge.peers import PeerDelivery
+from edge.rooms import Rooms
 from edge.session import (
     AckPeer,
     Authenticate,
@@ -69,29 +76,15 @@ from wire.errors import (
     Unauthorized,
     UnsupportedVersion,
 )
-from wire.frames import (
-    ACTION,
-    REDIRECT_MOVED,
-    REDIRECT_NOT_OWNER,
-    STATE,
-    Priority,
-    action_priority,
-)
+from wire.frames import ACTION, REDIRECT_MOVED, STATE, Priority, action_priority
 from wire.outgoing import (
-    RoomVersions,
     action_frame,
-    joined_frame,
-    left_frame,
     online_frame,
     pong_frame,
-    redirect_frame,
     state_frame,
-    state_mode_frame,
-    sync_frame,
     welcome_frame,
     welcome_limits,
 )
-from wire.urls import head_url
 from wire.webtransport import is_lossy_section
 
 log = logging.getLogger("liveroom.edge")
@@ -137,13 +130,15 @@ class EdgeNode:
         self._next_cid = 0
         self._node_sub: Subscription | None = None
         # The distributed deployment sets these (liveroom.distributed): the
-        # gate says whether this edge serves a room (else the join gets a
-        # redirect); online_elsewhere holds each local room's members on the
-        # OTHER live edges, so the online count is the sum over the cluster.
-        self.gate: RoomGate | None = None
+        # gate (see the property below); online_elsewhere holds each local
+        # room's members on the OTHER live edges, so the online count is the
+        # sum over the cluster.
         self.online_elsewhere: dict[str, int] = {}
         # The parts, composed: each gets what it uses, the node's writer and
         # accounting as bound methods (no back-reference to the node).
+        self.rooms = Rooms(config=config, store=store, hub=self.hub, monotonic=monotonic,
+                           deliver=self._deliver, reply=self._reply, account=self._account,
+                           opened=self._room_opened, emptied=self._room_emptied)
         self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
@@ -325,15 +320,13 @@ class EdgeNode:
                     raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
             self.publish_action(cmd.room, cmd.kind, cmd.body, ident.public())
         elif isinstance(cmd, Join):
-            session.charge_reply(await self._join(conn, cmd), self.clock())
+            session.charge_reply(await self.rooms.join(conn, cmd), self.clock())
         elif isinstance(cmd, Leave):
-            if self.hub.leave(conn, cmd.room):
-                self._room_emptied(cmd.room)
-            self._reply(conn, left_frame(cmd.room, cmd.ref))
+            self.rooms.leave(conn, cmd)
         elif isinstance(cmd, WriteState):
             await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
         elif isinstance(cmd, Sync):
-            session.charge_reply(await self._sync(conn, cmd), self.clock())
+            session.charge_reply(await self.rooms.sync(conn, cmd), self.clock())
         elif isinstance(cmd, SendPeer):
             await self.peers.send(conn, cmd)
         elif isinstance(cmd, AckPeer):
@@ -375,86 +368,6 @@ class EdgeNode:
         # The peer side takes the connection from here: live copies, after
         # the inbox replay (PeerDelivery.attach).
         await self.peers.attach(conn, cmd.inbox_cursor)
-
-    # -- rooms -----------------------------------------------------------
-    async def _join(self, conn: Conn, cmd: Join) -> int:
-        """Join, answer ``joined`` (or a redirect); the reply's size."""
-        room = cmd.room
-        if self.gate is not None and room not in conn.rooms:
-            route = await self.gate.redirect_for(room)
-            if route is not None:
-                self._reply(conn, redirect_frame(room, route.urls, REDIRECT_NOT_OWNER,
-                                                 cmd.ref))
-                return 0
-        if self.hub.join(conn, room):
-            self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
-            self.metrics.rooms.set(len(self.hub.rooms))
-        self._update_state_mode(room)
-        body = await self._state_reply(room, cmd.known, cmd.epoch)
-        return self._state_to(conn, joined_frame(body, cmd.ref, self.hub.count(room),
-                                                 self._poll_of(room)))
-
-    def _poll_of(self, room: str) -> tuple[str, float] | None:
-        """Where and how often the room's members poll its state; None
-        while it is pushed to them."""
-        local = self.hub.rooms.get(room)
-        if local is None or not local.poll_mode:
-            return None
-        return head_url(room), self.config.poll_interval
-
-    def _update_state_mode(self, room: str) -> None:
-        """Big rooms take state by polling the CDN: one cached head serves
-        them all, and the edge stops pushing state to every member. Switches
-        at ``poll_threshold`` members and back below half of it, and tells the
-        members with a ``state_mode`` frame."""
-        threshold = self.config.poll_threshold
-        local = self.hub.rooms.get(room)
-        if local is None or threshold <= 0:
-            return
-        n = len(local.members)
-        poll = n >= threshold // 2 if local.poll_mode else n >= threshold
-        if poll == local.poll_mode:
-            return
-        local.poll_mode = poll
-        now = self._monotonic()
-        enc = Encoded(state_mode_frame(room, self._poll_of(room)))
-        self._account(self.hub.broadcast(room, enc, now), now)
-
-    async def _sync(self, conn: Conn, cmd: Sync) -> int:
-        body = await self._state_reply(cmd.room, cmd.known, cmd.epoch)
-        return self._state_to(conn, sync_frame(body, cmd.ref))
-
-    def _state_to(self, conn: Conn, reply: dict[str, Any]) -> int:
-        """Send a ``joined`` or ``sync`` reply; its size in the connection's
-        encoding (already made for the write), which the session charges
-        to the connection's frame budget: re-encoding a room is not free."""
-        enc = Encoded(reply)
-        self._deliver(conn, enc, self._monotonic())
-        return len(enc.payload(conn.variant))
-
-    async def _state_reply(self, room: str, known: dict[str, int],
-                           epoch: str | None) -> RoomVersions:
-        """The body shared by ``joined`` and ``sync``: the room's versions and
-        the sections the client is missing. Versions the client kept from
-        another store epoch (the store was reset) mean nothing: it gets every
-        section again."""
-        resuming = bool(known) or epoch is not None
-        reason: str | None = None
-        if epoch is not None and epoch != self.store.epoch:
-            known, reason = {}, "epoch_changed"
-        total, versions = await self.store.versions(room)
-        if any(v > versions.get(s, 0) for s, v in known.items()):
-            # The client holds versions the store never reached: the store
-            # lost history. Its versions mean nothing here: resend all.
-            known, reason = {}, "versions_ahead"
-        elif known and epoch is None:
-            reason = "epoch_unknown"  # comparable only if from this epoch
-        _, outdated = await self.store.changed_since(room, known)
-        # Honest recovery (only when resuming): true only when the client's
-        # versions were comparable, so these sections bring it exactly up to date.
-        return RoomVersions(room, self.store.epoch, total, versions,
-                            [(s.name, s.partial, s.value) for s in outdated],
-                            (reason is None) if resuming else None, reason)
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
         """Stamp and publish an action; returns its room sequence number.
@@ -547,26 +460,32 @@ class EdgeNode:
         this every ``online_interval`` seconds)."""
         now = self._monotonic()
         for room, count in list(self.hub.online_changes(self.online_elsewhere)):
-            self._update_state_mode(room)  # a mode changes only with the count
+            self.rooms.update_state_mode(room)  # a mode changes only with the count
             enc = Encoded(online_frame(room, count))
             self._account(self.hub.broadcast(room, enc, now), now)
+
+    # -- rooms (edge/rooms.py) -------------------------------------------
+    @property
+    def gate(self) -> RoomGate | None:
+        """Whether this edge serves a room (else a join gets a redirect);
+        the distributed deployment sets it (liveroom.distributed)."""
+        return self.rooms.gate
+
+    @gate.setter
+    def gate(self, gate: RoomGate | None) -> None:
+        self.rooms.gate = gate
+
+    def _room_opened(self, room: str) -> None:
+        """A room's first local member joined: its actions come here now."""
+        self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
+        self.metrics.rooms.set(len(self.hub.rooms))
 
     def redirect_room(self, room: str, urls: list[str] | tuple[str, ...],
                       reason: str = REDIRECT_MOVED) -> int:
         """Tell the room's local members to join it at ``urls`` (the room
         moved to another group) and drop them from it here; returns how many
-        were told. Their other rooms and the connection stay as they are."""
-        local = self.hub.rooms.get(room)
-        if local is None:
-            return 0
-        enc = Encoded(redirect_frame(room, urls, reason))
-        now = self._monotonic()
-        members = list(local.members)
-        for conn in members:
-            self._deliver(conn, enc, now)
-            if self.hub.leave(conn, room):
-                self._room_emptied(room)
-        return len(members)
+        were told (``Rooms.redirect``)."""
+        return self.rooms.redirect(room, urls, reason)
 
     # -- what the heartbeat re-asserts (distributed registries) ------------
     def local_connections(self) -> list[tuple[str, int]]:
