@@ -197,7 +197,7 @@ class Conn:
         self.closed = False
         # What the sink raised, when it did (Verdict.FAILED).
         self.failure: Exception | None = None
-        # Peer delivery (see EdgeNode, "peer messages"): every message of the
+        # Peer delivery (see edge/peers.py): every message of the
         # user up to peer_upto was shown here or acknowledged; peer_want is
         # the highest seq heard live and not shown yet; peer_syncing is True
         # while a replay or gap fill reads the inbox for this connection.

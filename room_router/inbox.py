@@ -23,7 +23,7 @@ user's messages form a chain ``0 <- prev <- seq``. An edge that has shown a
 connection every message up to ``upto`` may show a live message ``m`` at once
 only when ``m.prev <= upto < m.seq``: nothing of the user lies between. Any
 other live copy is a gap (or a repeat), filled by reading the inbox from
-``upto`` (``EdgeNode``). A predecessor that is gone from the store was
+``upto`` (``edge.peers.PeerDelivery``). A predecessor that is gone from the store was
 acknowledged (only acknowledged messages are purged), so a ``prev`` lower
 than the true predecessor never hides an unacknowledged message.
 

@@ -178,7 +178,7 @@ async def _run(http: aiohttp.ClientSession, edges: list[RoleServer], started: fl
     await asyncio.gather(*(sender(i) for i in range(SENDERS)))
     assert killed.is_set()
     # The last copies may have been dropped by the bus with no message after
-    # them: the next connect delivers them (see EdgeNode, "peer messages").
+    # them: the next connect delivers them (see edge/peers.py).
     for r in recipients:
         await r.bounce()
     want = {u: len(ids) for u, ids in acked.items()}
