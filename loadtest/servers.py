@@ -23,12 +23,15 @@ _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 
 
 class ServerProcess:
-    """A server child process, pinned, whose log line gives its port."""
+    """A server child process, pinned, whose log line gives its port.
+    ``on_line`` sees every line of its log (stderr) as it comes."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], cpus: set[int] | None) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], cpus: set[int] | None,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.cmd = cmd
         self.env = env
         self.cpus = cpus
+        self.on_line = on_line
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.log: list[str] = []
@@ -60,21 +63,30 @@ class ServerProcess:
             self.log.append(line)
             if len(self.log) > 500:
                 del self.log[:100]
+            if self.on_line is not None:
+                self.on_line(line)
             m = _LISTENING.search(line)
             if m and not self._ready.is_set():
                 self.port = int(m.group(2))
                 self._ready.set()
 
-    def stop(self) -> None:
+    def exited(self) -> int | None:
+        """The exit status once the process has ended, else None."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 15 s); the exit status, None if not running."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
 
 
 def start_liveroom(args: argparse.Namespace, data_dir: str, secret: str,
