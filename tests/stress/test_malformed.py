@@ -15,7 +15,7 @@ length prefixes with the top bit set or over the hard limit, frames cut off
 by the end of the stream): each must end with its documented close code.
 
 A JSON member of the offenders' room must receive nothing of it. Meanwhile
-the canary (loadtest/fuzz.py ``Canary``: a WebSocket host sends an action
+the canary (loadtest/fuzz/canary.py ``Canary``: a WebSocket host sends an action
 and a state change every 100 ms to a WebTransport viewer in a room of their
 own) must lose nothing, reorder nothing, see nothing foreign and never be
 2 s late, and the server must stay up.
@@ -36,7 +36,7 @@ import pytest
 
 from edge.client import ClosedError, LiveroomClient
 from edge.wt_client import WtConnection
-from loadtest.fuzz import Canary
+from loadtest.fuzz.canary import Canary
 from loadtest.raw_ws import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RawWebSocket, frame
 from tests.stress.conftest import Figures
 from tests.support import LiveServer, until
