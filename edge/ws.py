@@ -25,8 +25,8 @@ import logging
 from aiohttp import WSMsgType, web
 
 from edge.appkeys import NODE_KEY
+from edge.connection import DETACHED, Connection
 from edge.node import EdgeNode
-from edge.timers import SessionTimers
 from wire.codecs import JSON, MSGPACK
 from wire.websocket import ws_close_frame
 
@@ -76,24 +76,23 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return ws
     loop = asyncio.get_running_loop()
-    conn, session = node.open(WsSink(transport, loop))
-    timers = SessionTimers(node, conn, session, loop)
+    # aiohttp reads in this handler's task (and pauses its own reading):
+    # each message goes to the node before the next is read.
+    core = Connection(node, WsSink(transport, loop), DETACHED, loop)
     try:
         async for msg in ws:
-            if conn.closed:
+            if core.conn.closed:
                 # Closed by us (slow, auth, expiry): read until the transport
                 # is gone, but act on nothing more.
                 continue
             if msg.type is WSMsgType.BINARY:
-                await node.receive(conn, session, msg.data, MSGPACK)
+                await core.hand(msg.data, MSGPACK)
             elif msg.type is WSMsgType.TEXT:
-                await node.receive(conn, session, msg.data, JSON)
+                await core.hand(msg.data, JSON)
             else:
                 break
-            timers.after_frame()
     except Exception:  # the transport broke under us: same as a disconnect
-        log.debug("connection %d ended with an error", conn.cid, exc_info=True)
+        log.debug("connection %d ended with an error", core.conn.cid, exc_info=True)
     finally:
-        timers.cancel()
-        await node.close(conn, session)
+        await core.end()
     return ws

@@ -7,9 +7,10 @@ the ``WebSocketResponse`` with its reader, writer and queue, and the
 handler's task and coroutine frames: about 13 KB of Python objects per
 connection (tracemalloc; docs/BENCHMARKS.md). Here a connection is this
 protocol object (slots), the frame parser (an empty ``bytes`` when idle),
-the node's ``Conn`` and ``Session``, and two timers; frames the client
-sends are handed to the node by a task that exists only while there are
-frames to hand over.
+and its ``Connection`` (``edge/connection.py``, the core every transport
+shares: the node's ``Conn`` and ``Session`` and two timers); frames the
+client sends are handed to the node by a task that exists only while there
+are frames to hand over.
 
 How a connection gets here: ``EdgeSite`` (``edge.http_site.TimedSite`` with
 a front door) gives every new TCP connection a ``FrontDoor`` first. If the
@@ -36,14 +37,13 @@ message in more than ``max_fragments`` frames), a protocol violation with
 1002, invalid UTF-8 in a text message with 1007; a client's close frame is
 answered with a close frame and the connection ends. Frames waiting for the
 node are bounded in number and in bytes (``max_inbound_bytes``): past either,
-the socket is not read until the node catches up.
+the socket is not read until the node catches up (``Connection.feed``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -51,11 +51,9 @@ from aiohttp import web
 from aiohttp.web_server import Server
 
 from edge.appkeys import NODE_KEY
-from edge.fanout import Conn
+from edge.connection import Connection
 from edge.http_site import TimedRequestHandler, TimedSite, counter_of, handler_factory
 from edge.node import EdgeNode
-from edge.session import Session
-from edge.timers import SessionTimers
 from edge.ws import WsSink
 from edge.ws_framing import (
     CLOSE_INVALID_DATA,
@@ -69,7 +67,7 @@ from edge.ws_framing import (
     handshake_response,
     upgrade_key,
 )
-from wire.codecs import JSON, MSGPACK, Variant
+from wire.codecs import JSON, MSGPACK
 from wire.websocket import OP_PING, ws_frame
 
 log = logging.getLogger("liveroom.ws")
@@ -77,33 +75,27 @@ log = logging.getLogger("liveroom.ws")
 WS_PATH = "/ws"
 _WS_REQUEST = b"GET " + WS_PATH.encode()  # how a request the front door may take begins
 _PING = ws_frame(b"", OP_PING)
-# Client frames waiting for the node beyond this many, or beyond
-# ``max_inbound_bytes``: stop reading the socket until they are down to
-# _RESUME frames and a quarter of the bytes (TCP then pushes back on the
-# client). The bound is soft by at most the frames of one read.
-_PAUSE = 64
-_RESUME = 8
 
 
 class WsServer:
-    """What the connections of one listening socket share: the node, the
-    loop, and the tasks that end connections (kept until done)."""
+    """What the connections of one listening socket share: the node and the
+    loop."""
 
-    __slots__ = ("_ending", "loop", "node")
+    __slots__ = ("loop", "node")
 
     def __init__(self, node: EdgeNode, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
         self.loop = loop
-        self._ending: set[asyncio.Task[None]] = set()
-
-    def keep(self, task: asyncio.Task[None]) -> None:
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
 
 
 class WsConnection(asyncio.Protocol):
-    __slots__ = ("_frames", "_heartbeat", "_inbox", "_inbox_bytes", "_last_rx", "_lost",
-                 "_paused", "_ping_at", "_server", "_task", "_timers", "conn", "session",
+    """The WebSocket framing, pongs and heartbeat of one connection, around
+    its ``Connection`` (edge/connection.py: the node's connection, the
+    frames waiting for the node, the hello and expiry timers). Frames that
+    ``Connection.feed`` says are too many pause reading the socket; it calls
+    ``resume_reading`` when they are down again."""
+
+    __slots__ = ("_frames", "_heartbeat", "_last_rx", "_ping_at", "_server", "core",
                  "transport")
 
     def __init__(self, server: WsServer) -> None:
@@ -111,12 +103,6 @@ class WsConnection(asyncio.Protocol):
         cfg = server.node.config
         self._frames = ClientFrames(cfg.max_frame_bytes * cfg.hard_frame_factor,
                                     cfg.max_fragments)
-        # Frames for the node: (data, variant, size on the wire).
-        self._inbox: deque[tuple[bytes | str, Variant, int]] | None = None
-        self._inbox_bytes = 0
-        self._task: asyncio.Task[None] | None = None
-        self._lost = False
-        self._paused = False
         self._ping_at: float | None = None
 
     # -- asyncio.Protocol ------------------------------------------------
@@ -124,45 +110,47 @@ class WsConnection(asyncio.Protocol):
         server = self._server
         loop = server.loop
         self.transport: asyncio.Transport = transport
-        self.conn: Conn
-        self.session: Session
-        self.conn, self.session = server.node.open(WsSink(transport, loop))
-        self._timers = SessionTimers(server.node, self.conn, self.session, loop)
+        self.core = Connection(server.node, WsSink(transport, loop), self, loop)
         self._last_rx = loop.time()
         self._heartbeat = loop.call_at(self._last_rx + server.node.config.heartbeat,
                                        self._on_heartbeat)
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = self._server.loop.time()
-        if self.conn.closed:
+        core = self.core
+        if core.conn.closed:
             # Closed by us (slow, auth, expiry, a protocol error): read until
             # the transport is gone, but act on nothing more.
             return
         try:
             frames = self._frames.feed(data)
         except WsProtocolError as err:
-            self._server.node.close_connection(self.conn, err.code, err.reason)
+            self._server.node.close_connection(core.conn, err.code, err.reason)
             return
         ping: bytes | None = None
+        pause = False
         for op, payload in frames:
             if op == OP_BINARY:
-                self._hand_over(payload, MSGPACK, len(payload))
+                pause |= core.feed(payload, MSGPACK, len(payload))
             elif op == OP_TEXT:
                 try:
                     text = payload.decode()
                 except UnicodeDecodeError:
-                    self._server.node.close_connection(self.conn, CLOSE_INVALID_DATA,
+                    self._server.node.close_connection(core.conn, CLOSE_INVALID_DATA,
                                                        "invalid UTF-8 in a text message")
-                    return
-                self._hand_over(text, JSON, len(payload))
+                    break
+                pause |= core.feed(text, JSON, len(payload))
             elif op == OP_PING:
                 ping = payload
             elif op == OP_CLOSE:
                 self._closed_by_client(payload)
-                return
+                break
             # OP_PONG: any byte received already counts for the heartbeat.
-        if ping is not None:
-            self._pong(ping)
+        else:
+            if ping is not None:
+                self._pong(ping)
+        if pause:
+            self.transport.pause_reading()
 
     def _pong(self, payload: bytes) -> None:
         """Answer the latest ping of a packet only (RFC 6455 5.5.3 allows it),
@@ -174,47 +162,14 @@ class WsConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._heartbeat.cancel()
-        self._timers.cancel()
-        self._lost = True
-        if self._task is None:
-            self._server.keep(self._server.loop.create_task(
-                self._server.node.close(self.conn, self.session)))
-        # else: the task handing over frames ends the session when it is done.
+        self.core.lost()
 
-    # -- frames to the node ---------------------------------------------
-    def _hand_over(self, data: bytes | str, variant: Variant, size: int) -> None:
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = deque()
-        inbox.append((data, variant, size))
-        self._inbox_bytes += size
-        if self._task is None:
-            self._task = self._server.loop.create_task(self._drain())
-        if not self._paused and (
-                len(inbox) >= _PAUSE
-                or self._inbox_bytes >= self._server.node.config.max_inbound_bytes):
-            self._paused = True
-            self.transport.pause_reading()
+    # -- ConnectionIO -----------------------------------------------------
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
 
-    async def _drain(self) -> None:
-        node, conn, session = self._server.node, self.conn, self.session
-        low_bytes = node.config.max_inbound_bytes // 4
-        try:
-            while self._inbox:
-                data, variant, size = self._inbox.popleft()
-                self._inbox_bytes -= size
-                if not conn.closed:
-                    await node.receive(conn, session, data, variant)
-                    self._timers.after_frame()
-                if self._paused and len(self._inbox) <= _RESUME \
-                        and self._inbox_bytes <= low_bytes and not self._lost:
-                    self._paused = False
-                    self.transport.resume_reading()
-            self._inbox = None
-        finally:
-            self._task = None
-            if self._lost:
-                await node.close(conn, session)
+    def ended(self) -> None:
+        pass
 
     # -- control ----------------------------------------------------------
     def _closed_by_client(self, payload: bytes) -> None:
@@ -222,7 +177,7 @@ class WsConnection(asyncio.Protocol):
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
         if not 1000 <= code <= 4999 or code in (1004, 1005, 1006, 1015):
             code = 1002
-        self.conn.close(code, "")
+        self.core.conn.close(code, "")
 
     def _on_heartbeat(self) -> None:
         """A ping after ``heartbeat`` s of silence; no byte in the half
@@ -232,7 +187,7 @@ class WsConnection(asyncio.Protocol):
         period = self._server.node.config.heartbeat
         if self._ping_at is not None:
             if self._last_rx <= self._ping_at:
-                log.debug("connection %d: no pong in time, dropped", self.conn.cid)
+                log.debug("connection %d: no pong in time, dropped", self.core.conn.cid)
                 self.transport.abort()
                 return
             self._ping_at = None
