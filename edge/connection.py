@@ -25,7 +25,7 @@ framing, writes through its ``Sink``, and hands everything else to a
   the agent link);
 - ``lost()``: the transport went away. The messages already queued still
   reach the node, then the node forgets the connection and the adapter
-  hears ``io.ended()``. ``end()`` is the same, awaited, for an adapter
+  hears ``io.finished()``. ``end()`` is the same, awaited, for an adapter
   without a queue.
 
 Timers (loop timers, not a task per connection):
@@ -76,7 +76,7 @@ class ConnectionIO(Protocol):
     def resume_reading(self) -> None:
         """The messages waiting are down again: read the transport."""
 
-    def ended(self) -> None:
+    def finished(self) -> None:
         """The node has forgotten the connection (after ``lost``)."""
 
 
@@ -89,7 +89,7 @@ class Detached:
     def resume_reading(self) -> None:
         pass
 
-    def ended(self) -> None:
+    def finished(self) -> None:
         pass
 
 
@@ -209,7 +209,7 @@ class Connection:
         try:
             await self.node.close(self.conn, self.session)
         finally:
-            self._io.ended()
+            self._io.finished()
 
     # -- timers --------------------------------------------------------------
     def _hello_timeout(self) -> None:

@@ -21,13 +21,14 @@ sessions on one connection, costs one ``transmit()`` (packet building,
 encryption, ``sendto``) per connection, not ten.
 
 Reads. aioquic delivers events synchronously; node.receive is a coroutine
-(it may wait for the store or the inbox). Each session has a queue of
-complete frames and one task that hands them to the node in order, as the
-WebSocket handler does with its ``async for``. aioquic cannot pause one
-stream, so the queue is bounded by closing: a session with more than
-``_MAX_QUEUED_FRAMES`` frames or ``max_inbound_bytes`` bytes already waiting
-when another frame completes is closed with 4100 (the frame being read is
-bounded by the hard frame limit, the unread bytes by QUIC flow control).
+(it may wait for the store or the inbox). Each session's complete frames go
+to its ``Connection`` (``edge/connection.py``, the core every transport
+shares), whose one task hands them to the node in order while there are
+any. aioquic cannot pause one stream, so the queue is bounded by closing: a
+session with more than ``_MAX_QUEUED_FRAMES`` frames or ``max_inbound_bytes``
+bytes already waiting when another frame completes is closed with 4100 (the
+frame being read is bounded by the hard frame limit, the unread bytes by
+QUIC flow control).
 
 Sessions. A QUIC connection may hold ``max_wt_sessions`` sessions; one more
 CONNECT is answered 429 (the WebTransport draft lets a server refuse a
@@ -68,10 +69,8 @@ from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamReset
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from edge.fanout import Conn
+from edge.connection import Connection
 from edge.node import EdgeNode
-from edge.session import Session
-from edge.timers import SessionTimers
 from edge.wt_framing import FrameReader, FrameTooBig, split_records
 from wire.close_codes import CloseCode
 from wire.webtransport import WT_PATH, wt_close_capsule, wt_variant_of
@@ -204,29 +203,41 @@ class WtSink:
 
 
 class WtSession:
-    """One WebTransport session: its node connection and its reading task."""
+    """One WebTransport session: its frame reader and, once its stream is
+    open, its ``Connection`` (the ``ConnectionIO`` of that connection)."""
 
-    __slots__ = ("conn", "ended", "frames", "proto", "queued_bytes", "reader", "session",
-                 "session_id", "sink", "stream_id", "task")
+    __slots__ = ("core", "ended", "proto", "reader", "session_id", "sink", "stream_id")
 
     def __init__(self, proto: EdgeQuicProtocol, session_id: int, hard_limit: int) -> None:
         self.proto = proto
         self.session_id = session_id
         self.stream_id: int | None = None
         self.reader = FrameReader(hard_limit)
-        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.queued_bytes = 0  # the bytes of the frames in ``frames``
-        self.conn: Conn | None = None
-        self.session: Session | None = None
+        self.core: Connection | None = None
         self.sink: WtSink | None = None
-        self.task: asyncio.Task[None] | None = None
         self.ended = False
 
     def end(self) -> None:
-        """The peer is gone (or the stream ended): let the task finish."""
+        """The peer is gone (or the stream ended): the frames already read
+        still reach the node, then the session ends (``ended``)."""
         if not self.ended:
             self.ended = True
-            self.frames.put_nowait(None)
+            if self.core is not None:
+                self.core.lost()
+
+    # -- ConnectionIO ---------------------------------------------------------
+    def resume_reading(self) -> None:
+        pass  # never paused: a session with too much waiting is closed
+
+    def finished(self) -> None:
+        """The node has forgotten the connection: the session goes; one
+        ended by the client gets our halves of its streams ended too (no
+        capsule)."""
+        proto = self.proto
+        proto.sessions.pop(self.session_id, None)
+        if self.sink is not None and not self.sink.closed:
+            self.sink.closed = True
+            proto._end_streams(self, b"")
 
 
 class EdgeQuicProtocol(QuicConnectionProtocol):
@@ -327,23 +338,23 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
                 self._quic.reset_stream(sid, _WT_STREAM_RESET)
                 self.queue.mark(self)
             return
+        core = wts.core
+        assert core is not None
         try:
             frames = wts.reader.feed(event.data)
         except FrameTooBig as exc:
-            assert wts.conn is not None
-            self.node.close_connection(wts.conn, CloseCode.MESSAGE_TOO_BIG, str(exc))
+            self.node.close_connection(core.conn, CloseCode.MESSAGE_TOO_BIG, str(exc))
             wts.end()
             return
         limit = self.node.config.max_inbound_bytes
         for frame in frames:
-            if wts.frames.qsize() >= _MAX_QUEUED_FRAMES or wts.queued_bytes > limit:
-                assert wts.conn is not None
-                self.node.close_connection(wts.conn, CloseCode.SLOW_CONSUMER,
+            if core.queued >= _MAX_QUEUED_FRAMES or core.queued_bytes > limit:
+                self.node.close_connection(core.conn, CloseCode.SLOW_CONSUMER,
                                            "too many frames waiting")
                 wts.end()
                 return
-            wts.queued_bytes += len(frame)
-            wts.frames.put_nowait(frame)
+            # The stream cannot pause: the bound is the close above.
+            core.feed(frame, wt_variant_of(frame), len(frame))
         if event.stream_ended:
             wts.end()
 
@@ -357,8 +368,7 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         """The session's first bidirectional stream becomes its connection."""
         wts.stream_id = stream_id
         wts.sink = WtSink(self, wts.session_id, stream_id, self._drop, self.stats)
-        wts.conn, wts.session = self.node.open(wts.sink)
-        wts.task = asyncio.get_running_loop().create_task(self._run(wts))
+        wts.core = Connection(self.node, wts.sink, wts, self._loop)
 
     def session_gone(self, session_id: int) -> None:
         wts = self.sessions.get(session_id)
@@ -369,32 +379,6 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         for wts in self.sessions.values():
             if stream_id in (wts.session_id, wts.stream_id):
                 wts.end()
-
-    # -- one session's frames, in order --------------------------------------
-    async def _run(self, wts: WtSession) -> None:
-        node, conn, session = self.node, wts.conn, wts.session
-        assert conn is not None and session is not None
-        timers = SessionTimers(node, conn, session, asyncio.get_running_loop())
-        try:
-            while True:
-                data = await wts.frames.get()
-                if data is None:
-                    break
-                wts.queued_bytes -= len(data)
-                if conn.closed:
-                    continue  # closed by us: act on nothing more
-                await node.receive(conn, session, data, wt_variant_of(data))
-                timers.after_frame()
-        except Exception:
-            log.debug("session %d ended with an error", conn.cid, exc_info=True)
-        finally:
-            timers.cancel()
-            await node.close(conn, session)
-            self.sessions.pop(wts.session_id, None)
-            if wts.sink is not None and not wts.sink.closed:
-                # Ended by the client: end our halves too (no capsule).
-                wts.sink.closed = True
-                self._end_streams(wts, b"")
 
     # -- closing ----------------------------------------------------------------
     def close_session(self, session_id: int, code: int, reason: str) -> None:

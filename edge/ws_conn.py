@@ -168,7 +168,7 @@ class WsConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         self.transport.resume_reading()
 
-    def ended(self) -> None:
+    def finished(self) -> None:
         pass
 
     # -- control ----------------------------------------------------------
