@@ -114,7 +114,9 @@ class Connection:
                  "conn", "node", "queued_bytes", "session")
 
     def __init__(self, node: EdgeNode, sink: Sink, io: ConnectionIO,
-                 loop: asyncio.AbstractEventLoop, *, timed: bool = True) -> None:
+                 loop: asyncio.AbstractEventLoop | None, *, timed: bool = True) -> None:
+        """``loop`` None: the running loop, when one is needed (a link made
+        before the loop runs)."""
         self.node = node
         self._io = io
         self._loop = loop
@@ -132,7 +134,8 @@ class Connection:
         # None: not armed yet (armed once the session is authenticated).
         self._expiry: asyncio.TimerHandle | _Off | None = None
         if timed:
-            self._hello = loop.call_later(node.config.hello_timeout, self._hello_timeout)
+            self._hello = self._the_loop().call_later(node.config.hello_timeout,
+                                                      self._hello_timeout)
         else:
             self._expiry = _OFF
 
@@ -146,7 +149,7 @@ class Connection:
         inbox.append((data, variant, size))
         self.queued_bytes += size
         if self._task is None:
-            self._task = self._loop.create_task(self._drain())
+            self._task = self._the_loop().create_task(self._drain())
         if not self._paused and (len(inbox) >= PAUSE
                                  or self.queued_bytes >= self.node.config.max_inbound_bytes):
             self._paused = True
@@ -193,7 +196,7 @@ class Connection:
         self._lost = True
         self._cancel_timers()
         if self._task is None:
-            task = self._loop.create_task(self._close())
+            task = self._the_loop().create_task(self._close())
             _closing.add(task)
             task.add_done_callback(_closing.discard)
         # else: the task handing over messages ends the connection when done.
@@ -211,6 +214,9 @@ class Connection:
         finally:
             self._io.finished()
 
+    def _the_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop or asyncio.get_running_loop()
+
     # -- timers --------------------------------------------------------------
     def _hello_timeout(self) -> None:
         if self.session.phase is Phase.AWAITING_HELLO:
@@ -224,7 +230,7 @@ class Connection:
             if self._hello is not None:
                 self._hello.cancel()
                 self._hello = None
-            self._expiry = self._loop.call_later(
+            self._expiry = self._the_loop().call_later(
                 max(0.0, identity.exp - self.node.clock()), self.node.close_connection,
                 self.conn, CloseCode.TOKEN_EXPIRED, "token expired")
 

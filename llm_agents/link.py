@@ -1,13 +1,13 @@
 """How an agent sits in a room: a ``RoomLink``.
 
 ``InProcessLink`` is a connection of the edge node in this process with an
-in-memory sink: it says ``hello`` and ``join`` through ``EdgeNode.receive``
-like any client, so the agent goes through the same session, hub and fan-out
-path as a viewer (it counts in the online count, it is shed and closed by
-the same budget if it stops reading). Its words go out through
-``EdgeNode.publish_action`` as the backend API's do: an agent is trusted
-server-side code, and its token chunks must not be throttled by the per-user
-action rate meant for people.
+in-memory sink: it says ``hello`` and ``join`` through its ``Connection``
+(``edge/connection.py``, the core of every transport) like any client, so
+the agent goes through the same session, hub and fan-out path as a viewer
+(it counts in the online count, it is shed and closed by the same budget if
+it stops reading). Its words go out through ``EdgeNode.publish_action`` as
+the backend API's do: an agent is trusted server-side code, and its token
+chunks must not be throttled by the per-user action rate meant for people.
 
 The sink's ``write`` is called inside the fan-out loop, so it only appends
 the frame bytes to a queue and wakes the agent; decoding happens on the
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import msgpack
 
 from edge.auth import Identity
+from edge.connection import DETACHED, Connection
 from edge.node import EdgeNode
 from edge.session import may_write_section
 from wire.codecs import MSGPACK, encode_msgpack
@@ -125,12 +126,14 @@ class InProcessLink:
         self._on_frame = on_frame
         self._ready = asyncio.Event()
         self.sink = QueueSink(self._ready.set)
-        self.conn, self.session = node.open(self.sink)
+        # Untimed: the hello goes with the first join, and an agent's token
+        # is not cut off. Its frames are handed over in the agent's task.
+        self.core = Connection(node, self.sink, DETACHED, None, timed=False)
         self._reader: asyncio.Task[None] | None = None
         self._sender = identity.public()
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        await self.node.receive(self.conn, self.session, encode_msgpack(frame), MSGPACK)
+        await self.core.hand(encode_msgpack(frame), MSGPACK)
 
     async def join(self, room: str) -> None:
         if self._reader is None:
@@ -165,4 +168,4 @@ class InProcessLink:
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-        await self.node.close(self.conn, self.session)
+        await self.core.end()
