@@ -219,7 +219,7 @@ class WtSession:
 
     def end(self) -> None:
         """The peer is gone (or the stream ended): the frames already read
-        still reach the node, then the session ends (``ended``)."""
+        still reach the node, then the session ends (``finished``)."""
         if not self.ended:
             self.ended = True
             if self.core is not None:
