@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -10,9 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+import msgpack
 
 from edge.auth import mint_token
 
@@ -216,3 +219,42 @@ async def until(cond: Any, timeout: float, what: str, interval: float = 0.05) ->
         if loop.time() > deadline:
             raise TimeoutError(f"{what}: not within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def in_process_edge(data_dir: Path, config: Any, **options: Any) -> AsyncIterator[int]:
+    """``liveroom serve``'s app with ``config`` (an ``EdgeConfig``) behind the
+    edge's own front door (``EdgeSite``) in this process, on an ephemeral
+    port (yielded): for tests that reach into timers and framing."""
+    from aiohttp import web
+
+    from edge.ws_conn import EdgeSite
+    from liveroom.app import make_app
+    from liveroom.options import ServeOptions
+    from llm_agents.service import AgentOptions
+
+    opts = ServeOptions(port=0, data_dir=data_dir, jwt_secret=JWT_SECRET, api_key=API_KEY,
+                        demo_room=False, config=config, agents=AgentOptions(enabled=False),
+                        quic_port="off", **options)
+    runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = EdgeSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site.port
+    finally:
+        await runner.cleanup()
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack, as a client sends it."""
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """``leaf`` inside ``depth`` one-element lists."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value

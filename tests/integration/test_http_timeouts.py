@@ -14,15 +14,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from edge.config import EdgeConfig, HttpTimeouts
-from edge.ws_conn import EdgeSite
-from liveroom.app import make_app
 from liveroom.distributed import RoleProcess
-from liveroom.options import RoleOptions, ServeOptions
-from llm_agents.service import AgentOptions
-from tests.support import API_KEY, JWT_SECRET, LiveServer, metric
+from liveroom.options import RoleOptions
+from tests.support import LiveServer, in_process_edge, metric
 
 HEAD = 0.6
 BODY = 0.6
@@ -34,17 +30,8 @@ T = 5.0
 
 @pytest.fixture
 async def port(tmp_path: Path) -> AsyncIterator[int]:
-    opts = ServeOptions(port=0, data_dir=tmp_path, jwt_secret=JWT_SECRET, api_key=API_KEY,
-                        dev=True, demo_room=False, config=EdgeConfig(http=TIMEOUTS),
-                        agents=AgentOptions(enabled=False), quic_port="off")
-    runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = EdgeSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield site.port
-    finally:
-        await runner.cleanup()
+    async with in_process_edge(tmp_path, EdgeConfig(http=TIMEOUTS), dev=True) as p:
+        yield p
 
 
 async def closed_within(reader: asyncio.StreamReader, bound: float) -> bytes:

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from edge.client import LiveroomClient
-from tests.support import API_KEY, LiveServer, metric
+from tests.support import API_KEY, LiveServer, metric, nested, pack
 from wire.codecs import JSON, MSGPACK
 from wire.decode import MAX_VALUE_DEPTH
 from wire.errors import ERROR_SPECS
@@ -36,16 +36,6 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def nested(depth: int, leaf: Any = 1) -> Any:
-    """``leaf`` inside ``depth`` one-element lists."""
-    value = leaf
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 def nested_msgpack(frame: dict[str, Any], field: str, depth: int) -> bytes:

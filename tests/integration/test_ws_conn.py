@@ -18,14 +18,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from edge.config import EdgeConfig, HttpTimeouts
-from edge.ws_conn import EdgeSite
-from liveroom.app import make_app
-from liveroom.options import ServeOptions
-from llm_agents.service import AgentOptions
-from tests.support import API_KEY, JWT_SECRET, metric, token
+from tests.support import in_process_edge, metric, token
 from tests.unit.test_ws_framing import client_frame
 
 HEARTBEAT = 0.4
@@ -44,19 +39,10 @@ class Edge:
 
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    opts = ServeOptions(port=0, data_dir=tmp_path, jwt_secret=JWT_SECRET, api_key=API_KEY,
-                        demo_room=False,
-                        config=EdgeConfig(heartbeat=HEARTBEAT, hello_timeout=HELLO_TIMEOUT,
-                                          http=HttpTimeouts(head=HELLO_TIMEOUT)),
-                        agents=AgentOptions(enabled=False), quic_port="off")
-    runner = web.AppRunner(make_app(opts), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = EdgeSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield Edge(site.port)
-    finally:
-        await runner.cleanup()
+    config = EdgeConfig(heartbeat=HEARTBEAT, hello_timeout=HELLO_TIMEOUT,
+                        http=HttpTimeouts(head=HELLO_TIMEOUT))
+    async with in_process_edge(tmp_path, config) as port:
+        yield Edge(port)
 
 
 class Raw:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.fanout import Batch
+from tests.support import nested, pack
 from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK
 from wire.decode import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -38,15 +39,6 @@ from wire.outgoing import (
 VARIANTS = (MSGPACK, JSON, WT_MSGPACK, WT_JSON)
 
 
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def nested(depth: int, leaf: Any = 1) -> Any:
-    value = leaf
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 def encodes_in_both(value: Any) -> bool:
