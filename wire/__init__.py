@@ -21,6 +21,8 @@ one concept each (import from them, not from this package):
 - ``codecs``: msgpack and JSON, and the four wire variants (``Variant``);
 - ``decode``: a client frame or HTTP body decoded and checked by the value rule,
   and the field accessors;
+- ``incoming``: the client's frames typed, one parser per frame type that
+  checks its fields (the session makes the state checks between them);
 - ``websocket``: pre-built WebSocket frames (server frames are unmasked, so one
   frame's bytes fit every recipient);
 - ``webtransport``: the WebTransport (QUIC) stream frames, datagram records of
