@@ -43,19 +43,7 @@ from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.metrics import Metrics
 from edge.peers import PeerDelivery
 from edge.rooms import Rooms
-from edge.session import (
-    AckPeer,
-    Authenticate,
-    Join,
-    Leave,
-    Phase,
-    Ping,
-    SendAction,
-    SendPeer,
-    Session,
-    Sync,
-    WriteState,
-)
+from edge.session import Authenticate, Phase, Session
 from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
@@ -77,6 +65,7 @@ from wire.errors import (
     UnsupportedVersion,
 )
 from wire.frames import ACTION, REDIRECT_MOVED, STATE, Priority, action_priority
+from wire.incoming import AckPeer, Join, Leave, Ping, SendAction, SendPeer, Sync, WriteState
 from wire.outgoing import (
     action_frame,
     online_frame,

@@ -45,7 +45,6 @@ from typing import Any
 from edge.config import EdgeConfig
 from edge.fanout import Conn
 from edge.metrics import Metrics
-from edge.session import AckPeer, SendPeer
 from plumbing.ratelog import RateLimitedLog
 from room_router.bus import Bus, node_subject
 from room_router.inbox import Inbox, InboxCap, PeerMessage
@@ -54,6 +53,7 @@ from wire.codecs import encode_msgpack
 from wire.encoded import Encoded
 from wire.errors import InboxFull
 from wire.frames import Priority
+from wire.incoming import AckPeer, SendPeer
 from wire.outgoing import inbox_frame, peer_ack_frame, peer_frame
 
 # Write one encoded frame to one connection at monotonic time ``now``

@@ -17,11 +17,11 @@ from typing import Any
 
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub
-from edge.session import Join, Leave, Sync
 from room_router.gate import RoomGate
 from state_versions.store import StateStore
 from wire.encoded import Encoded
 from wire.frames import REDIRECT_MOVED, REDIRECT_NOT_OWNER
+from wire.incoming import Join, Leave, Sync
 from wire.outgoing import (
     RoomVersions,
     joined_frame,

@@ -11,9 +11,11 @@ has only expired. In READY every client frame type is
 accepted, validated and authorised here, and turned into one small command
 (a frozen dataclass) that the edge node carries out. CLOSED accepts nothing.
 
-Everything that can be decided without I/O is decided here: field types and
-sizes, the room limit per connection, membership of the room a frame names,
-role permissions and the rate limits. Errors are raised as
+Everything that can be decided without I/O is decided here: the room limit
+per connection, membership of the room a frame names, role permissions and
+the rate limits; a frame's fields (types, sizes, patterns, action bodies)
+are parsed into its typed frame by ``wire.incoming``, called at the points
+PROTOCOL.md's order of checks puts them. Errors are raised as
 ``LiveroomError`` subclasses carrying the offending frame's ``ref``.
 
 Every frame, of every kind and in every phase, first takes one token from
@@ -37,37 +39,28 @@ from typing import Any
 from edge.auth import Identity
 from edge.config import EdgeConfig
 from room_router.ratelimit import RateLimiter, TokenBucket
-from wire.decode import opt_int, opt_versions, ref_of, req_str
+from wire import incoming
+from wire.decode import ref_of
 from wire.errors import (
     AlreadyAuthenticated,
     Forbidden,
     HelloRequired,
-    InvalidField,
     LiveroomError,
-    MissingField,
     NotJoined,
     RateLimited,
     TooManyRooms,
-    UnsupportedVersion,
 )
-from wire.frames import (
-    ACTION,
-    COMMENT,
-    CUSTOM_KIND_RE,
-    GIFT,
-    HELLO,
-    JOIN,
-    LEAVE,
-    LIKE,
-    PEER,
-    PEER_ACK,
-    PING,
-    PROTOCOL_VERSION,
-    ROOM_RE,
-    SECTION_RE,
-    STATE,
-    SYNC,
-    USER_RE,
+from wire.frames import ACTION, HELLO, JOIN, LEAVE, PEER, PEER_ACK, PING, STATE, SYNC
+from wire.incoming import (
+    AckPeer,
+    Join,
+    Leave,
+    Ping,
+    SendAction,
+    SendPeer,
+    Sync,
+    WriteState,
+    action_body,
 )
 
 
@@ -80,76 +73,8 @@ class Authenticate:
     inbox_cursor: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Join:
-    room: str
-    known: dict[str, int]
-    epoch: str | None
-    ref: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Leave:
-    room: str
-    ref: Any
-
-
-@dataclass(frozen=True, slots=True)
-class SendAction:
-    room: str
-    kind: str
-    body: Any
-    ref: Any
-
-
-@dataclass(frozen=True, slots=True)
-class WriteState:
-    room: str
-    section: str
-    value: Any
-    expected: int | None
-    ref: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Sync:
-    room: str
-    known: dict[str, int]
-    epoch: str | None
-    ref: Any
-
-
-@dataclass(frozen=True, slots=True)
-class SendPeer:
-    to: str
-    body: Any
-    id: str
-    ref: Any
-
-
-@dataclass(frozen=True, slots=True)
-class AckPeer:
-    upto: int
-
-
-@dataclass(frozen=True, slots=True)
-class Ping:
-    t: Any
-    ref: Any
-
-
+# The other commands are the client's typed frames (wire/incoming.py).
 Command = Authenticate | Join | Leave | SendAction | WriteState | Sync | SendPeer | AckPeer | Ping
-
-
-def opt_epoch(frame: Mapping[str, Any]) -> str | None:
-    """The store epoch the client's known versions come from, if it says."""
-    epoch = frame.get("epoch")
-    if epoch is None:
-        return None
-    if not isinstance(epoch, str) or len(epoch) > 64:
-        raise InvalidField("field 'epoch' must be a string of at most 64 chars",
-                           ref=ref_of(frame), field="epoch")
-    return epoch
 
 
 class Phase(enum.Enum):
@@ -166,34 +91,22 @@ def may_write_section(identity: Identity, section: str) -> bool:
     return identity.role == "agent" and section == f"stage.{identity.user}"
 
 
-def validate_action(kind: str, body: Any, role: str, ref: Any, max_comment_chars: int) -> Any:
-    """The body to deliver for an action of ``kind`` sent by ``role``, or the
-    documented error. Role ``system`` is the backend publish API."""
-    if kind == COMMENT:
-        text = body.get("text") if isinstance(body, dict) else None
-        if not isinstance(text, str) or not text.strip() or len(text) > max_comment_chars:
-            raise InvalidField(
-                f"a comment body is {{\"text\": string of 1..{max_comment_chars} chars}}",
-                ref=ref, field="body")
-        return {"text": text}
-    if kind == GIFT:
-        gift = body.get("gift") if isinstance(body, dict) else None
-        count = body.get("count", 1) if isinstance(body, dict) else None
-        if (not isinstance(gift, str) or not 0 < len(gift) <= 32
-                or type(count) is not int or not 0 < count <= 9999):
-            raise InvalidField("a gift body is {\"gift\": string, \"count\": 1..9999}",
-                               ref=ref, field="body")
-        return {"gift": gift, "count": count}
-    if kind == LIKE:
-        count = body.get("count", 1) if isinstance(body, dict) else (1 if body is None else None)
-        if type(count) is not int or not 0 < count <= 100:
-            raise InvalidField("a like body is {\"count\": 1..100} or absent",
-                               ref=ref, field="body")
-        return {"count": count}
+def check_action_role(kind: str, role: str, ref: Any) -> None:
+    """``forbidden`` for a ``system.*`` action not sent by the backend (role
+    ``system``) and an ``agent.*`` one not sent by an agent or the backend."""
     if kind.startswith("system.") and role != "system":
         raise Forbidden("system.* actions come only through the backend API", ref=ref)
     if kind.startswith("agent.") and role not in ("agent", "system"):
         raise Forbidden("agent.* actions are for agents only", ref=ref)
+
+
+def validate_action(kind: str, body: Any, role: str, ref: Any, max_comment_chars: int) -> Any:
+    """The body to deliver for an action of ``kind`` sent by ``role``, or the
+    documented error. Role ``system`` is the backend publish API. (A built-in
+    kind's body is checked by the wire, any role may send one; the role
+    rules are for custom kinds, delivered as is: the two never both apply.)"""
+    body = action_body(kind, body, ref, max_comment_chars)
+    check_action_role(kind, role, ref)
     return body
 
 
@@ -244,25 +157,23 @@ class Session:
             self._frames.charge(self.config.frame_rate, now, extra)
 
     def receive(self, frame: Mapping[str, Any], now: float) -> Command:
+        """The command for one decoded client frame, or the first documented
+        error by PROTOCOL.md's order of checks: the frame budget, the phase,
+        then the frame's own checks, its fields parsed by ``wire.incoming``
+        between the membership, role, limit and rate checks made here."""
         ftype = frame["type"]
         ref = ref_of(frame)
         self.take_frame(ref, now)
         if self.phase is Phase.AWAITING_HELLO:
             if ftype != HELLO:
                 raise HelloRequired(ref=ref)
-            version = frame.get("v", PROTOCOL_VERSION)
-            if type(version) is not int or version != PROTOCOL_VERSION:
-                raise UnsupportedVersion(
-                    f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}",
-                    ref=ref, supported=[PROTOCOL_VERSION])
-            if "token" not in frame:
-                raise MissingField("field 'token' is required", ref=ref, field="token")
+            hello = incoming.parse_hello(frame)
             try:
-                verified = self._verify(frame["token"], now)
+                verified = self._verify(hello.token, now)
             except LiveroomError as err:
                 err.ref = ref
                 raise
-            cursor = opt_int(frame, "inbox_cursor")
+            cursor = incoming.parse_inbox_cursor(frame)
             self.identity = verified
             self.phase = Phase.READY
             return Authenticate(verified, ref, cursor)
@@ -271,55 +182,42 @@ class Session:
         if ftype == HELLO:
             raise AlreadyAuthenticated(ref=ref)
         if ftype == PING:
-            return Ping(frame.get("t"), ref)
+            return incoming.parse_ping(frame)
         if ftype == PEER_ACK:
-            upto = opt_int(frame, "upto", minimum=1)
-            if upto is None:
-                raise MissingField("field 'upto' is required", ref=ref, field="upto")
-            return AckPeer(upto)
+            return incoming.parse_peer_ack(frame)
         if ftype == PEER:
-            to = req_str(frame, "to", pattern=USER_RE)
-            msg_id = req_str(frame, "id")
-            if "body" not in frame:
-                raise MissingField("field 'body' is required", ref=ref, field="body")
+            peer = incoming.parse_peer(frame)
             wait = self._peer_limiter.check(identity.user, "", now)
             if wait:
                 raise RateLimited(ref=ref, retry_after=round(wait, 3))
-            return SendPeer(to, frame["body"], msg_id, ref)
-        room = req_str(frame, "room", pattern=ROOM_RE)
+            return peer
+        room = incoming.parse_room(frame)
         if ftype == JOIN:
-            known = opt_versions(frame, "known")
+            known = incoming.parse_known(frame)
             if room not in self.rooms and len(self.rooms) >= self.config.max_rooms_per_conn:
                 raise TooManyRooms(
                     f"at most {self.config.max_rooms_per_conn} rooms per connection",
                     ref=ref, limit=self.config.max_rooms_per_conn)
-            return Join(room, known, opt_epoch(frame), ref)
+            return incoming.parse_join(frame, room, known)
         if room not in self.rooms:
             raise NotJoined(f"not a member of room {room!r}", ref=ref, room=room)
         if ftype == LEAVE:
-            return Leave(room, ref)
+            return incoming.parse_leave(frame, room)
         if ftype == SYNC:
-            return Sync(room, opt_versions(frame, "known"), opt_epoch(frame), ref)
+            return incoming.parse_sync(frame, room)
         if ftype == ACTION:
-            kind = req_str(frame, "kind", max_len=32)
-            if not CUSTOM_KIND_RE.match(kind):
-                raise InvalidField("field 'kind' must match [a-z][a-z0-9_.-]{0,31}",
-                                   ref=ref, field="kind")
-            body = validate_action(kind, frame.get("body"), identity.role, ref,
-                                   self.config.max_comment_chars)
+            action = incoming.parse_action(frame, room, self.config.max_comment_chars)
+            check_action_role(action.kind, identity.role, ref)
             wait = self._action_limiter.check(identity.user, room, now)
             if wait:
                 raise RateLimited(ref=ref, retry_after=round(wait, 3))
-            return SendAction(room, kind, body, ref)
+            return action
         if ftype == STATE:
-            section = req_str(frame, "section", pattern=SECTION_RE, max_len=97)
+            section = incoming.parse_state_target(frame)
             if not may_write_section(identity, section):
                 raise Forbidden(f"role {identity.role!r} may not write section {section!r}",
                                 ref=ref, section=section)
-            if "value" not in frame:
-                raise MissingField("field 'value' is required", ref=ref, field="value")
-            expected = opt_int(frame, "expect")
-            return WriteState(room, section, frame["value"], expected, ref)
+            return incoming.parse_state_value(frame, room, section)
         raise AssertionError(f"unhandled frame type {ftype}")  # decode_frame filters
 
     def close(self) -> None:
