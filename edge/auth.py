@@ -11,6 +11,10 @@ from wire.errors import Unauthorized
 from wire.frames import ROLES, USER_RE
 
 _ALGORITHMS = ["HS256"]
+# The value rule's size bound for a name of at most 64 characters: 4 bytes of
+# UTF-8 each and a msgpack str16 header. The length check is the real bound;
+# value_fault is here for the types (a lone surrogate), never the size.
+_NAME_MAX_BYTES = 64 * 4 + 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ def verify_token(token: object, secret: str, now: float) -> Identity:
     # (wire/decode.py) like any value a client sends, else it could not
     # be encoded (a lone surrogate, which JSON's escapes allow).
     if (not isinstance(name, str) or not 0 < len(name) <= 64
-            or value_fault(name, 256) is not None):
+            or value_fault(name, _NAME_MAX_BYTES) is not None):
         raise Unauthorized("the token's name claim must be a string of 1..64 chars")
     return Identity(user, name, role, float(exp))
 

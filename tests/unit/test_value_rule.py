@@ -269,3 +269,16 @@ def test_a_token_name_the_encoders_cannot_carry_is_refused() -> None:
         verify_token(mint_token(secret, "u1", "a\ud800", "viewer", now, 60), secret, now)
     ident = verify_token(mint_token(secret, "u1", "Zoë 🎉", "viewer", now, 60), secret, now)
     Encoded(action_frame("r", "comment", {"text": "hi"}, ident.public(), 1, now)).frame(JSON)
+
+
+def test_a_token_name_of_64_four_byte_characters_is_accepted() -> None:
+    """The name bound is 64 characters, not a byte count: 64 emoji (256 bytes
+    of UTF-8) are a valid name, as they were before the value rule."""
+    import time
+
+    from edge.auth import mint_token, verify_token
+
+    secret = "s" * 32
+    now = time.time()
+    name = "\U0001F600" * 64
+    assert verify_token(mint_token(secret, "u1", name, "viewer", now, 60), secret, now).name == name
