@@ -206,18 +206,17 @@ class EdgeNode:
             # identity (wire.codecs.Variant). Only until the hello is accepted.
             conn.variant = Variant(variant)
         try:
-            size = len(data) if isinstance(data, bytes) else len(data.encode())
-            if size > self.config.max_frame_bytes:
-                session.take_frame(None, self.clock())
-                raise FrameTooLarge(
-                    f"frame of {size} bytes is over the limit of "
-                    f"{self.config.max_frame_bytes}", limit=self.config.max_frame_bytes)
             try:
+                size = len(data) if isinstance(data, bytes) else len(data.encode())
+                if size > self.config.max_frame_bytes:
+                    raise FrameTooLarge(
+                        f"frame of {size} bytes is over the limit of "
+                        f"{self.config.max_frame_bytes}", limit=self.config.max_frame_bytes)
                 frame = decode_frame(data, variant, self.config.max_value_bytes)
             except LiveroomError:
-                # Not decodable: it never reaches the session, but costs a
-                # token of the frame budget all the same (a flood of garbage
-                # is refused like any other flood: rate_limited instead).
+                # Too large or not decodable: it never reaches the session,
+                # but costs a token of the frame budget all the same (a flood
+                # of garbage is refused like any other flood: rate_limited).
                 session.take_frame(None, self.clock())
                 raise
             self.metrics.frames_in.labels(frame["type"]).inc()
