@@ -20,6 +20,7 @@ from edge.fanout import Conn, FanoutResult, Hub
 from room_router.gate import RoomGate
 from state_versions.store import StateStore
 from wire.encoded import Encoded
+from wire.errors import InternalError
 from wire.frames import REDIRECT_MOVED, REDIRECT_NOT_OWNER
 from wire.incoming import Join, Leave, Sync
 from wire.outgoing import (
@@ -128,7 +129,10 @@ class Rooms:
         encoding (already made for the write), which the session charges
         to the connection's frame budget: re-encoding a room is not free."""
         enc = Encoded(reply)
-        self._deliver(conn, enc, self._monotonic())
+        if not self._deliver(conn, enc, self._monotonic()):
+            # Not encodable: counted and logged by _deliver; the client gets
+            # ``internal`` (as _reply's fallback) and nothing is encoded again.
+            raise InternalError()
         return len(enc.payload(conn.variant))
 
     async def _state_reply(self, room: str, known: dict[str, int],
