@@ -60,7 +60,6 @@ from wire.incoming import (
     SendPeer,
     Sync,
     WriteState,
-    action_body,
 )
 
 
@@ -98,16 +97,6 @@ def check_action_role(kind: str, role: str, ref: Any) -> None:
         raise Forbidden("system.* actions come only through the backend API", ref=ref)
     if kind.startswith("agent.") and role not in ("agent", "system"):
         raise Forbidden("agent.* actions are for agents only", ref=ref)
-
-
-def validate_action(kind: str, body: Any, role: str, ref: Any, max_comment_chars: int) -> Any:
-    """The body to deliver for an action of ``kind`` sent by ``role``, or the
-    documented error. Role ``system`` is the backend publish API. (A built-in
-    kind's body is checked by the wire, any role may send one; the role
-    rules are for custom kinds, delivered as is: the two never both apply.)"""
-    body = action_body(kind, body, ref, max_comment_chars)
-    check_action_role(kind, role, ref)
-    return body
 
 
 class Session:

@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token
 from edge.node import SYSTEM_SENDER, EdgeNode
-from edge.session import validate_action
 from edge.ws import handle_ws
 from plumbing.ratelog import RateLimitedLog
 from wire.decode import decode_json_body, opt_int
@@ -38,6 +37,7 @@ from wire.errors import (
     Unavailable,
 )
 from wire.frames import CUSTOM_KIND_RE, ROLES, ROOM_RE, SECTION_RE, USER_RE
+from wire.incoming import action_body
 
 log = logging.getLogger("liveroom.http")
 
@@ -173,8 +173,9 @@ async def publish_action(request: web.Request) -> web.Response:
     if not isinstance(kind, str) or not CUSTOM_KIND_RE.match(kind):
         raise InvalidField("field 'kind' must match [a-z][a-z0-9_.-]{0,31}", field="kind")
     node = _node(request)
-    value = validate_action(kind, body.get("body"), "system", None,
-                            node.config.max_comment_chars)
+    # The backend may send every kind (system.* and agent.* included): only
+    # the body rules of the built-in kinds apply.
+    value = action_body(kind, body.get("body"), None, node.config.max_comment_chars)
     sender = dict(SYSTEM_SENDER)
     given = body.get("sender")
     if isinstance(given, str) and USER_RE.match(given):
