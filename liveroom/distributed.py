@@ -13,7 +13,6 @@ origin over the shared store.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -150,11 +149,6 @@ class RoleProcess:
             self.node.stop()
         if self.services is not None:
             await self.services.close()
-
-
-def env_list(name: str) -> list[str]:
-    raw = os.environ.get(f"LIVEROOM_{name}", "")
-    return [u.strip() for u in raw.split(",") if u.strip()]
 
 
 def describe(proc: RoleProcess) -> dict[str, Any]:

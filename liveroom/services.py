@@ -89,8 +89,6 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
     seconds an unused room stays in Redis once PostgreSQL has it (None:
     forever)."""
     if action_rate is None:
-        from edge.config import EdgeConfig
-
         action_rate = EdgeConfig().action_rate
     redis = open_redis(redis_url)
     try:
@@ -180,6 +178,8 @@ async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
 
 async def _open_services(opts: RoleOptions, metrics: Metrics,
                          closers: list[Callable[[], Awaitable[None]]]) -> Services:
+    # Connections are re-asserted by every heartbeat: expire after a few.
+    registry_ttl = max(10.0, 5 * opts.heartbeat)
     bus: Bus
     if opts.nats:
         from room_router.bus_nats import BusFault, BusMetrics, NatsBus
@@ -209,7 +209,7 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         # two-tier store: Redis hot, PostgreSQL durable; the shared limit).
         stores = await open_distributed_stores(
             opts.redis, opts.postgres, action_rate=opts.config.action_rate,
-            registry_ttl=max(10.0, 5 * opts.heartbeat),
+            registry_ttl=registry_ttl,
             max_sections=opts.config.max_sections, idle_ttl=opts.config.room_idle_seconds)
         closers.append(stores.close)
         log.info("redis %s + postgres: tiered state, inbox, registries, counts, limits",
@@ -236,17 +236,11 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         inbox = sqlite
         log.warning("no --postgres: the peer inbox is a local SQLite file")
     if opts.redis:
-        from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
-        from room_router.registry_redis import RedisConnectionRegistry
-        from state_versions.store_redis import RedisStateStore
-        from storage.redis_conn import open_redis
-
         client = open_redis(opts.redis)
         closers.append(client.aclose)
         # Redis is the only copy here: its rooms never expire.
         store = await RedisStateStore.open(client, max_sections=opts.config.max_sections)
-        # Connections are re-asserted by every heartbeat: expire after a few.
-        registry = RedisConnectionRegistry(client, ttl=max(10.0, 5 * opts.heartbeat))
+        registry = RedisConnectionRegistry(client, ttl=registry_ttl)
         nodes = RedisNodeRegistry(client)
         online = RedisOnlineCounts(client)
         log.info("redis: %s (state, registries, online counts)", opts.redis)
