@@ -279,56 +279,64 @@ def role_options(args: argparse.Namespace, role: str) -> RoleOptions:
 
 # -- the agents' flags (liveroom serve and liveroom agents; docs/AGENTS.md) --
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults come from AgentOptions, as the limits come from EdgeConfig: one
+    # source of truth; strings, so a bad variable is reported like a bad flag.
+    d = AgentOptions()
     g = parser.add_argument_group("agents (LLM characters; docs/AGENTS.md)")
     g.add_argument("--no-agents", action="store_true",
                    help="start no agent (default: the demo character in the demo room)")
-    g.add_argument("--agent-room", default=env("AGENT_ROOM", "demo"))
-    g.add_argument("--agent-characters", default=env("AGENT_CHARACTERS", "quinn"),
+    g.add_argument("--agent-room", default=env("AGENT_ROOM", d.room))
+    g.add_argument("--agent-characters", default=env("AGENT_CHARACTERS", ",".join(d.characters)),
                    help="comma-separated character names to seat in --agent-room")
     g.add_argument("--characters", type=Path, default=env("CHARACTERS", "") or None,
                    help="a directory of extra character TOML files")
     g.add_argument("--agent-backend", choices=BACKEND_CHOICES,
-                   default=env("AGENT_BACKEND", "auto"),
+                   default=env("AGENT_BACKEND", d.backend),
                    help="auto: embedded when installed (make llm), else scripted")
-    g.add_argument("--openai-base-url", default=env("OPENAI_BASE_URL",
-                                                      "http://127.0.0.1:8000/v1"))
-    g.add_argument("--openai-model", default=env("OPENAI_MODEL", ""))
-    g.add_argument("--openai-timeout", type=float, default=float(env("OPENAI_TIMEOUT", "30")))
+    g.add_argument("--openai-base-url", default=env("OPENAI_BASE_URL", d.openai_base_url))
+    g.add_argument("--openai-model", default=env("OPENAI_MODEL", d.openai_model))
+    g.add_argument("--openai-timeout", type=float,
+                   default=env("OPENAI_TIMEOUT", str(d.openai_timeout)))
     g.add_argument("--openai-idle-timeout", type=float,
-                   default=float(env("OPENAI_IDLE_TIMEOUT", "10")),
+                   default=env("OPENAI_IDLE_TIMEOUT", str(d.openai_idle_timeout)),
                    help="seconds without a chunk before a call counts as failed")
-    g.add_argument("--openai-retries", type=int, default=int(env("OPENAI_RETRIES", "2")))
-    g.add_argument("--breaker-threshold", type=int, default=int(env("BREAKER_THRESHOLD", "3")))
-    g.add_argument("--breaker-reset", type=float, default=float(env("BREAKER_RESET", "10")),
+    g.add_argument("--openai-retries", type=int,
+                   default=env("OPENAI_RETRIES", str(d.openai_retries)))
+    g.add_argument("--breaker-threshold", type=int,
+                   default=env("BREAKER_THRESHOLD", str(d.breaker_threshold)))
+    g.add_argument("--breaker-reset", type=float,
+                   default=env("BREAKER_RESET", str(d.breaker_reset)),
                    help="seconds the breaker stays open before a probe call")
     g.add_argument("--quota-room-per-day", type=int,
-                   default=int(env("QUOTA_ROOM_PER_DAY", "200000")),
+                   default=env("QUOTA_ROOM_PER_DAY", str(d.quota.room_per_day)),
                    help="tokens a day per room (0: unlimited)")
     g.add_argument("--quota-user-per-day", type=int,
-                   default=int(env("QUOTA_USER_PER_DAY", "20000")),
+                   default=env("QUOTA_USER_PER_DAY", str(d.quota.user_per_day)),
                    help="tokens a day per user (0: unlimited)")
     g.add_argument("--quota-redis", default=env("QUOTA_REDIS", "") or None,
                    help="redis://host:port/db (or redis+cluster://): keep the quotas in Redis "
                         "(several agents processes; liveroom agents --redis does it too); "
                         "default: in this process's memory")
-    g.add_argument("--agent-word-delay", type=float, default=float(env("AGENT_WORD_DELAY",
-                                                                        "0.04")),
+    g.add_argument("--agent-word-delay", type=float,
+                   default=env("AGENT_WORD_DELAY", str(d.word_delay)),
                    help="seconds between the words of a scripted reply")
     g.add_argument("--agent-stale-after", type=float,
-                   default=float(env("AGENT_STALE_AFTER", "20")),
+                   default=env("AGENT_STALE_AFTER", str(d.stale_after)),
                    help="seconds after which an unanswered trigger (or a reply in flight) "
                         "is stale and dropped")
-    g.add_argument("--agent-big-room", type=int, default=int(env("AGENT_BIG_ROOM", "500")),
+    g.add_argument("--agent-big-room", type=int,
+                   default=env("AGENT_BIG_ROOM", str(d.big_room_members)),
                    help="members from which a room is big: a reply's deltas then go out every "
                         "--agent-big-room-delta-interval seconds (each is a message to every "
                         "member)")
     g.add_argument("--agent-big-room-delta-interval", type=float,
-                   default=float(env("AGENT_BIG_ROOM_DELTA_INTERVAL", "1.0")))
+                   default=env("AGENT_BIG_ROOM_DELTA_INTERVAL",
+                               str(d.big_room_delta_interval)))
     g.add_argument("--embedded-threads", type=int,
-                   default=int(env("EMBEDDED_THREADS", "2")),
+                   default=env("EMBEDDED_THREADS", str(d.embedded_threads)),
                    help="CPU threads of the embedded model")
     g.add_argument("--interaction-retention-days", type=float,
-                   default=float(env("INTERACTION_RETENTION_DAYS", "7")),
+                   default=env("INTERACTION_RETENTION_DAYS", str(d.interaction_retention_days)),
                    help="days a finished direct interaction (and its stream) is kept; "
                         "0: forever")
     g.add_argument("--agent-cooldown", type=float, default=None,
@@ -340,7 +348,7 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         raise SystemExit("--interaction-retention-days must be 0 (forever) or more")
     return AgentOptions(
         enabled=not args.no_agents, room=args.agent_room,
-        characters=tuple(c.strip() for c in args.agent_characters.split(",") if c.strip()),
+        characters=tuple(urls(args.agent_characters)),
         characters_dir=args.characters, backend=args.agent_backend,
         openai_base_url=args.openai_base_url, openai_model=args.openai_model,
         openai_api_key=os.environ.get("LIVEROOM_OPENAI_API_KEY", "not-needed"),
