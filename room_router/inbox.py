@@ -52,7 +52,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from storage.sqlite_thread import SqliteThread
+from storage.sqlite_thread import SqliteThread, immediate
 from wire.errors import InboxFull
 
 # Acknowledged messages are kept this long for deduplication of retries.
@@ -147,48 +147,43 @@ class SqliteInbox:
                      body: Any, ts: float, cap: InboxCap | None = None
                      ) -> tuple[PeerMessage, bool]:
         return await self._sql.run(self._append_sync, to, sender, sender_name, client_id,
-                                   msgpack.packb(body, use_bin_type=True), ts, cap)
+                                   body, msgpack.packb(body, use_bin_type=True), ts, cap)
 
     def _append_sync(self, to: str, sender: str, sender_name: str, client_id: str,
-                     body: bytes, ts: float, cap: InboxCap | None
+                     body: Any, packed: bytes, ts: float, cap: InboxCap | None
                      ) -> tuple[PeerMessage, bool]:
         db = self._sql.conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM peer_inbox"
                 " WHERE from_user = ? AND to_user = ? AND client_id = ?",
                 (sender, to, client_id)).fetchone()
             if row is not None:
-                db.execute("COMMIT")
                 return _message(row), False
-            if cap is not None:
-                which = _over_cap(db, to, cap, len(body))
-                if which is not None:
-                    db.execute("COMMIT")  # keeps a recount that corrected the counters
-                    raise cap.error(to, which)
-            prev = db.execute("SELECT coalesce(max(seq), 0) FROM peer_inbox WHERE to_user = ?",
-                              (to,)).fetchone()[0]
-            cur = db.execute(
-                "INSERT INTO peer_inbox (to_user, from_user, from_name, client_id, body, ts,"
-                " prev) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (to, sender, sender_name, client_id, body, ts, prev))
-            db.execute(
-                "INSERT INTO peer_cursor (user, acked_upto, unacked_count, unacked_bytes)"
-                " VALUES (?, 0, 1, ?) ON CONFLICT (user) DO UPDATE SET"
-                " unacked_count = unacked_count + 1,"
-                " unacked_bytes = unacked_bytes + excluded.unacked_bytes",
-                (to, len(body)))
-            db.execute("COMMIT")
-        except InboxFull:
-            raise
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            # Over the cap, the transaction still commits: it keeps a recount
+            # that corrected the counters (_over_cap); the refusal follows.
+            which = None if cap is None else _over_cap(db, to, cap, len(packed))
+            if which is None:
+                prev = db.execute(
+                    "SELECT coalesce(max(seq), 0) FROM peer_inbox WHERE to_user = ?",
+                    (to,)).fetchone()[0]
+                cur = db.execute(
+                    "INSERT INTO peer_inbox (to_user, from_user, from_name, client_id, body,"
+                    " ts, prev) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (to, sender, sender_name, client_id, packed, ts, prev))
+                db.execute(
+                    "INSERT INTO peer_cursor (user, acked_upto, unacked_count, unacked_bytes)"
+                    " VALUES (?, 0, 1, ?) ON CONFLICT (user) DO UPDATE SET"
+                    " unacked_count = unacked_count + 1,"
+                    " unacked_bytes = unacked_bytes + excluded.unacked_bytes",
+                    (to, len(packed)))
+        if which is not None:
+            assert cap is not None
+            raise cap.error(to, which)
         seq = cur.lastrowid
         assert seq is not None
-        return PeerMessage(seq, to, sender, sender_name, client_id,
-                           msgpack.unpackb(body, raw=False), ts, int(prev)), True
+        # The body as the caller gave it: the stored bytes are its encoding.
+        return PeerMessage(seq, to, sender, sender_name, client_id, body, ts, int(prev)), True
 
     async def pending(self, user: str, after: int, limit: int) -> list[PeerMessage]:
         return await self._sql.run(self._pending_sync, user, after, limit)
@@ -210,8 +205,7 @@ class SqliteInbox:
     def _ack_sync(self, user: str, upto: int, now: float) -> None:
         db = self._sql.conn()
         upto = max(0, min(upto, _INT64_MAX))
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             row = db.execute("SELECT acked_upto FROM peer_cursor WHERE user = ?",
                              (user,)).fetchone()
             old = row[0] if row else 0
@@ -228,10 +222,6 @@ class SqliteInbox:
                     (user, upto, n, size))
             db.execute("DELETE FROM peer_inbox WHERE to_user = ? AND seq <= ? AND ts < ?",
                        (user, upto, now - ACKED_RETENTION_S))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     async def acked_upto(self, user: str) -> int:
         row = await self._sql.run(lambda: self._sql.conn().execute(
@@ -277,8 +267,7 @@ def _upgrade(db: sqlite3.Connection) -> None:
     cursor = {r[1] for r in db.execute("PRAGMA table_info(peer_cursor)")}
     if "prev" in inbox and "unacked_count" in cursor:
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         if "prev" not in inbox:
             db.execute("ALTER TABLE peer_inbox ADD COLUMN prev INTEGER NOT NULL DEFAULT 0")
             db.execute(
@@ -296,10 +285,6 @@ def _upgrade(db: sqlite3.Connection) -> None:
                 " WHERE c.user = m.to_user), 0) GROUP BY m.to_user"
                 " ON CONFLICT (user) DO UPDATE SET unacked_count = excluded.unacked_count,"
                 " unacked_bytes = excluded.unacked_bytes")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _message(row: tuple[Any, ...]) -> PeerMessage:

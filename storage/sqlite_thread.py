@@ -15,8 +15,9 @@ be lost with the machine. There is no default: each store says which it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,3 +70,17 @@ class SqliteThread:
         if db is not None:
             await self.run(db.close)
         self._pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection: ``BEGIN IMMEDIATE``
+    (the write lock from the start, so a read-then-write cannot be raced),
+    committed when the block ends, even by ``return``; rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
