@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,75 +62,23 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
     return node, app
 
 
-class EdgeTimers:
-    """An edge's process-wide timers: the online count (one timer for the
-    whole node, not a task per room) and, on an in-memory state store, the
-    idle-room sweep (``Sweeper``). ``cancel()`` stops both."""
+class Every:
+    """``fn()`` every ``period`` seconds on the running loop: one timer,
+    re-armed after each call (even one that raised), until ``cancel()``."""
 
-    __slots__ = ("_handle", "_interval", "_node", "sweeper")
+    __slots__ = ("_fn", "_handle", "period")
 
-    def __init__(self, node: EdgeNode, services: Services, *, keep: set[str]) -> None:
-        self._node = node
-        self._interval = node.config.online_interval
+    def __init__(self, period: float, fn: Callable[[], object]) -> None:
+        self.period = period
+        self._fn = fn
         self._handle: asyncio.TimerHandle | None = None
-        self.sweeper: Sweeper | None = None
-        if isinstance(services.store, MemoryStateStore):
-            # The embedded store: idle rooms leave memory.
-            self.sweeper = Sweeper(services.store, node, keep,
-                                   node.config.room_idle_seconds)
-
-    def start_sweeping(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.start()
-
-    def start_online(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def tick() -> None:
-            try:
-                self._node.tick_online()
-            finally:
-                self._handle = loop.call_later(self._interval, tick)
-
-        self._handle = loop.call_later(self._interval, tick)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-
-
-class Sweeper:
-    """The one timer of a process that drops idle rooms from its in-memory
-    state store (``MemoryStateStore.drop_idle``), whatever their number: no
-    task or timer per room. It runs every tenth of the idle time (at most a
-    minute), so a room is dropped between 0.9 and 1.1 times
-    ``room_idle_seconds`` after its last write or its last member (members
-    are seen by the sweeps)."""
-
-    __slots__ = ("_handle", "_keep", "_node", "_period", "_store", "dropped")
-
-    def __init__(self, store: MemoryStateStore, node: EdgeNode, keep: set[str],
-                 idle_for: float) -> None:
-        self._store = store
-        self._node = node
-        self._keep = keep
-        self._period = min(60.0, idle_for / 10)
-        self._handle: asyncio.TimerHandle | None = None
-        self.dropped = 0
 
     def start(self) -> None:
-        self._handle = asyncio.get_running_loop().call_later(self._period, self._sweep)
+        self._handle = asyncio.get_running_loop().call_later(self.period, self._tick)
 
-    def _sweep(self) -> None:
+    def _tick(self) -> None:
         try:
-            busy = self._node.hub.rooms.keys() | self._keep
-            dropped = self._store.drop_idle(busy)
-            if dropped:
-                self.dropped += len(dropped)
-                log.info("dropped %d idle rooms from memory", len(dropped))
+            self._fn()
         finally:
             self.start()
 
@@ -137,6 +86,59 @@ class Sweeper:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+class EdgeTimers:
+    """An edge's process-wide timers: the online count (one timer for the
+    whole node, not a task per room) and, on an in-memory state store, the
+    idle-room sweep (``Sweeper``). ``cancel()`` stops both."""
+
+    __slots__ = ("_online", "_sweep")
+
+    def __init__(self, node: EdgeNode, services: Services, *, keep: set[str]) -> None:
+        self._online = Every(node.config.online_interval, node.tick_online)
+        self._sweep: Every | None = None
+        if isinstance(services.store, MemoryStateStore):
+            # The embedded store: idle rooms leave memory. Every tenth of the
+            # idle time (at most a minute), so a room is dropped between 0.9
+            # and 1.1 times room_idle_seconds after its last write or member.
+            idle_for = node.config.room_idle_seconds
+            self._sweep = Every(min(60.0, idle_for / 10),
+                                Sweeper(services.store, node, keep).sweep)
+
+    def start_sweeping(self) -> None:
+        if self._sweep is not None:
+            self._sweep.start()
+
+    def start_online(self) -> None:
+        self._online.start()
+
+    def cancel(self) -> None:
+        self._online.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
+
+
+class Sweeper:
+    """What drops idle rooms from a process's in-memory state store
+    (``MemoryStateStore.drop_idle``), whatever their number: one timer
+    (``EdgeTimers``) calls ``sweep``, no task or timer per room; the rooms
+    with members here (seen by the sweeps) and ``keep`` stay."""
+
+    __slots__ = ("_keep", "_node", "_store", "dropped")
+
+    def __init__(self, store: MemoryStateStore, node: EdgeNode, keep: set[str]) -> None:
+        self._store = store
+        self._node = node
+        self._keep = keep
+        self.dropped = 0
+
+    def sweep(self) -> None:
+        busy = self._node.hub.rooms.keys() | self._keep
+        dropped = self._store.drop_idle(busy)
+        if dropped:
+            self.dropped += len(dropped)
+            log.info("dropped %d idle rooms from memory", len(dropped))
 
 
 class QuicConfigured(Protocol):
