@@ -1,20 +1,47 @@
-"""Authentication: HS256 JWTs with claims ``sub``, ``name``, ``role``, ``exp``."""
+"""Authentication: HS256 JWTs with claims ``sub``, ``name``, ``role``,
+``rooms`` and ``exp``.
+
+Roles (docs/PROTOCOL.md, "Roles"): the ``role`` claim is the user's role
+everywhere, ``viewer`` (the default) or ``agent``; ``host`` and ``moderator``
+are never global: a token whose ``role`` asks for one is refused at
+``hello`` (``unauthorized``), so that no token minted the old way stays host
+of every room. Elevated roles are granted per room by the ``rooms`` claim, a
+map of room ids or patterns (``quiz-*``; ``*`` is every room) to ``viewer``,
+``moderator`` or ``host``; in a room it does not name, the token is a
+viewer. A grant of any role also admits the user to a private room
+(``room_router.roomconfig``). Which grant holds when several match: the
+exact room id, else the longest matching pattern (the most specific), else
+the first of equal length in the claim's order.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import jwt
 
 from wire.decode import value_fault
 from wire.errors import Unauthorized
-from wire.frames import ROLES, USER_RE
+from wire.frames import GLOBAL_ROLES, ROOM_PATTERN_RE, ROOM_ROLES, USER_RE, room_pattern
 
 _ALGORITHMS = ["HS256"]
 # The value rule's size bound for a name of at most 64 characters: 4 bytes of
 # UTF-8 each and a msgpack str16 header. The length check is the real bound;
 # value_fault is here for the types (a lone surrogate), never the size.
 _NAME_MAX_BYTES = 64 * 4 + 3
+# Entries of the ``rooms`` claim: a platform grants a user the rooms it
+# hosts or moderates, not a catalogue (a pattern covers a family of rooms).
+MAX_ROOM_GRANTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One entry of the ``rooms`` claim."""
+
+    pattern: str
+    role: str
+    regex: re.Pattern[str] | None  # None: an exact room id
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +50,57 @@ class Identity:
     name: str
     role: str
     exp: float
+    # The ``rooms`` claim, most specific first (see the module docstring).
+    grants: tuple[Grant, ...] = field(default=())
 
     def public(self) -> dict[str, str]:
-        """How the wire shows this user: an action's ``from``, the
-        ``welcome``'s ``user`` (docs/PROTOCOL.md)."""
+        """How the wire shows this user outside any room (the ``welcome``'s
+        ``user``)."""
         return {"id": self.user, "name": self.name, "role": self.role}
+
+    def public_in(self, role: str) -> dict[str, str]:
+        """How the wire shows this user in a room where its role is
+        ``role`` (an action's ``from``, a presence entry)."""
+        return {"id": self.user, "name": self.name, "role": role}
+
+    def grant_for(self, room: str) -> Grant | None:
+        """The grant of the ``rooms`` claim that holds in ``room``, if any."""
+        for grant in self.grants:
+            if grant.regex is None:
+                if grant.pattern == room:
+                    return grant
+            elif grant.regex.match(room):
+                return grant
+        return None
+
+    def role_in(self, room: str) -> str:
+        """The user's role in ``room``: an elevated grant's, else its global
+        role (a ``viewer`` grant admits to a private room, it lowers no one:
+        an agent with one is still an agent)."""
+        grant = self.grant_for(room)
+        return grant.role if grant is not None and grant.role != "viewer" else self.role
+
+
+def parse_grants(claim: object) -> tuple[Grant, ...]:
+    """The ``rooms`` claim as grants, most specific first; ValueError saying
+    what is wrong with it."""
+    if claim is None:
+        return ()
+    if not isinstance(claim, dict):
+        raise ValueError("the rooms claim must map room ids or patterns to roles")
+    if len(claim) > MAX_ROOM_GRANTS:
+        raise ValueError(f"the rooms claim names at most {MAX_ROOM_GRANTS} rooms or patterns")
+    grants = []
+    for i, (pattern, role) in enumerate(claim.items()):
+        if not isinstance(pattern, str) or not ROOM_PATTERN_RE.match(pattern):
+            raise ValueError("a rooms claim key is a room id or pattern of 1..64 of "
+                             "[A-Za-z0-9_.:-*]")
+        if role not in ROOM_ROLES:
+            raise ValueError(f"a rooms claim role is one of {', '.join(ROOM_ROLES)}")
+        exact = "*" not in pattern
+        grants.append((0 if exact else 1, -len(pattern), i,
+                       Grant(pattern, role, None if exact else room_pattern(pattern))))
+    return tuple(g for *_, g in sorted(grants, key=lambda t: t[:3]))
 
 
 def verify_token(token: object, secret: str, now: float) -> Identity:
@@ -51,8 +124,15 @@ def verify_token(token: object, secret: str, now: float) -> Identity:
     if not isinstance(user, str) or not USER_RE.match(user):
         raise Unauthorized("the token's sub claim is not a valid user id")
     role = claims.get("role", "viewer")
-    if role not in ROLES:
-        raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}")
+    if role not in GLOBAL_ROLES:
+        if role in ROOM_ROLES:
+            raise Unauthorized(f"role {role!r} is granted per room: put it in the token's "
+                               "rooms claim ({\"<room or pattern>\": \"" + role + "\"})")
+        raise Unauthorized(f"the token's role must be one of {', '.join(GLOBAL_ROLES)}")
+    try:
+        grants = parse_grants(claims.get("rooms"))
+    except ValueError as exc:
+        raise Unauthorized(str(exc)) from None
     name = claims.get("name", user)
     # The name goes out in every action of the user: it obeys the value rule
     # (wire/decode.py) like any value a client sends, else it could not
@@ -60,10 +140,24 @@ def verify_token(token: object, secret: str, now: float) -> Identity:
     if (not isinstance(name, str) or not 0 < len(name) <= 64
             or value_fault(name, _NAME_MAX_BYTES) is not None):
         raise Unauthorized("the token's name claim must be a string of 1..64 chars")
-    return Identity(user, name, role, float(exp))
+    return Identity(user, name, role, float(exp), grants)
+
+
+def role_everywhere(role: str) -> tuple[str, dict[str, str] | None]:
+    """The (``role``, ``rooms``) claims that make a user ``role`` in every
+    room: for tools that play a host (load tests, fuzzers, tests), never
+    for the platform's users, which get grants of the rooms they run."""
+    if role in ROOM_ROLES and role != "viewer":
+        return "viewer", {"*": role}
+    return role, None
 
 
 def mint_token(secret: str, user: str, name: str, role: str, now: float,
-               ttl: float = 3600.0) -> str:
-    return jwt.encode({"sub": user, "name": name, "role": role, "exp": int(now + ttl)},
-                      secret, algorithm="HS256")
+               ttl: float = 3600.0, rooms: dict[str, str] | None = None) -> str:
+    """A token as the backend mints it (``role``: global, ``rooms``: the
+    per-room grants; see the module docstring)."""
+    claims: dict[str, object] = {"sub": user, "name": name, "role": role,
+                                 "exp": int(now + ttl)}
+    if rooms:
+        claims["rooms"] = rooms
+    return jwt.encode(claims, secret, algorithm="HS256")

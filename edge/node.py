@@ -50,6 +50,7 @@ from room_router.gate import RoomGate
 from room_router.inbox import Inbox
 from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
+from room_router.roomconfig import RoomPolicies
 from state_versions.store import StateStore
 from wire.close_codes import CloseCode
 from wire.codecs import Variant, codec_of, encode_msgpack
@@ -62,11 +63,23 @@ from wire.errors import (
     RateLimited,
     TooManyConnections,
     Unauthorized,
+    Unavailable,
     UnsupportedVersion,
 )
 from wire.frames import ACTION, REDIRECT_MOVED, STATE, Priority, action_priority
-from wire.incoming import AckPeer, Join, Leave, Ping, SendAction, SendPeer, Sync, WriteState
+from wire.incoming import (
+    AckPeer,
+    Join,
+    Leave,
+    Moderate,
+    Ping,
+    SendAction,
+    SendPeer,
+    Sync,
+    WriteState,
+)
 from wire.outgoing import (
+    ActionIds,
     action_frame,
     online_frame,
     pong_frame,
@@ -87,9 +100,12 @@ class EdgeNode:
                  inbox: Inbox, metrics: Metrics,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 shared_action_limiter: SharedRateLimiter | None = None) -> None:
+                 shared_action_limiter: SharedRateLimiter | None = None,
+                 policies: RoomPolicies | None = None) -> None:
         self.node_id = node_id
         self.config = config
+        # The rooms config in force (--rooms-config, reloaded on SIGHUP).
+        self.policies = policies or RoomPolicies()
         self.store = store
         self.bus = bus
         self.registry = registry
@@ -107,6 +123,9 @@ class EdgeNode:
         self._monotonic = monotonic
         self._action_limiter = RateLimiter(config.action_rate)
         self._peer_limiter = RateLimiter(config.peer_rate)
+        # Slow mode (per user and room, a rate per room from its policy).
+        self._slow_limiter = RateLimiter(config.action_rate)
+        self.action_ids = ActionIds()
         # The per-user action limit across edges (Redis), checked after the
         # local one and before publishing: see room_router/ratelimit_redis.py.
         self._shared_action_limiter = shared_action_limiter
@@ -158,7 +177,7 @@ class EdgeNode:
         self._next_cid += 1
         conn = Conn(self._next_cid, sink, self.config.budget)
         session = Session(self.config, self.verify, self._action_limiter,
-                          self._peer_limiter, conn.rooms)
+                          self._peer_limiter, conn.rooms, self.policies, self._slow_limiter)
         self.metrics.connections.inc()
         return conn, session
 
@@ -306,7 +325,8 @@ class EdgeNode:
                 wait = await self._shared_action_limiter.check(ident.user, cmd.room)
                 if wait:
                     raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
-            self.publish_action(cmd.room, cmd.kind, cmd.body, ident.public())
+            self.publish_action(cmd.room, cmd.kind, cmd.body,
+                                ident.public_in(ident.role_in(cmd.room)))
         elif isinstance(cmd, Join):
             session.charge_reply(await self.rooms.join(conn, cmd), self.clock())
         elif isinstance(cmd, Leave):
@@ -321,6 +341,9 @@ class EdgeNode:
             await self.peers.ack(conn, cmd)
         elif isinstance(cmd, Ping):
             self._reply(conn, pong_frame(cmd.t, self.clock(), cmd.ref))
+        elif isinstance(cmd, Moderate):
+            assert session.identity is not None
+            await self.moderate(conn, session.identity, cmd)
         elif isinstance(cmd, Authenticate):
             await self._authenticate(conn, cmd)
 
@@ -357,6 +380,10 @@ class EdgeNode:
         # the inbox replay (PeerDelivery.attach).
         await self.peers.attach(conn, cmd.inbox_cursor)
 
+    async def moderate(self, conn: Conn, ident: Identity, cmd: Moderate) -> None:
+        """A host's or moderator's ``moderate`` frame (docs/MODERATION.md)."""
+        raise Unavailable("moderation is not available on this edge", ref=cmd.ref)
+
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
         """Stamp and publish an action; returns its room sequence number.
         Used by client frames and the backend API alike."""
@@ -367,7 +394,7 @@ class EdgeNode:
             self._seq[room] = seq
         self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
         self.bus.publish(room_subject(room), encode_msgpack(
-            action_frame(room, kind, body, sender, seq, self.clock())))
+            action_frame(room, kind, body, sender, seq, self.clock(), self.action_ids.next())))
         return seq
 
     async def write_state(self, room: str, section: str, value: Any,

@@ -38,7 +38,8 @@ from typing import Any
 
 from edge.auth import Identity
 from edge.config import EdgeConfig
-from room_router.ratelimit import RateLimiter, TokenBucket
+from room_router.ratelimit import Rate, RateLimiter, TokenBucket
+from room_router.roomconfig import RoomPolicies
 from wire import incoming
 from wire.decode import ref_of
 from wire.errors import (
@@ -50,11 +51,24 @@ from wire.errors import (
     RateLimited,
     TooManyRooms,
 )
-from wire.frames import ACTION, HELLO, JOIN, LEAVE, PEER, PEER_ACK, PING, STATE, SYNC
+from wire.frames import (
+    ACTION,
+    ELEVATED_ROLES,
+    HELLO,
+    JOIN,
+    LEAVE,
+    MODERATE,
+    PEER,
+    PEER_ACK,
+    PING,
+    STATE,
+    SYNC,
+)
 from wire.incoming import (
     AckPeer,
     Join,
     Leave,
+    Moderate,
     Ping,
     SendAction,
     SendPeer,
@@ -73,7 +87,8 @@ class Authenticate:
 
 
 # The other commands are the client's typed frames (wire/incoming.py).
-Command = Authenticate | Join | Leave | SendAction | WriteState | Sync | SendPeer | AckPeer | Ping
+Command = (Authenticate | Join | Leave | SendAction | WriteState | Sync | SendPeer | AckPeer
+           | Ping | Moderate)
 
 
 class Phase(enum.Enum):
@@ -82,10 +97,10 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-def may_write_section(identity: Identity, section: str) -> bool:
-    """Hosts and moderators write any section; an agent writes only the
-    sections it owns: ``stage.<its user id>``."""
-    if identity.role in ("host", "moderator"):
+def may_write_section(identity: Identity, room: str, section: str) -> bool:
+    """Hosts and moderators of the room write any of its sections; an agent
+    writes only the sections it owns: ``stage.<its user id>``."""
+    if identity.role_in(room) in ELEVATED_ROLES:
         return True
     return identity.role == "agent" and section == f"stage.{identity.user}"
 
@@ -104,6 +119,8 @@ class Session:
         "_action_limiter",
         "_frames",
         "_peer_limiter",
+        "_policies",
+        "_slow_limiter",
         "_verify",
         "config",
         "identity",
@@ -113,7 +130,8 @@ class Session:
 
     def __init__(self, config: EdgeConfig, verify: Callable[[object, float], Identity],
                  action_limiter: RateLimiter, peer_limiter: RateLimiter,
-                 rooms: set[str]) -> None:
+                 rooms: set[str], policies: RoomPolicies | None = None,
+                 slow_limiter: RateLimiter | None = None) -> None:
         self.config = config
         self.phase = Phase.AWAITING_HELLO
         self.identity: Identity | None = None
@@ -123,6 +141,10 @@ class Session:
         self._verify = verify
         self._action_limiter = action_limiter
         self._peer_limiter = peer_limiter
+        # The rooms config in force (room_router/roomconfig.py) and the
+        # slow-mode buckets (per user and room, shared by the node's sessions).
+        self._policies = policies or RoomPolicies()
+        self._slow_limiter = slow_limiter or RateLimiter(Rate(1.0, 1))
         # The connection's frame budget, from its first frame on.
         self._frames: TokenBucket | None = None
 
@@ -187,7 +209,11 @@ class Session:
                 raise TooManyRooms(
                     f"at most {self.config.max_rooms_per_conn} rooms per connection",
                     ref=ref, limit=self.config.max_rooms_per_conn)
-            return incoming.parse_join(frame, room, known)
+            join = incoming.parse_join(frame, room, known)
+            if self._policies.policy(room).private and identity.grant_for(room) is None:
+                raise Forbidden(f"room {room!r} is private: the token's rooms claim must "
+                                "grant it", ref=ref, room=room, reason="private")
+            return join
         if room not in self.rooms:
             raise NotJoined(f"not a member of room {room!r}", ref=ref, room=room)
         if ftype == LEAVE:
@@ -196,18 +222,43 @@ class Session:
             return incoming.parse_sync(frame, room)
         if ftype == ACTION:
             action = incoming.parse_action(frame, room, self.config.max_comment_chars)
-            check_action_role(action.kind, identity.role, ref)
-            wait = self._action_limiter.check(identity.user, room, now)
-            if wait:
-                raise RateLimited(ref=ref, retry_after=round(wait, 3))
+            self._check_action(identity, action, now)
             return action
         if ftype == STATE:
             section = incoming.parse_state_target(frame)
-            if not may_write_section(identity, section):
-                raise Forbidden(f"role {identity.role!r} may not write section {section!r}",
-                                ref=ref, section=section)
+            if not may_write_section(identity, room, section):
+                raise Forbidden(f"role {identity.role_in(room)!r} may not write section "
+                                f"{section!r}", ref=ref, section=section)
             return incoming.parse_state_value(frame, room, section)
+        if ftype == MODERATE:
+            role = identity.role_in(room)
+            if role not in ELEVATED_ROLES:
+                raise Forbidden(f"only a host or moderator of room {room!r} moderates it",
+                                ref=ref, room=room)
+            return incoming.parse_moderate(frame, room)
         raise AssertionError(f"unhandled frame type {ftype}")  # decode_frame filters
+
+    def _check_action(self, identity: Identity, action: SendAction, now: float) -> None:
+        """The role may send the kind, the room allows it, the room's action
+        rate, then its slow mode (viewers only)."""
+        ref, room, kind = action.ref, action.room, action.kind
+        check_action_role(kind, identity.role, ref)
+        policy = self._policies.policy(room)
+        if identity.role != "agent" and not policy.allows_kind(kind):
+            raise Forbidden(f"room {room!r} does not take actions of kind {kind!r}",
+                            ref=ref, room=room, kind=kind)
+        rate = None if policy.action_rate is None or policy.action_burst is None else \
+            Rate(policy.action_rate, policy.action_burst)
+        wait = self._action_limiter.check(identity.user, room, now, rate)
+        if wait:
+            raise RateLimited(ref=ref, retry_after=round(wait, 3))
+        if policy.slow_mode > 0 and identity.role_in(room) == "viewer":
+            wait = self._slow_limiter.check(identity.user, room, now,
+                                            Rate(1.0 / policy.slow_mode, 1))
+            if wait:
+                raise RateLimited(f"room {room!r} is in slow mode: one action per "
+                                  f"{policy.slow_mode:g} s", ref=ref,
+                                  retry_after=round(wait, 3), reason="slow_mode")
 
     def close(self) -> None:
         self.phase = Phase.CLOSED

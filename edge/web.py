@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
-from edge.auth import mint_token
+from edge.auth import mint_token, parse_grants
 from edge.node import SYSTEM_SENDER, EdgeNode
 from edge.ws import handle_ws
 from plumbing.ratelog import RateLimitedLog
@@ -36,7 +36,7 @@ from wire.errors import (
     Unauthorized,
     Unavailable,
 )
-from wire.frames import CUSTOM_KIND_RE, ROLES, ROOM_RE, SECTION_RE, USER_RE
+from wire.frames import CUSTOM_KIND_RE, GLOBAL_ROLES, ROOM_RE, SECTION_RE, USER_RE
 from wire.incoming import action_body
 
 log = logging.getLogger("liveroom.http")
@@ -153,13 +153,20 @@ async def dev_token(request: web.Request) -> web.Response:
     if not isinstance(name, str) or not 0 < len(name) <= 64:
         raise InvalidField("name must be a string of 1..64 chars", field="name")
     role = body.get("role", "viewer")
-    if role not in ROLES:
-        raise InvalidField(f"role must be one of {', '.join(ROLES)}", field="role")
+    if role not in GLOBAL_ROLES:
+        raise InvalidField(f"role must be one of {', '.join(GLOBAL_ROLES)}; host and "
+                           "moderator are granted per room in rooms", field="role")
+    rooms = body.get("rooms")
+    try:
+        parse_grants(rooms)
+    except ValueError as exc:
+        raise InvalidField(str(exc), field="rooms") from None
     ttl = body.get("ttl", 3600)
     if type(ttl) is not int or not 0 < ttl <= 86400:
         raise InvalidField("ttl must be 1..86400 seconds", field="ttl")
     node = _node(request)
-    token = mint_token(request.app[JWT_SECRET_KEY], user, name, role, node.clock(), ttl)
+    token = mint_token(request.app[JWT_SECRET_KEY], user, name, role, node.clock(), ttl,
+                       rooms=rooms)
     return web.json_response({"token": token})
 
 
@@ -204,6 +211,14 @@ async def write_section(request: web.Request) -> web.Response:
                               "total": total})
 
 
+async def rooms_config(request: web.Request) -> web.Response:
+    """``GET /v1/config/rooms`` (backend key): the rooms config in force,
+    every entry with its settings resolved, in matching order."""
+    _require_api_key(request)
+    return web.json_response(_node(request).policies.public(),
+                             headers={"Cache-Control": "no-store"})
+
+
 async def quic_info(request: web.Request) -> web.Response:
     """Where the QUIC edge listens and the SHA-256 of its certificate (for a
     browser's ``serverCertificateHashes``); 404 ``not_found`` when it is off."""
@@ -231,6 +246,7 @@ def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/quic", quic_info)
+    app.router.add_get("/v1/config/rooms", rooms_config)
     app.router.add_post("/v1/dev/token", dev_token if dev else not_dev)
     app.router.add_post("/v1/rooms/{room}/actions", publish_action)
     app.router.add_post("/v1/rooms/{room}/state/{section}", write_section)

@@ -63,7 +63,7 @@ def make_app(opts: ServeOptions) -> web.Application:
     services = embedded_services(opts.config, opts.data_dir / "inbox.sqlite3")
     node, app = build_edge(services, node_id=opts.node_id, config=opts.config, cdn=opts.cdn,
                            secrets=EdgeSecrets(jwt_secret, api_key, opts.dev),
-                           metrics=Metrics())
+                           metrics=Metrics(), rooms_config=opts.rooms_config)
     agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
                            node.verify, node.clock, registry=node.metrics.registry) \
         if opts.agents.enabled else None

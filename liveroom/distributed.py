@@ -115,7 +115,8 @@ class RoleProcess:
         opts = self.opts
         secrets = EdgeSecrets(_jwt_secret(opts), opts.api_key, opts.dev)
         node, app = build_edge(s, node_id=opts.node_id, config=opts.config, cdn=opts.cdn,
-                               secrets=secrets, metrics=self.metrics)
+                               secrets=secrets, metrics=self.metrics,
+                               rooms_config=opts.rooms_config)
         self.node = node
         node.gate = PlacementGate(view, opts.group)
         node.start()

@@ -135,6 +135,9 @@ def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     for lim in LIMITS:
         g.add_argument(lim.flag, type=lim.kind, default=env(lim.env, lim.default()),
                        help=lim.help)
+    g.add_argument("--rooms-config", type=Path, default=env("ROOMS_CONFIG", "") or None,
+                   help="a TOML file of settings per room pattern (private, presence, "
+                        "history, rates, kinds; docs/PROTOCOL.md), reloaded on SIGHUP")
 
 
 def add_cdn_arguments(p: argparse.ArgumentParser) -> None:
@@ -258,6 +261,7 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         demo_room=not args.no_demo_room, config=edge_config(args), cdn=cdn_config(args),
         quic_port=args.quic_port, quic_cert=args.quic_cert, quic_key=args.quic_key,
         quic_idle_timeout=args.quic_idle_timeout, agents=agent_options(args),
+        rooms_config=args.rooms_config,
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
 
@@ -273,6 +277,7 @@ def role_options(args: argparse.Namespace, role: str) -> RoleOptions:
         quic_port=args.quic_port if quic else "off",
         quic_cert=args.quic_cert if quic else None, quic_key=args.quic_key if quic else None,
         quic_idle_timeout=args.quic_idle_timeout if quic else 30.0,
+        rooms_config=getattr(args, "rooms_config", None),
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
 

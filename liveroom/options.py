@@ -28,6 +28,8 @@ class ServeOptions:
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
     agents: AgentOptions = field(default_factory=AgentOptions)
+    # Settings per room pattern (room_router/roomconfig.py), reloaded on SIGHUP.
+    rooms_config: Path | None = None
     # QUIC (WebTransport on /wt): "auto" = the TCP port + 1 (0 with --port 0)
     # when a certificate is at hand (--quic-cert/--quic-key, or --dev, which
     # keeps a development one in the data dir); "off"; or a UDP port number.
@@ -58,6 +60,7 @@ class RoleOptions:
     api_key: str | None = None
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
+    rooms_config: Path | None = None
     # QUIC (WebTransport) next to an edge's WebSocket, as for liveroom serve
     # (liveroom.wiring.start_quic_edge); "off" for the other roles.
     quic_port: str = "off"

@@ -11,7 +11,8 @@ import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,7 @@ from edge.node import EdgeNode
 from edge.quic import QuicEdge, QuicOptions, start_quic
 from edge.web import build_app
 from liveroom.services import Services
+from room_router.roomconfig import RoomPolicies
 from state_versions.store import MemoryStateStore
 
 log = logging.getLogger("liveroom")
@@ -39,16 +41,47 @@ class EdgeSecrets:
     dev: bool
 
 
+def load_room_policies(path: Path | None) -> RoomPolicies:
+    """The rooms config at ``path`` (None: the defaults); a usage error
+    (exit) saying what is wrong with the file."""
+    try:
+        return RoomPolicies.from_file(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--rooms-config: {exc}") from None
+
+
+def reload_on_sighup(policies: RoomPolicies) -> Callable[[], None]:
+    """Reload ``policies`` from its file on SIGHUP (logged either way);
+    returns what removes the handler."""
+    def reload() -> None:
+        why = policies.reload()
+        if why is None:
+            log.info("rooms config reloaded from %s", policies.path)
+        else:
+            log.error("rooms config NOT reloaded (the one in force stays): %s", why)
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
+
+
 def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: CdnConfig,
-               secrets: EdgeSecrets, metrics: Metrics) -> tuple[EdgeNode, web.Application]:
+               secrets: EdgeSecrets, metrics: Metrics,
+               rooms_config: Path | None = None) -> tuple[EdgeNode, web.Application]:
     """The edge node on ``services`` and its application: the client API and
     WebSocket (``edge.web``) with the polling origin on the same app. The
     caller starts the node (``node.start()``) when its services are open;
-    the app's shutdown closes the clients with 4101 (reconnect)."""
+    the app's shutdown closes the clients with 4101 (reconnect).
+    ``rooms_config``: the rooms config file, reloaded on SIGHUP."""
+    policies = load_room_policies(rooms_config)
     node = EdgeNode(node_id=node_id, config=config, jwt_secret=secrets.jwt_secret,
                     store=services.store, bus=services.bus, registry=services.registry,
                     inbox=services.inbox, metrics=metrics,
-                    shared_action_limiter=services.shared_action_limiter)
+                    shared_action_limiter=services.shared_action_limiter,
+                    policies=policies)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)
@@ -59,6 +92,13 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
         node.stop()
 
     app.on_shutdown.append(close_connections)
+    if rooms_config is not None:
+        async def sighup(app: web.Application) -> AsyncIterator[None]:
+            remove = reload_on_sighup(policies)
+            yield
+            remove()
+
+        app.cleanup_ctx.append(sighup)
     return node, app
 
 

@@ -157,7 +157,7 @@ class InProcessLink:
 
     async def write_state(self, room: str, section: str, value: Any,
                           expected: int | None) -> tuple[int, int]:
-        if not may_write_section(self.identity, section):
+        if not may_write_section(self.identity, room, section):
             raise Forbidden(f"agent {self.identity.user!r} may not write {section!r}")
         return await self.node.write_state(room, section, value, expected)
 

@@ -32,7 +32,7 @@ from room_router.nodes import NodeRegistry
 from room_router.placement import Placement
 from wire.codecs import MSGPACK, encode_msgpack
 from wire.errors import Forbidden, LiveroomError, Unavailable
-from wire.outgoing import action_frame
+from wire.outgoing import ActionIds, action_frame
 from wire.requests import state_request
 
 log = logging.getLogger("liveroom.agents")
@@ -58,11 +58,12 @@ class BusWords:
         self.bus = bus
         self._clock = clock
         self._seq: dict[str, int] = {}
+        self._ids = ActionIds()
 
     def publish(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> None:
         seq = self._seq[room] = self._seq.get(room, 0) + 1
         self.bus.publish(room_subject(room), encode_msgpack(
-            action_frame(room, kind, body, sender, seq, self._clock())))
+            action_frame(room, kind, body, sender, seq, self._clock(), self._ids.next())))
 
 
 class WebSocketLink:
@@ -213,7 +214,7 @@ class WebSocketLink:
 
     async def write_state(self, room: str, section: str, value: Any,
                           expected: int | None) -> tuple[int, int]:
-        if not may_write_section(self.identity, section):
+        if not may_write_section(self.identity, room, section):
             raise Forbidden(f"agent {self.identity.user!r} may not write {section!r}")
         client = self._client
         if client is None or client.ws.closed:

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from edge.auth import Identity, mint_token
+from edge.auth import Identity, mint_token, parse_grants
 from edge.node import EdgeNode
 from llm_agents.backends.base import ModelBackend
 from llm_agents.backends.scripted import ScriptedBackend
@@ -122,11 +122,15 @@ LinkFactory = Callable[[Character, FrameHandler], RoomLink]
 
 
 def agent_credentials(character: Character, jwt_secret: str) -> tuple[Identity, str]:
-    """The identity (role ``agent``) a character joins rooms as, and its token."""
+    """The identity (role ``agent``) a character joins rooms as, and its
+    token: server-side, it is admitted to every room, private ones too (a
+    ``viewer`` grant of ``*``, which keeps it an agent)."""
     now = time.time()
-    ident = Identity(character.name, character.display_name, "agent", now + AGENT_TOKEN_TTL)
+    rooms = {"*": "viewer"}
+    ident = Identity(character.name, character.display_name, "agent", now + AGENT_TOKEN_TTL,
+                     parse_grants(rooms))
     return ident, mint_token(jwt_secret, ident.user, ident.name, ident.role, now,
-                             AGENT_TOKEN_TTL)
+                             AGENT_TOKEN_TTL, rooms)
 
 
 def in_process_links(node: EdgeNode, jwt_secret: str) -> LinkFactory:

@@ -160,7 +160,7 @@ def run_ticks(hub: Hub, sinks: list[FakeSink], rooms: list[str], per_tick: int,
             for _ in range(per_tick):
                 seq += 1
                 kind = KINDS[seq % len(KINDS)]
-                enc = Encoded(action_frame(room, kind, {"p": pad}, SENDER, seq, now),
+                enc = Encoded(action_frame(room, kind, {"p": pad}, SENDER, seq, now, f"b-{seq:x}"),
                               action_priority(kind))
                 res = hub.offer(room, enc, now)
                 if not isinstance(res, float):

@@ -58,9 +58,10 @@ class ClientSpec:
 def _token(spec: ClientSpec, index: int) -> str:
     if spec.mode != LIVEROOM:
         return ""
-    from edge.auth import mint_token
+    from edge.auth import mint_token, role_everywhere
     user = f"{'pub' if spec.role != 'viewer' else 'v'}{index}"
-    return mint_token(spec.secret, user, user, spec.role, time.time(), 3600.0)
+    role, rooms = role_everywhere(spec.role)
+    return mint_token(spec.secret, user, user, role, time.time(), 3600.0, rooms)
 
 
 async def _open(spec: ClientSpec, index: int, stats: Stats,

@@ -72,9 +72,10 @@ def get_token(host: str, user: str, role: str) -> str:
     else from ``POST /v1/dev/token`` (reported as ``POST dev-token``)."""
     secret = os.environ.get("LIVEROOM_JWT_SECRET")
     if secret:
-        from edge.auth import mint_token  # the liveroom package (pip install -e .)
+        from edge.auth import mint_token, role_everywhere  # the liveroom package
 
-        return mint_token(secret, user, user, role, time.time(), TOKEN_TTL)
+        role, rooms = role_everywhere(role)
+        return mint_token(secret, user, user, role, time.time(), TOKEN_TTL, rooms)
     t0 = time.perf_counter()
     try:
         r = requests.post(f"{host.rstrip('/')}/v1/dev/token",

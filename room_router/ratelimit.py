@@ -44,25 +44,32 @@ class RateLimiter:
     buckets that have refilled completely (idle keys) are forgotten, which is
     exactly as if they had never been used."""
 
-    __slots__ = ("_buckets", "max_keys", "rate")
+    __slots__ = ("_buckets", "_full_after", "max_keys", "rate")
 
     def __init__(self, rate: Rate, max_keys: int = 100_000) -> None:
         self.rate = rate
         self.max_keys = max_keys
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        # The longest time any bucket took to refill (rates may vary per call).
+        self._full_after = rate.burst / rate.per_second
 
-    def check(self, user: str, room: str, now: float) -> float:
-        """0.0 if allowed now, else the seconds to wait (``retry_after``)."""
+    def check(self, user: str, room: str, now: float, rate: Rate | None = None) -> float:
+        """0.0 if allowed now, else the seconds to wait (``retry_after``).
+        ``rate``: this key's rate when not the limiter's own (a room's)."""
+        if rate is None:
+            rate = self.rate
         key = (user, room)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
                 self._forget_idle(now)
-            bucket = self._buckets[key] = TokenBucket(self.rate.burst, now)
-        return bucket.take(self.rate, now)
+            bucket = self._buckets[key] = TokenBucket(rate.burst, now)
+            if rate is not self.rate:
+                self._full_after = max(self._full_after, rate.burst / rate.per_second)
+        return bucket.take(rate, now)
 
     def _forget_idle(self, now: float) -> None:
-        full_after = self.rate.burst / self.rate.per_second
+        full_after = self._full_after
         idle = [k for k, b in self._buckets.items() if now - b.stamp >= full_after]
         for k in idle:
             del self._buckets[k]

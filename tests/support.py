@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from edge.auth import mint_token
+from edge.auth import mint_token, role_everywhere
 
 JWT_SECRET = "integration-test-secret-0123456789abcdef"
 API_KEY = "integration-test-api-key"
@@ -152,8 +152,8 @@ class LiveServer:
         self.child.kill()
 
     def token(self, user: str, role: str = "viewer", name: str | None = None,
-              ttl: float = 3600.0) -> str:
-        return mint_token(JWT_SECRET, user, name or user, role, time.time(), ttl)
+              ttl: float = 3600.0, rooms: dict[str, str] | None = None) -> str:
+        return token(user, role, ttl, rooms, name)
 
     def logs(self) -> str:
         return self.child.logs()
@@ -201,9 +201,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def token(user: str, role: str = "viewer", ttl: float = 3600.0) -> str:
-    """A token for ``user`` signed with the tests' JWT secret."""
-    return mint_token(JWT_SECRET, user, user, role, time.time(), ttl)
+def token(user: str, role: str = "viewer", ttl: float = 3600.0,
+          rooms: dict[str, str] | None = None, name: str | None = None) -> str:
+    """A token for ``user`` signed with the tests' JWT secret. ``role`` host
+    or moderator without ``rooms`` is that role in every room (``*``); with
+    ``rooms``, ``role`` is the global role and ``rooms`` the grants."""
+    if rooms is None:
+        role, rooms = role_everywhere(role)
+    return mint_token(JWT_SECRET, user, name or user, role, time.time(), ttl, rooms)
 
 
 async def until(cond: Any, timeout: float, what: str, interval: float = 0.05) -> Any:

@@ -52,6 +52,10 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the protocol version is not supported"),
         ErrorSpec("forbidden", "client", False, "give_up", 403,
                   "the role of the user may not do this"),
+        ErrorSpec("banned", "client", False, "give_up", 403,
+                  "the user is banned from the room (until: when the ban ends, if it does)"),
+        ErrorSpec("muted", "client", True, "retry", 403,
+                  "the user is muted in the room; retry after retry_after seconds, if given"),
         ErrorSpec("not_joined", "client", False, "fix", 409,
                   "the connection is not a member of that room"),
         ErrorSpec("too_many_rooms", "client", False, "fix", 429,
@@ -154,6 +158,20 @@ class UnsupportedVersion(ClientError):
 
 class Forbidden(ClientError):
     code = "forbidden"
+
+
+class Banned(ClientError):
+    """A join of a room the user is banned from (``room``, ``until``: epoch
+    seconds, absent when the ban does not end, ``reason``)."""
+
+    code = "banned"
+
+
+class Muted(ClientError):
+    """An action in a room the user is muted in (``room``, ``retry_after``
+    when the mute ends, ``reason``)."""
+
+    code = "muted"
 
 
 class NotJoined(ClientError):

@@ -42,13 +42,26 @@ REDIRECT: Final = "redirect"
 INBOX: Final = "inbox"
 # Server -> client, added with polling: how a room's members take its state.
 STATE_MODE: Final = "state_mode"
+# Added with the rooms a platform can run (docs/MODERATION.md): client ->
+# server ``moderate`` (a host or moderator of the room bans, mutes, kicks or
+# retracts), answered by ``moderated``; server -> client ``presence`` (who
+# joined and left, in rooms that keep presence) and ``retract`` (an action
+# removed by id).
+MODERATE: Final = "moderate"
+MODERATED: Final = "moderated"
+PRESENCE: Final = "presence"
+RETRACT: Final = "retract"
+# Why a member left a room without asking (``left``'s ``reason``).
+LEFT_KICKED: Final = "kicked"
+LEFT_BANNED: Final = "banned"
+LEFT_CLOSED: Final = "closed"
 # Why a redirect was sent: the join reached an edge of another group, or the
 # room moved to another group while the client was in it (groups joined or left).
 REDIRECT_NOT_OWNER: Final = "not_owner"
 REDIRECT_MOVED: Final = "moved"
 
 CLIENT_FRAME_TYPES: Final = frozenset(
-    {HELLO, JOIN, LEAVE, ACTION, STATE, SYNC, PEER, PEER_ACK, PING}
+    {HELLO, JOIN, LEAVE, ACTION, STATE, SYNC, PEER, PEER_ACK, PING, MODERATE}
 )
 
 # Action kinds with a meaning of their own; any other kind matching
@@ -67,7 +80,23 @@ SECTION_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[A-Za-z0-9_.:@-]{1,64})
 ROOM_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 USER_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
+# A room pattern (the token's ``rooms`` claim, the rooms config): a room id
+# in which ``*`` stands for any run of room id characters (``quiz-*``; ``*``
+# alone is every room).
+ROOM_PATTERN_RE: Final = re.compile(r"^[A-Za-z0-9_.:*-]{1,64}$")
+
+# Roles. ``viewer``, ``agent`` and ``system`` (the backend) are a user's
+# everywhere (the token's ``role`` claim); ``host`` and ``moderator`` are
+# granted per room (the token's ``rooms`` claim), never globally.
 ROLES: Final = ("viewer", "host", "moderator", "agent")
+GLOBAL_ROLES: Final = ("viewer", "agent")
+ROOM_ROLES: Final = ("viewer", "moderator", "host")
+ELEVATED_ROLES: Final = frozenset({"host", "moderator"})
+
+
+def room_pattern(pattern: str) -> re.Pattern[str]:
+    """The regular expression of a room pattern (``ROOM_PATTERN_RE``)."""
+    return re.compile("^" + re.escape(pattern).replace(r"\*", "[A-Za-z0-9_.:-]*") + "$")
 
 
 class Priority(enum.IntEnum):

@@ -103,6 +103,29 @@ class Ping:
     ref: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Moderate:
+    """A host's or moderator's ``moderate`` frame (docs/MODERATION.md):
+    ``user`` for every op but ``retract``, which names the action ``id``;
+    ``seconds`` (None: until lifted) for ``ban`` and ``mute``."""
+
+    room: str
+    op: str
+    user: str | None
+    id: str | None
+    seconds: float | None
+    reason: str
+    ref: Any
+
+
+# The ops of ``moderate``, and what each names.
+MODERATE_USER_OPS = frozenset({"ban", "unban", "mute", "unmute", "kick"})
+MODERATE_OPS = MODERATE_USER_OPS | {"retract"}
+# A ban or mute lasts at most a year (absent: until lifted).
+MAX_SANCTION_SECONDS = 366 * 86_400
+MAX_REASON_CHARS = 200
+
+
 def _required(frame: Mapping[str, Any], name: str) -> Any:
     """A field that must be present (any value the value rule passed)."""
     if name not in frame:
@@ -218,6 +241,36 @@ def parse_action(frame: Mapping[str, Any], room: str, max_comment_chars: int) ->
                            ref=ref, field="kind")
     return SendAction(room, kind, action_body(kind, frame.get("body"), ref, max_comment_chars),
                       ref)
+
+
+def parse_sanction(body: Mapping[str, Any], ref: Any) -> tuple[float | None, str]:
+    """``seconds`` (1..MAX_SANCTION_SECONDS, absent: until lifted) and
+    ``reason`` (at most MAX_REASON_CHARS, absent: empty) of a ban or mute,
+    from a ``moderate`` frame or an API body."""
+    seconds = body.get("seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 1 <= seconds <= MAX_SANCTION_SECONDS):
+        raise InvalidField(f"field 'seconds' must be a number in 1..{MAX_SANCTION_SECONDS}",
+                           ref=ref, field="seconds")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise InvalidField(f"field 'reason' must be a string of at most {MAX_REASON_CHARS} "
+                           "chars", ref=ref, field="reason")
+    return (None if seconds is None else float(seconds)), reason
+
+
+def parse_moderate(frame: Mapping[str, Any], room: str) -> Moderate:
+    """``op``, then ``user`` (or ``id`` for ``retract``), ``seconds``, ``reason``."""
+    ref = ref_of(frame)
+    op = req_str(frame, "op", max_len=16)
+    if op not in MODERATE_OPS:
+        raise InvalidField(f"field 'op' must be one of {', '.join(sorted(MODERATE_OPS))}",
+                           ref=ref, field="op")
+    if op == "retract":
+        return Moderate(room, op, None, req_str(frame, "id", max_len=64), None, "", ref)
+    user = req_str(frame, "user", pattern=USER_RE)
+    seconds, reason = parse_sanction(frame, ref)
+    return Moderate(room, op, user, None, seconds, reason, ref)
 
 
 def parse_state_target(frame: Mapping[str, Any]) -> str:

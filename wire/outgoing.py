@@ -23,6 +23,7 @@ build-then-delete).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -154,12 +155,29 @@ def left_frame(room: str, ref: Any) -> dict[str, Any]:
     return frame
 
 
+class ActionIds:
+    """Action ids: unique across processes (a random 48-bit prefix per
+    stamping process) and increasing within one (a counter): no two edges,
+    nor an agents process, ever hand out the same id."""
+
+    __slots__ = ("_next", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6) + "-"
+        self._next = 0
+
+    def next(self) -> str:
+        self._next += 1
+        return f"{self._prefix}{self._next:x}"
+
+
 def action_frame(room: str, kind: str, body: Any, sender: Mapping[str, Any], seq: int,
-                 ts: float) -> dict[str, Any]:
+                 ts: float, action_id: str) -> dict[str, Any]:
     """A stamped ``action`` as it goes on the bus and to the room's members
-    (``seq``: the stamping node's counter for the room, see PROTOCOL.md)."""
+    (``seq``: the stamping node's counter for the room; ``action_id``:
+    unique across the cluster, what ``retract`` names; see PROTOCOL.md)."""
     return {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
-            "seq": seq, "ts": ts}
+            "seq": seq, "ts": ts, "id": action_id}
 
 
 def state_frame(room: str, section: str, partial: int, total: int,

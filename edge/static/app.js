@@ -130,11 +130,17 @@
   }
 
   // ------------------------------------------------------------ connection
+  const ELEVATED = new Set(["host", "moderator"]);
+
   async function fetchToken(ident) {
     const resp = await fetch("/v1/dev/token", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ user: ident.user, name: ident.name, role: ident.role }),
+      // Host and moderator are granted per room (the token's rooms claim):
+      // ask for the role in the room being joined, viewer everywhere else.
+      body: JSON.stringify(ELEVATED.has(ident.role)
+        ? { user: ident.user, name: ident.name, role: "viewer", rooms: { [ident.room]: ident.role } }
+        : { user: ident.user, name: ident.name, role: ident.role }),
     });
     let body = null;
     try {
@@ -478,9 +484,11 @@
     setConn("online", "online");
     $("conn-status").dataset.transport = app.transport || "";
     const me = $("me");
-    me.textContent = `${app.me.name} (${app.me.id}) · ${app.me.role}`;
+    // The role in the joined room (the token grants it for that room only).
+    app.roomRole = app.ident.role;
+    me.textContent = `${app.me.name} (${app.me.id}) · ${app.roomRole}`;
     me.hidden = false;
-    $("host-panel").hidden = !(app.me.role === "host" || app.me.role === "moderator");
+    $("host-panel").hidden = !ELEVATED.has(app.roomRole);
     for (const room of app.rooms.values()) sendJoin(room);
     for (const msg of app.outbox.values()) sendPeerFrame(msg);
   }
@@ -967,8 +975,9 @@
         name: name.value.trim(),
         user: user.value.trim() || deriveUserId(name.value),
         role: $("join-role").value,
+        room: $("join-room").value.trim(),
       };
-      const roomName = $("join-room").value.trim();
+      const roomName = ident.room;
       if (!ident.name) {
         err.textContent = "Please enter a display name.";
         return;

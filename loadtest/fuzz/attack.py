@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from edge.auth import mint_token
+from edge.auth import mint_token, role_everywhere
 from loadtest.fuzz.target import Server
 
 
@@ -46,14 +46,15 @@ class Fuzz:
     async def token(self, user: str, role: str = "viewer") -> str:
         key = (user, role)
         if key not in self.tokens:
+            role, rooms = role_everywhere(role)
             if self.server.secret:
                 self.tokens[key] = mint_token(self.server.secret, user, user, role, time.time(),
-                                              86400)
+                                              86400, rooms)
             else:
                 assert self.http is not None
                 async with self.http.post(f"{self.server.url}/v1/dev/token",
                                           json={"user": user, "role": role,
-                                                "ttl": 86400}) as r:
+                                                "rooms": rooms, "ttl": 86400}) as r:
                     if r.status != 200:
                         raise RuntimeError(f"POST /v1/dev/token answered {r.status}: "
                                            "the server must run with --dev")

@@ -833,6 +833,12 @@ async def test_unknown_section_read_is_404(server: LiveServer, http: aiohttp.Cli
 @pytest.mark.parametrize(("body", "field"), [
     pytest.param({"user": "u1", "role": "emperor"}, "role", id="bad-role"),
     pytest.param({"user": "u1", "role": 1}, "role", id="role-not-a-string"),
+    pytest.param({"user": "u1", "role": "host"}, "role", id="host-is-granted-per-room"),
+    pytest.param({"user": "u1", "rooms": {"a": "emperor"}}, "rooms", id="bad-room-role"),
+    pytest.param({"user": "u1", "rooms": {"a b": "host"}}, "rooms", id="bad-room-pattern"),
+    pytest.param({"user": "u1", "rooms": ["a"]}, "rooms", id="rooms-not-a-map"),
+    pytest.param({"user": "u1", "rooms": {f"r{i}": "host" for i in range(33)}}, "rooms",
+                 id="too-many-grants"),
     pytest.param({"user": "not a user"}, "user", id="bad-user"),
     pytest.param({"user": "u1", "ttl": 0}, "ttl", id="ttl-zero"),
 ])
@@ -842,12 +848,12 @@ async def test_dev_token_bad_request_is_400(server: LiveServer, http: aiohttp.Cl
         err = await _json_error(r, 400, "invalid_field")
     assert err["field"] == field
     async with http.post(f"{server.url}/v1/dev/token",
-                         json={"user": uid("ok"), "role": "moderator"}) as r:
+                         json={"user": uid("ok"), "rooms": {"mod-room": "moderator"}}) as r:
         assert r.status == 200
         token = (await r.json())["token"]
     c = await LiveroomClient.connect(server.ws_url, token, session=http)
     try:
-        assert c.welcome is not None and c.welcome["user"]["role"] == "moderator"
+        assert c.welcome is not None and c.welcome["user"]["role"] == "viewer"
     finally:
         await c.close()
     await assert_alive(server, http)

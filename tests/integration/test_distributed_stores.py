@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from edge.auth import mint_token
+from edge.auth import mint_token, role_everywhere
 from edge.config import EdgeConfig
 from edge.fanout import Conn
 from edge.metrics import Metrics
@@ -46,7 +46,8 @@ async def connect(node: EdgeNode, user: str, role: str, *frames: dict[str, Any],
                   ) -> tuple[Conn, Session, Capture]:
     sink = Capture()
     conn, session = node.open(sink)
-    token = mint_token(SECRET, user, user, role, time.time())
+    role, rooms = role_everywhere(role)
+    token = mint_token(SECRET, user, user, role, time.time(), rooms=rooms)
     for frame in [{"type": "hello", "v": 1, "token": token}, *frames]:
         await node.receive(conn, session, json.dumps(frame), "json")
     return conn, session, sink

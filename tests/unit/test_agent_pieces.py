@@ -263,4 +263,6 @@ def test_bus_words_are_stamped_actions_on_the_rooms_subject() -> None:
         ("room.a", "a", 2, "agent.say")]
     assert heard[0][1] == {"type": "action", "room": "a", "kind": "agent.delta",
                            "body": {"reply_id": "r1", "i": 0, "text": "Hel"},
-                           "from": sender, "seq": 1, "ts": 1234.5}
+                           "from": sender, "seq": 1, "ts": 1234.5,
+                           "id": heard[0][1]["id"]}
+    assert len({f["id"] for _, f in heard}) == len(heard)  # one id per action

@@ -132,9 +132,9 @@ def test_left_pong_peer_ack(ref: Any) -> None:
 
 
 def test_action_state_peer_online() -> None:
-    same(action_frame("demo", "comment", {"text": "hi"}, USER, 7, 1.5),
+    same(action_frame("demo", "comment", {"text": "hi"}, USER, 7, 1.5, "a1b2-7"),
          {"type": "action", "room": "demo", "kind": "comment", "body": {"text": "hi"},
-          "from": USER, "seq": 7, "ts": 1.5})
+          "from": USER, "seq": 7, "ts": 1.5, "id": "a1b2-7"})
     same(state_frame("demo", "stage", 9, 21, {"x": 3}),
          {"type": "state", "room": "demo", "section": "stage", "partial": 9, "total": 21,
           "value": {"x": 3}})

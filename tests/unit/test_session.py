@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.auth import Identity, mint_token, verify_token
+from edge.auth import Identity, mint_token, role_everywhere, verify_token
 from edge.config import EdgeConfig
 from edge.session import (
     AckPeer,
@@ -41,8 +41,9 @@ def make(role: str = "viewer", user: str = "u1") -> Session:
     rooms: set[str] = set()
     s = Session(CONFIG, lambda tok, now: verify_token(tok, SECRET, now),
                 RateLimiter(CONFIG.action_rate), RateLimiter(CONFIG.peer_rate), rooms)
-    cmd = s.receive({"type": "hello", "token": mint_token(SECRET, user, user, role, NOW),
-                     "v": 1}, NOW)
+    role, rooms = role_everywhere(role)
+    cmd = s.receive({"type": "hello", "token": mint_token(SECRET, user, user, role, NOW,
+                                                          rooms=rooms), "v": 1}, NOW)
     assert isinstance(cmd, Authenticate) and s.phase is Phase.READY
     return s
 
@@ -192,8 +193,8 @@ def test_errors_carry_the_offending_ref_and_a_documented_code() -> None:
 
 
 def test_identity_from_token() -> None:
-    ident = verify_token(mint_token(SECRET, "u9", "Nine", "host", NOW), SECRET, NOW)
-    assert ident == Identity("u9", "Nine", "host", ident.exp) and ident.exp > NOW
+    ident = verify_token(mint_token(SECRET, "u9", "Nine", "agent", NOW), SECRET, NOW)
+    assert ident == Identity("u9", "Nine", "agent", ident.exp) and ident.exp > NOW
 
 
 def test_hello_inbox_cursor_is_carried_or_refused() -> None:

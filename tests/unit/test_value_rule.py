@@ -205,7 +205,7 @@ def _server_frames(value: Any, ref: Any) -> list[dict[str, Any]]:
     pong's ``t`` and an error's ``ref``."""
     sender = {"id": "u", "name": "u", "role": "viewer"}
     return [
-        action_frame("r", "blob", value, sender, 1, 1.0),
+        action_frame("r", "blob", value, sender, 1, 1.0, "a-1"),
         state_frame("r", "s", 1, 1, value),
         joined_frame(RoomVersions("r", "e", 1, {"s": 1}, [("s", 1, value)]), None, 1, None),
         peer_frame(1, 0, "v", "u", "u", "m", value, 1.0),
@@ -268,7 +268,7 @@ def test_a_token_name_the_encoders_cannot_carry_is_refused() -> None:
     with pytest.raises(Unauthorized):
         verify_token(mint_token(secret, "u1", "a\ud800", "viewer", now, 60), secret, now)
     ident = verify_token(mint_token(secret, "u1", "Zoë 🎉", "viewer", now, 60), secret, now)
-    Encoded(action_frame("r", "comment", {"text": "hi"}, ident.public(), 1, now)).frame(JSON)
+    Encoded(action_frame("r", "comment", {"text": "hi"}, ident.public(), 1, now, "a-1")).frame(JSON)
 
 
 def test_a_token_name_of_64_four_byte_characters_is_accepted() -> None:
