@@ -67,19 +67,23 @@ def state_url(room: str, section: str | None = None) -> str:
     return path if section is None else f"{path}/{quote(section, safe=':@')}"
 
 
-def get_token(host: str, user: str, role: str) -> str:
-    """A token for ``user``: minted locally when LIVEROOM_JWT_SECRET is set,
+def get_token(host: str, user: str, role: str, room: str) -> str:
+    """A token for ``user``, ``role`` in ``room`` (host and moderator are
+    granted per room): minted locally when LIVEROOM_JWT_SECRET is set,
     else from ``POST /v1/dev/token`` (reported as ``POST dev-token``)."""
+    rooms = None
+    if role in ("host", "moderator"):
+        role, rooms = "viewer", {room: role}
     secret = os.environ.get("LIVEROOM_JWT_SECRET")
     if secret:
-        from edge.auth import mint_token, role_everywhere  # the liveroom package
+        from edge.auth import mint_token  # the liveroom package (pip install -e .)
 
-        role, rooms = role_everywhere(role)
         return mint_token(secret, user, user, role, time.time(), TOKEN_TTL, rooms)
     t0 = time.perf_counter()
     try:
         r = requests.post(f"{host.rstrip('/')}/v1/dev/token",
-                          json={"user": user, "role": role, "ttl": TOKEN_TTL}, timeout=10)
+                          json={"user": user, "role": role, "rooms": rooms,
+                                "ttl": TOKEN_TTL}, timeout=10)
         r.raise_for_status()
         token = r.json()["token"]
     except Exception as exc:
@@ -185,7 +189,7 @@ class RoomConnection:
     def _connect(self) -> websocket.WebSocket:
         """Connect, hello, join; reports ``WS connect`` and ``WS join``."""
         if self.token is None:
-            self.token = get_token(self.host, self.user, self.role)
+            self.token = get_token(self.host, self.user, self.role, self.room)
         t0 = time.perf_counter()
         ws = websocket.create_connection(ws_url(self.host), timeout=CONNECT_TIMEOUT,
                                          skip_utf8_validation=True)
