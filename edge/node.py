@@ -62,6 +62,7 @@ from wire.errors import (
     LiveroomError,
     RateLimited,
     TooManyConnections,
+    TooManySections,
     Unauthorized,
     Unavailable,
     UnsupportedVersion,
@@ -399,8 +400,19 @@ class EdgeNode:
 
     async def write_state(self, room: str, section: str, value: Any,
                           expected: int | None, ref: Any = None) -> tuple[int, int]:
-        """Apply a state change and push it to the room; (partial, total)."""
+        """Apply a state change and push it to the room; (partial, total).
+        A room whose config caps its sections below the store's
+        (``max_sections``) is checked here first: one more read, only for
+        such rooms; writes racing on two edges may pass it by one each,
+        the store's own cap (--max-sections) is the hard bound."""
         try:
+            cap = self.policies.policy(room).max_sections
+            if cap:
+                _, versions = await self.store.versions(room)
+                if section not in versions and len(versions) >= cap:
+                    raise TooManySections(
+                        f"room {room!r} has {len(versions)} sections, its config's maximum",
+                        limit=cap)
             change = await self.store.apply(room, section, value, expected)
         except LiveroomError as err:
             err.ref = ref

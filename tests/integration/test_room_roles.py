@@ -28,6 +28,9 @@ slow_mode = 30
 
 [rooms."gifts"]
 kinds = ["gift"]
+
+[rooms."small"]
+max_sections = 2
 """
 
 
@@ -151,7 +154,7 @@ async def test_the_config_over_http_and_its_reload_on_sighup(
             return body
 
     first = await config()
-    assert [e["match"] for e in first["rooms"]] == ["vip-*", "slow", "gifts"]
+    assert [e["match"] for e in first["rooms"]] == ["vip-*", "slow", "gifts", "small"]
     assert first["rooms"][0]["private"] is True and first["reloads"] == 0
     rooms_file.write_text('[rooms."vip-*"]\nprivate = false\n')
     assert srv.proc is not None
@@ -184,3 +187,26 @@ def test_a_bad_rooms_config_is_a_usage_error(make_server: Callable[..., LiveServ
     bad.write_text("[default]\nhistory = -1\n")
     with pytest.raises(RuntimeError, match="history must be"):
         make_server("--rooms-config", str(bad), "--no-agents")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+async def test_a_room_section_cap_below_the_edges(srv: LiveServer, http: aiohttp.ClientSession,
+                                                 codec: str) -> None:
+    host = await client(srv, http, "cap-h", codec, rooms={"small": "host", "big": "host"})
+    for room in ("small", "big"):
+        await host.join(room)
+    for section in ("a", "b"):
+        await host.set_state("small", section, 1)
+        await host.expect("state", room="small", section=section)
+    err = await error_of(host, {"type": "state", "room": "small", "section": "c", "value": 1})
+    assert err["code"] == "too_many_sections" and err["limit"] == 2
+    await host.set_state("small", "a", 2)  # a section it has: fine
+    assert (await host.expect("state", room="small", section="a"))["value"] == 2
+    for section in ("a", "b", "c"):  # elsewhere the edge's cap (256)
+        await host.set_state("big", section, 1)
+        await host.expect("state", room="big", section=section)
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with http.post(f"{srv.url}/v1/rooms/small/state/d", json={"value": 1},
+                         headers=auth) as r:
+        assert r.status == 409 and (await r.json())["code"] == "too_many_sections"
+    await host.close()
