@@ -59,6 +59,13 @@ class RoomPolicy:
     kinds: tuple[str, ...] = ()
     # Sections the room may have (0: the edge's --max-sections).
     max_sections: int = 0
+    # Backend hooks (docs/BACKEND.md): the action kinds the backend approves
+    # before fan-out (the publish proxy), and whether it approves joins.
+    publish_proxy: tuple[str, ...] = ()
+    join_proxy: bool = False
+
+    def proxies(self, kind: str) -> bool:
+        return bool(self.publish_proxy) and kind in self.publish_proxy
 
     def allows_kind(self, kind: str) -> bool:
         return not self.kinds or kind in self.kinds
@@ -71,6 +78,7 @@ class RoomPolicy:
         out = asdict(self)
         out["history_kinds"] = list(self.history_kinds)
         out["kinds"] = list(self.kinds)
+        out["publish_proxy"] = list(self.publish_proxy)
         return out
 
 
@@ -84,11 +92,11 @@ def _check(name: str, value: Any, where: str) -> Any:
 
     if name not in _FIELDS:
         raise ValueError(f"{where}: unknown setting {name!r} (known: {', '.join(_FIELDS)})")
-    if name in ("private", "presence"):
+    if name in ("private", "presence", "join_proxy"):
         if type(value) is not bool:
             raise bad("must be true or false")
         return value
-    if name in ("history_kinds", "kinds"):
+    if name in ("history_kinds", "kinds", "publish_proxy"):
         if (not isinstance(value, list) or len(value) > 64
                 or not all(isinstance(k, str) and CUSTOM_KIND_RE.match(k) for k in value)):
             raise bad("must be a list of at most 64 action kinds")
