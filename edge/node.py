@@ -40,6 +40,7 @@ from typing import Any
 from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
+from edge.history import EdgeHistory
 from edge.metrics import Metrics
 from edge.peers import PeerDelivery
 from edge.rooms import Rooms
@@ -47,6 +48,7 @@ from edge.session import Authenticate, Phase, Session
 from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
+from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.inbox import Inbox
 from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
@@ -82,6 +84,7 @@ from wire.incoming import (
 from wire.outgoing import (
     ActionIds,
     action_frame,
+    moderated_frame,
     online_frame,
     pong_frame,
     state_frame,
@@ -102,7 +105,8 @@ class EdgeNode:
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  shared_action_limiter: SharedRateLimiter | None = None,
-                 policies: RoomPolicies | None = None) -> None:
+                 policies: RoomPolicies | None = None,
+                 history: HistoryStore | None = None) -> None:
         self.node_id = node_id
         self.config = config
         # The rooms config in force (--rooms-config, reloaded on SIGHUP).
@@ -145,9 +149,14 @@ class EdgeNode:
         self.online_elsewhere: dict[str, int] = {}
         # The parts, composed: each gets what it uses, the node's writer and
         # accounting as bound methods (no back-reference to the node).
+        # Room history (edge/history.py): kept by the stamping edge.
+        self.history = EdgeHistory(store=history or MemoryHistoryStore(),
+                                   policies=self.policies, bus=bus, clock=clock,
+                                   errlog=self.errlog)
         self.rooms = Rooms(config=config, store=store, hub=self.hub, monotonic=monotonic,
                            deliver=self._deliver, reply=self._reply, account=self._account,
-                           opened=self._room_opened, emptied=self._room_emptied)
+                           opened=self._room_opened, emptied=self._room_emptied,
+                           history=self.history.for_join)
         self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
@@ -170,6 +179,7 @@ class EdgeNode:
             self._node_sub.unsubscribe()
             self._node_sub = None
         self.peers.stop()
+        self.history.stop()
 
     def verify(self, token: object, now: float) -> Identity:
         return verify_token(token, self._secret, now)
@@ -382,7 +392,12 @@ class EdgeNode:
         await self.peers.attach(conn, cmd.inbox_cursor)
 
     async def moderate(self, conn: Conn, ident: Identity, cmd: Moderate) -> None:
-        """A host's or moderator's ``moderate`` frame (docs/MODERATION.md)."""
+        """A host's or moderator's ``moderate`` frame (docs/MODERATION.md);
+        the session checked the role and membership. ``retract`` is history's."""
+        if cmd.op == "retract" and cmd.id is not None:
+            await self.history.retract(cmd.room, cmd.id)
+            self._reply(conn, moderated_frame(cmd.room, cmd.op, cmd.ref, action_id=cmd.id))
+            return
         raise Unavailable("moderation is not available on this edge", ref=cmd.ref)
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
@@ -394,8 +409,10 @@ class EdgeNode:
             # so the map is bounded by the rooms this edge serves.
             self._seq[room] = seq
         self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
-        self.bus.publish(room_subject(room), encode_msgpack(
-            action_frame(room, kind, body, sender, seq, self.clock(), self.action_ids.next())))
+        action_id, ts = self.action_ids.next(), self.clock()
+        payload = encode_msgpack(action_frame(room, kind, body, sender, seq, ts, action_id))
+        self.bus.publish(room_subject(room), payload)
+        self.history.keep(room, kind, action_id, ts, payload)
         return seq
 
     async def write_state(self, room: str, section: str, value: Any,

@@ -96,15 +96,31 @@ class PeerDelivery:
     # -- from the sender ---------------------------------------------------
     async def send(self, conn: Conn, cmd: SendPeer) -> None:
         try:
-            msg, new = await self.inbox.append(cmd.to, conn.user, conn.name, cmd.id, cmd.body,
-                                               self.clock(), self._inbox_cap)
+            msg, new = await self._append(cmd.to, conn.user, conn.name, cmd.id, cmd.body)
         except InboxFull as err:
             err.ref = cmd.ref
             raise
         self._reply(conn, peer_ack_frame(cmd.id, msg.seq, cmd.ref, not new))
         if new:
-            self.metrics.peer_messages.inc()
             await self.deliver(msg)
+
+    async def post(self, to: str, sender: str, sender_name: str, msg_id: str,
+                   body: Any) -> tuple[PeerMessage, bool]:
+        """A message with no sender connection (the backend API): the same
+        path as ``send`` (durable first, within the cap, a retry of ``msg_id``
+        stored once), answered by the return value: (message, new)."""
+        msg, new = await self._append(to, sender, sender_name, msg_id, body)
+        if new:
+            await self.deliver(msg)
+        return msg, new
+
+    async def _append(self, to: str, sender: str, sender_name: str, msg_id: str,
+                      body: Any) -> tuple[PeerMessage, bool]:
+        msg, new = await self.inbox.append(to, sender, sender_name, msg_id, body,
+                                           self.clock(), self._inbox_cap)
+        if new:
+            self.metrics.peer_messages.inc()
+        return msg, new
 
     async def deliver(self, msg: PeerMessage) -> None:
         """Publish a stored message to every node that holds its addressee."""

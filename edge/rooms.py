@@ -12,7 +12,7 @@ so that failures are counted and logged in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.config import EdgeConfig
@@ -40,7 +40,9 @@ class Rooms:
                  deliver: Callable[[Conn, Encoded, float], bool],
                  reply: Callable[[Conn, dict[str, Any]], None],
                  account: Callable[[FanoutResult, float], None],
-                 opened: Callable[[str], None], emptied: Callable[[str], None]) -> None:
+                 opened: Callable[[str], None], emptied: Callable[[str], None],
+                 history: Callable[[str], Awaitable[list[dict[str, Any]]] | None] | None = None,
+                 ) -> None:
         self.config = config
         self.store = store
         self.hub = hub
@@ -50,6 +52,9 @@ class Rooms:
         self._account = account
         self._opened = opened
         self._emptied = emptied
+        # A room's kept actions for ``joined`` (edge/history.py): None for a
+        # room that keeps none.
+        self._history = history
         # The distributed deployment sets this (liveroom.distributed, through
         # EdgeNode.gate): it says whether this edge serves a room, else the
         # join gets a redirect.
@@ -68,8 +73,10 @@ class Rooms:
             self._opened(room)
         self.update_state_mode(room)
         body = await self._state_reply(room, cmd.known, cmd.epoch)
+        pending = self._history(room) if self._history is not None else None
+        history = await pending if pending is not None else None
         return self._state_to(conn, joined_frame(body, cmd.ref, self.hub.count(room),
-                                                 self.poll_of(room)))
+                                                 self.poll_of(room), history))
 
     def leave(self, conn: Conn, cmd: Leave) -> None:
         if self.hub.leave(conn, cmd.room):

@@ -9,7 +9,6 @@ HTTP status of its code (``wire.errors.ERROR_SPECS``).
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sized
 from pathlib import Path
@@ -19,12 +18,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 
+from edge import api_messages, api_rooms
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token, parse_grants
+from edge.httpapi import json_body as _json_body
+from edge.httpapi import node_of as _node
+from edge.httpapi import require_api_key as _require_api_key
+from edge.httpapi import room_of as _room
 from edge.node import SYSTEM_SENDER, EdgeNode
 from edge.ws import handle_ws
 from plumbing.ratelog import RateLimitedLog
-from wire.decode import decode_json_body, opt_int
+from wire.decode import opt_int
 from wire.errors import (
     Forbidden,
     FrameTooLarge,
@@ -33,10 +37,8 @@ from wire.errors import (
     LiveroomError,
     MissingField,
     NotFound,
-    Unauthorized,
-    Unavailable,
 )
-from wire.frames import CUSTOM_KIND_RE, GLOBAL_ROLES, ROOM_RE, SECTION_RE, USER_RE
+from wire.frames import CUSTOM_KIND_RE, GLOBAL_ROLES, SECTION_RE, USER_RE
 from wire.incoming import action_body
 
 log = logging.getLogger("liveroom.http")
@@ -83,41 +85,11 @@ def errors_middleware(errlog: RateLimitedLog | None = None) -> Middleware:
     return middleware
 
 
-def _node(request: web.Request) -> EdgeNode:
-    node: EdgeNode = request.app[NODE_KEY]
-    return node
-
-
-def _room(request: web.Request) -> str:
-    room = request.match_info["room"]
-    if not ROOM_RE.match(room):
-        raise InvalidField("room ids are 1..64 of [A-Za-z0-9_.:-]", field="room")
-    return room
-
-
 def _section(request: web.Request) -> str:
     section = request.match_info["section"]
     if len(section) > 97 or not SECTION_RE.match(section):
         raise InvalidField("invalid section name", field="section")
     return section
-
-
-def _require_api_key(request: web.Request) -> None:
-    key: str | None = request.app[API_KEY_KEY]
-    if not key:
-        raise Unavailable("the backend API is disabled: set LIVEROOM_API_KEY")
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    if not given or not hmac.compare_digest(given.encode(), key.encode()):
-        raise Unauthorized("Authorization: Bearer <LIVEROOM_API_KEY> is required")
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    # read() waits for the whole body; past client_max_size (MAX_API_BODY)
-    # aiohttp raises 413, which the middleware answers as frame_too_large.
-    raw = await request.read()
-    # A JSON object whose fields obey the value rule, as a frame's do.
-    return decode_json_body(raw, _node(request).config.max_value_bytes)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -250,4 +222,6 @@ def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
     app.router.add_post("/v1/dev/token", dev_token if dev else not_dev)
     app.router.add_post("/v1/rooms/{room}/actions", publish_action)
     app.router.add_post("/v1/rooms/{room}/state/{section}", write_section)
+    api_rooms.add_routes(app)
+    api_messages.add_routes(app)
     return app

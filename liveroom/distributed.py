@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from cdn.origin import CdnOrigin
+from edge.api_rooms import ONLINE_KEY
 from edge.http_site import TimedSite, counter_of
 from edge.metrics import Metrics
 from edge.node import EdgeNode
@@ -119,6 +120,7 @@ class RoleProcess:
                                rooms_config=opts.rooms_config)
         self.node = node
         node.gate = PlacementGate(view, opts.group)
+        app[ONLINE_KEY] = s.online  # room info and listing: cluster-wide counts
         node.start()
         self.timers = EdgeTimers(node, s, keep=set())
         self.timers.start_sweeping()

@@ -33,6 +33,8 @@ from edge.config import EdgeConfig
 from edge.metrics import Metrics
 from liveroom.options import RoleOptions
 from room_router.bus import Bus, MemoryBus
+from room_router.history import HistoryStore, MemoryHistoryStore
+from room_router.history_redis import RedisHistoryStore
 from room_router.inbox import Inbox, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox
 from room_router.nodes import (
@@ -65,6 +67,7 @@ class DistributedStores:
     nodes: RedisNodeRegistry
     online: RedisOnlineCounts
     action_limiter: RedisRateLimiter
+    history: RedisHistoryStore
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush the write-behind (at most ``timeout``), then close the Redis
@@ -110,6 +113,7 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
             nodes=RedisNodeRegistry(redis),
             online=RedisOnlineCounts(redis),
             action_limiter=RedisRateLimiter(redis, action_rate),
+            history=RedisHistoryStore(redis),
         )
     except BaseException:
         await redis.aclose()
@@ -130,6 +134,8 @@ class Services:
     shared_action_limiter: SharedRateLimiter | None = None
     # What must be awaited before use (an embedded set's SQLite inbox).
     openers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Room history (room_router/history.py): memory, or Redis with --redis.
+    history: HistoryStore = field(default_factory=MemoryHistoryStore)
 
     async def open(self) -> None:
         openers, self.openers = self.openers, []
@@ -204,6 +210,7 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
     nodes: NodeRegistry
     online: OnlineCounts
     inbox: Inbox
+    history: HistoryStore = MemoryHistoryStore()
     if opts.redis and opts.postgres:
         # The full deployment: every adapter from scale-data's one call (the
         # two-tier store: Redis hot, PostgreSQL durable; the shared limit).
@@ -215,7 +222,8 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         log.info("redis %s + postgres: tiered state, inbox, registries, counts, limits",
                  opts.redis)
         return Services(bus, stores.state, stores.registry, stores.inbox, stores.nodes,
-                        stores.online, closers, shared_action_limiter=stores.action_limiter)
+                        stores.online, closers, shared_action_limiter=stores.action_limiter,
+                        history=stores.history)
     pg_store: Any = None
     if opts.postgres:
         from room_router.inbox_postgres import open_postgres_inbox
@@ -243,11 +251,12 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         registry = RedisConnectionRegistry(client, ttl=registry_ttl)
         nodes = RedisNodeRegistry(client)
         online = RedisOnlineCounts(client)
-        log.info("redis: %s (state, registries, online counts)", opts.redis)
+        history = RedisHistoryStore(client)
+        log.info("redis: %s (state, registries, online counts, history)", opts.redis)
     else:
         store = pg_store if pg_store is not None else memory_store(opts.config)
         registry = MemoryConnectionRegistry()
         nodes = MemoryNodeRegistry()
         online = MemoryOnlineCounts()
         log.warning("no --redis: registries and counts are in this process only")
-    return Services(bus, store, registry, inbox, nodes, online, closers)
+    return Services(bus, store, registry, inbox, nodes, online, closers, history=history)

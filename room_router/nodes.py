@@ -16,7 +16,7 @@ memory implementations are pure and unit-testable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +51,12 @@ class OnlineCounts(Protocol):
     async def totals(self, rooms: Iterable[str], now: float) -> dict[str, int]:
         """Each room's count summed over the unexpired reports."""
 
+    async def rooms(self, prefix: str, after: str, limit: int,
+                    now: float) -> list[tuple[str, int]]:
+        """Rooms with members in an unexpired report whose id starts with
+        ``prefix`` and sorts after ``after`` (a page's cursor), sorted by
+        id, at most ``limit``, each with its count."""
+
 
 class MemoryNodeRegistry:
     def __init__(self) -> None:
@@ -78,5 +84,30 @@ class MemoryOnlineCounts:
         self._reports[node_id] = ({r: c for r, c in counts.items() if c > 0}, now + ttl)
 
     async def totals(self, rooms: Iterable[str], now: float) -> dict[str, int]:
-        live = [counts for counts, expires in self._reports.values() if expires > now]
+        live = self._live(now)
         return {room: sum(c.get(room, 0) for c in live) for room in rooms}
+
+    async def rooms(self, prefix: str, after: str, limit: int,
+                    now: float) -> list[tuple[str, int]]:
+        live = self._live(now)
+        return room_page({r for c in live for r in c}, prefix, after, limit,
+                         lambda room: sum(c.get(room, 0) for c in live))
+
+    def _live(self, now: float) -> list[dict[str, int]]:
+        return [counts for counts, expires in self._reports.values() if expires > now]
+
+
+def room_page(rooms: Iterable[str], prefix: str, after: str, limit: int,
+              count: Callable[[str], int]) -> list[tuple[str, int]]:
+    """One page of a room listing: the ids starting with ``prefix`` past
+    ``after``, sorted, at most ``limit``, each with ``count(room)`` (those
+    counting 0 are left out)."""
+    ids = sorted(r for r in rooms if r.startswith(prefix) and r > after)
+    page: list[tuple[str, int]] = []
+    for room in ids:
+        if len(page) >= limit:
+            break
+        n = count(room)
+        if n > 0:
+            page.append((room, n))
+    return page

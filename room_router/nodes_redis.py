@@ -17,6 +17,9 @@ reports leaves nothing behind. A node's report replaces its previous one:
 the rooms it reported last time and not now are set to 0 (their field
 deleted); the list of rooms it reported is kept in ``lr:on:{n:<node>}`` so a
 restarted process with the same node id cleans up after its predecessor.
+The nodes that reported are a sorted set ``lr:{nodes}:online`` (node id
+scored by its report's expiry), so ``rooms`` (the room listing) reads the
+room lists of the unexpired reports and sums the listed rooms' hashes.
 
 Both are rebuilt from the heartbeats after Redis lost its data: every live
 node re-registers and re-reports within one heartbeat period.
@@ -156,6 +159,7 @@ class RedisOnlineCounts:
             # last: a report cut off half way is cleaned up by the next one
             # from the previous list, which is still there).
             ops.append(("delete", (mine,)))
+            ops.append(("zadd", (nodes_key("online"), {node_id: now + ttl})))
             if current:
                 ops.append(("sadd", (mine, *current)))
                 ops.append(("pexpire", (mine, ttl_ms)))
@@ -171,6 +175,24 @@ class RedisOnlineCounts:
             sums = await run_script_many(self.client, self._room_total,
                                          [([room_key("o", room)], [repr(now)]) for room in rooms])
         return {room: int(total) for room, total in zip(rooms, sums, strict=True)}
+
+    async def rooms(self, prefix: str, after: str, limit: int,
+                    now: float) -> list[tuple[str, int]]:
+        client: Any = self.client  # (redis-py types these for sync and async at once)
+        with unavailable_when_down("online counts"):
+            reporters = await client.zrangebyscore(nodes_key("online"), f"({now!r}", "+inf")
+            await client.zremrangebyscore(nodes_key("online"), "-inf", repr(now))
+            held: set[str] = set()
+            for node in reporters:
+                held |= {_text(r) for r in await client.smembers(_node_rooms_key(_text(node)))}
+            ids = sorted(r for r in held if r.startswith(prefix) and r > after)
+            page: list[tuple[str, int]] = []
+            # A listed room may count 0 by now: read a few more than asked.
+            while ids and len(page) < limit:
+                batch, ids = ids[:limit], ids[limit:]
+                totals = await self.totals(batch, now)
+                page += [(r, totals[r]) for r in batch if totals[r] > 0]
+        return page[:limit]
 
 
 def _text(v: bytes | str) -> str:

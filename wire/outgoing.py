@@ -33,12 +33,14 @@ from wire.frames import (
     INBOX,
     JOINED,
     LEFT,
+    MODERATED,
     ONLINE,
     PEER,
     PEER_ACK,
     PONG,
     PROTOCOL_VERSION,
     REDIRECT,
+    RETRACT,
     STATE,
     STATE_MODE,
     SYNC,
@@ -108,17 +110,22 @@ def _room_versions(body: RoomVersions) -> dict[str, Any]:
 
 
 def joined_frame(body: RoomVersions, ref: Any, members: int,
-                 poll: tuple[str, float] | None) -> dict[str, Any]:
+                 poll: tuple[str, float] | None,
+                 history: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The answer to ``join`` (``members``: on this edge, the new one
     included; ``poll``: ``(head url, interval)`` when the room's members poll
-    its state, None when it is pushed). ``type`` comes after the body: the
-    order the protocol has always written."""
+    its state, None when it is pushed; ``history``: the room's kept
+    ``action`` frames, oldest first, only for a room that keeps history).
+    ``type`` comes after the body: the order the protocol has always
+    written; ``history`` is last, so a room without it has the old bytes."""
     frame = _room_versions(body)
     frame["type"] = JOINED
     if ref is not None:
         frame["ref"] = ref
     frame["members"] = members
     _add_state_mode(frame, poll)
+    if history is not None:
+        frame["history"] = history
     return frame
 
 
@@ -178,6 +185,29 @@ def action_frame(room: str, kind: str, body: Any, sender: Mapping[str, Any], seq
     unique across the cluster, what ``retract`` names; see PROTOCOL.md)."""
     return {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
             "seq": seq, "ts": ts, "id": action_id}
+
+
+def retract_frame(room: str, action_id: str) -> dict[str, Any]:
+    """The action ``action_id`` of ``room`` was retracted: clients remove it
+    (it goes on the room's bus subject like an action, never shed)."""
+    return {"type": RETRACT, "room": room, "id": action_id}
+
+
+def moderated_frame(room: str, op: str, ref: Any, *, user: str | None = None,
+                    action_id: str | None = None, until: float | None = None) -> dict[str, Any]:
+    """The answer to ``moderate``: ``op`` was carried out on ``user`` (or on
+    the action ``action_id`` for ``retract``), lasting ``until`` (epoch
+    seconds) when it ends."""
+    frame: dict[str, Any] = {"type": MODERATED, "room": room, "op": op}
+    if user is not None:
+        frame["user"] = user
+    if action_id is not None:
+        frame["id"] = action_id
+    if until is not None:
+        frame["until"] = until
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
 
 
 def state_frame(room: str, section: str, partial: int, total: int,
