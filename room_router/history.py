@@ -113,6 +113,9 @@ class MemoryHistoryStore:
         return fresh[-limit:]
 
     async def retract(self, room: str, action_id: str) -> bool:
+        return self.drop(room, action_id)
+
+    def drop(self, room: str, action_id: str) -> bool:
         held = self._rooms.get(room)
         if held is None or action_id not in held.ids:
             return False

@@ -26,11 +26,13 @@ from wire.outgoing import (
     inbox_frame,
     joined_frame,
     left_frame,
+    moderated_frame,
     online_frame,
     peer_ack_frame,
     peer_frame,
     pong_frame,
     redirect_frame,
+    retract_frame,
     state_frame,
     state_mode_frame,
     sync_frame,
@@ -102,6 +104,25 @@ def test_joined(ref: Any, recovered: bool | None, reason: str | None,
     literal = _state_reply(recovered, reason)
     literal.update(type="joined", ref=ref, members=2, **mode)
     same(joined_frame(body, ref, 2, poll), _without_null_ref(literal))
+
+
+def test_joined_with_history_adds_it_last() -> None:
+    body = RoomVersions("demo", "e1", 0, {}, [])
+    kept = [{"type": "action", "room": "demo", "kind": "comment", "id": "a-1"}]
+    literal = {"room": "demo", "epoch": "e1", "total": 0, "versions": {}, "sections": [],
+               "type": "joined", "ref": 1, "members": 1, "state_mode": "push",
+               "history": kept}
+    same(joined_frame(body, 1, 1, None, kept), literal)
+    same(joined_frame(body, 1, 1, None, []), {**literal, "history": []})
+
+
+@pytest.mark.parametrize("ref", [None, 4])
+def test_retract_and_moderated(ref: Any) -> None:
+    same(retract_frame("r", "a-1"), {"type": "retract", "room": "r", "id": "a-1"})
+    same(moderated_frame("r", "retract", ref, action_id="a-1"), _without_null_ref(
+        {"type": "moderated", "room": "r", "op": "retract", "id": "a-1", "ref": ref}))
+    same(moderated_frame("r", "ban", ref, user="u", until=5.0), _without_null_ref(
+        {"type": "moderated", "room": "r", "op": "ban", "user": "u", "until": 5.0, "ref": ref}))
 
 
 @pytest.mark.parametrize("ref", [None, 3])
