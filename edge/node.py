@@ -13,7 +13,9 @@ online counts; it composes two parts:
 - ``edge/rooms.py`` (``Rooms``): join (or redirect), leave, sync and the state
   reply they share, the state mode of big rooms, moving a room's members;
 - ``edge/peers.py`` (``PeerDelivery``): peer messages, the inbox replay, gap
-  fills and pacing, with their theory of operation.
+  fills and pacing, with their theory of operation;
+- ``edge/history.py`` (``EdgeHistory``): the actions a room keeps, for
+  ``joined`` and HTTP, and retract.
 
 Paths:
 - action:  session validates -> ``publish_action`` stamps sender, seq and

@@ -1,8 +1,8 @@
 """The services a ``liveroom`` process stands on, opened through one path.
 
 ``Services`` is what every edge, router and cdn is built on: the bus, the
-state store, the connection registry, the peer inbox, the node registry and
-the online counts, each behind its protocol (``room_router``,
+state store, the connection registry, the peer inbox, the node registry,
+the online counts and the room history, each behind its protocol (``room_router``,
 ``state_versions``). Two ways to get them, one type:
 
 - ``embedded_services``: everything in this process (memory bus, memory
