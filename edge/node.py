@@ -402,16 +402,18 @@ class EdgeNode:
             return
         raise Unavailable("moderation is not available on this edge", ref=cmd.ref)
 
-    def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any]) -> int:
+    def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any],
+                       action_id: str | None = None) -> int:
         """Stamp and publish an action; returns its room sequence number.
-        Used by client frames and the backend API alike."""
+        Used by client frames and the backend API alike (which draws the
+        ``action_id`` from ``action_ids`` itself, to answer it)."""
         seq = self._seq.get(room, 0) + 1
         if room in self.hub.rooms:
             # Kept while the room has members here (dropped when it empties),
             # so the map is bounded by the rooms this edge serves.
             self._seq[room] = seq
         self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
-        action_id, ts = self.action_ids.next(), self.clock()
+        action_id, ts = action_id or self.action_ids.next(), self.clock()
         payload = encode_msgpack(action_frame(room, kind, body, sender, seq, ts, action_id))
         self.bus.publish(room_subject(room), payload)
         self.history.keep(room, kind, action_id, ts, payload)

@@ -167,8 +167,9 @@ async def publish_action(request: web.Request) -> web.Response:
         sender = {"id": sid, "name": sname, "role": "system"}
     elif given is not None:
         raise InvalidField("sender is a user id or {\"id\", \"name\"}", field="sender")
-    seq = node.publish_action(room, kind, value, sender)
-    return web.json_response({"room": room, "seq": seq}, status=202)
+    action_id = node.action_ids.next()  # answered: what a retract names
+    seq = node.publish_action(room, kind, value, sender, action_id)
+    return web.json_response({"room": room, "seq": seq, "id": action_id}, status=202)
 
 
 async def write_section(request: web.Request) -> web.Response:

@@ -169,7 +169,9 @@ async def test_the_backend_retracts_by_id(hserver: LiveServer, clients: Any,
     async with http.post(f"{hserver.url}/v1/rooms/{room}/actions", headers=AUTH,
                          json={"kind": "comment", "body": {"text": "oops"}}) as r:
         assert r.status == 202
+        answered = (await r.json())["id"]
     oops = await a.expect("action")
+    assert oops["id"] == answered  # the backend learns the id it may retract
     url = f"{hserver.url}/v1/rooms/{room}/actions/{oops['id']}"
     async with http.delete(url) as r:
         assert r.status == 401 and (await r.json())["code"] == "unauthorized"
