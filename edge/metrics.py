@@ -33,6 +33,9 @@ class Metrics:
             ["phase"], registry=r)
         self.state_changes = Counter("liveroom_state_changes_total", "State changes applied",
                                      registry=r)
+        self.presence_frames = Counter(
+            "liveroom_presence_frames_total", "presence frames written to clients (one per "
+            "recipient; rooms that keep presence, edge/presence.py)", registry=r)
         self.peer_messages = Counter("liveroom_peer_messages_total",
                                      "Peer messages accepted", registry=r)
         self.peer_fills = Counter(

@@ -45,6 +45,7 @@ from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.history import EdgeHistory
 from edge.metrics import Metrics
 from edge.peers import PeerDelivery
+from edge.presence import Presence
 from edge.rooms import Rooms
 from edge.session import Authenticate, Phase, Session
 from plumbing.ratelog import LogLimiter, RateLimitedLog
@@ -52,6 +53,7 @@ from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
 from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.inbox import Inbox
+from room_router.presence import MemoryPresenceStore, PresenceStore
 from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
 from room_router.roomconfig import RoomPolicies
@@ -108,7 +110,8 @@ class EdgeNode:
                  monotonic: Callable[[], float] = time.monotonic,
                  shared_action_limiter: SharedRateLimiter | None = None,
                  policies: RoomPolicies | None = None,
-                 history: HistoryStore | None = None) -> None:
+                 history: HistoryStore | None = None,
+                 presence_store: PresenceStore | None = None) -> None:
         self.node_id = node_id
         self.config = config
         # The rooms config in force (--rooms-config, reloaded on SIGHUP).
@@ -155,10 +158,14 @@ class EdgeNode:
         self.history = EdgeHistory(store=history or MemoryHistoryStore(),
                                    policies=self.policies, bus=bus, clock=clock,
                                    errlog=self.errlog)
+        self.presence = Presence(node_id=node_id, store=presence_store or MemoryPresenceStore(),
+                                 bus=bus, hub=self.hub, policies=self.policies,
+                                 metrics=metrics, errlog=self.errlog, clock=clock,
+                                 monotonic=monotonic, account=self._account)
         self.rooms = Rooms(config=config, store=store, hub=self.hub, monotonic=monotonic,
                            deliver=self._deliver, reply=self._reply, account=self._account,
                            opened=self._room_opened, emptied=self._room_emptied,
-                           history=self.history.for_join)
+                           history=self.history.for_join, presence=self.presence)
         self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
@@ -182,6 +189,7 @@ class EdgeNode:
             self._node_sub = None
         self.peers.stop()
         self.history.stop()
+        self.presence.stop()
 
     def verify(self, token: object, now: float) -> Identity:
         return verify_token(token, self._secret, now)
@@ -215,6 +223,7 @@ class EdgeNode:
 
     def _drop_from_rooms(self, conn: Conn) -> None:
         for room in list(conn.rooms):
+            self.presence.left(conn, room)
             if self.hub.leave(conn, room):
                 self._room_emptied(room)
 
@@ -341,8 +350,14 @@ class EdgeNode:
             self.publish_action(cmd.room, cmd.kind, cmd.body,
                                 ident.public_in(ident.role_in(cmd.room)))
         elif isinstance(cmd, Join):
-            session.charge_reply(await self.rooms.join(conn, cmd), self.clock())
+            assert session.identity is not None
+            ident = session.identity
+            # Only rooms that keep presence pay for it (edge/presence.py).
+            member = ident.public_in(ident.role_in(cmd.room)) \
+                if self.policies.policy(cmd.room).presence else None
+            session.charge_reply(await self.rooms.join(conn, cmd, member), self.clock())
         elif isinstance(cmd, Leave):
+            self.presence.left(conn, cmd.room)
             self.rooms.leave(conn, cmd)
         elif isinstance(cmd, WriteState):
             await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
@@ -506,6 +521,7 @@ class EdgeNode:
     def tick_online(self) -> None:
         """Broadcast each room's member count where it changed (a timer calls
         this every ``online_interval`` seconds)."""
+        self.presence.tick()
         now = self._monotonic()
         for room, count in list(self.hub.online_changes(self.online_elsewhere)):
             self.rooms.update_state_mode(room)  # a mode changes only with the count
@@ -533,6 +549,9 @@ class EdgeNode:
         """Tell the room's local members to join it at ``urls`` (the room
         moved to another group) and drop them from it here; returns how many
         were told (``Rooms.redirect``)."""
+        local = self.hub.rooms.get(room)
+        for conn in list(local.members) if local is not None else ():
+            self.presence.left(conn, room)
         return self.rooms.redirect(room, urls, reason)
 
     # -- what the heartbeat re-asserts (distributed registries) ------------

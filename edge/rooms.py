@@ -17,7 +17,9 @@ from typing import Any
 
 from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub
+from edge.presence import Presence
 from room_router.gate import RoomGate
+from room_router.presence import Member
 from state_versions.store import StateStore
 from wire.encoded import Encoded
 from wire.errors import InternalError
@@ -42,7 +44,7 @@ class Rooms:
                  account: Callable[[FanoutResult, float], None],
                  opened: Callable[[str], None], emptied: Callable[[str], None],
                  history: Callable[[str], Awaitable[list[dict[str, Any]]] | None] | None = None,
-                 ) -> None:
+                 presence: Presence | None = None) -> None:
         self.config = config
         self.store = store
         self.hub = hub
@@ -55,13 +57,16 @@ class Rooms:
         # A room's kept actions for ``joined`` (edge/history.py): None for a
         # room that keeps none.
         self._history = history
+        self._presence = presence
         # The distributed deployment sets this (liveroom.distributed, through
         # EdgeNode.gate): it says whether this edge serves a room, else the
         # join gets a redirect.
         self.gate: RoomGate | None = None
 
-    async def join(self, conn: Conn, cmd: Join) -> int:
-        """Join, answer ``joined`` (or a redirect); the reply's size."""
+    async def join(self, conn: Conn, cmd: Join, member: Member | None = None) -> int:
+        """Join, answer ``joined`` (or a redirect); the reply's size.
+        ``member``: the user as the room's presence shows it, only in a
+        room that keeps presence (its list then rides in ``joined``)."""
         room = cmd.room
         if self.gate is not None and room not in conn.rooms:
             route = await self.gate.redirect_for(room)
@@ -72,11 +77,14 @@ class Rooms:
         if self.hub.join(conn, room):
             self._opened(room)
         self.update_state_mode(room)
+        presence = None
+        if member is not None and self._presence is not None:
+            presence = await self._presence.join(conn, room, member)
         body = await self._state_reply(room, cmd.known, cmd.epoch)
         pending = self._history(room) if self._history is not None else None
         history = await pending if pending is not None else None
         return self._state_to(conn, joined_frame(body, cmd.ref, self.hub.count(room),
-                                                 self.poll_of(room), history))
+                                                 self.poll_of(room), history, presence))
 
     def leave(self, conn: Conn, cmd: Leave) -> None:
         if self.hub.leave(conn, cmd.room):

@@ -2,8 +2,8 @@
 
 ``Services`` is what every edge, router and cdn is built on: the bus, the
 state store, the connection registry, the peer inbox, the node registry,
-the online counts and the room history, each behind its protocol (``room_router``,
-``state_versions``). Two ways to get them, one type:
+the online counts, the room history and the presence lists, each behind its
+protocol (``room_router``, ``state_versions``). Two ways to get them, one type:
 
 - ``embedded_services``: everything in this process (memory bus, memory
   state and registries, a SQLite inbox); what ``liveroom serve`` runs on, and
@@ -44,6 +44,8 @@ from room_router.nodes import (
     OnlineCounts,
 )
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
+from room_router.presence import MemoryPresenceStore, PresenceStore
+from room_router.presence_redis import RedisPresenceStore
 from room_router.ratelimit import Rate, SharedRateLimiter
 from room_router.ratelimit_redis import RedisRateLimiter
 from room_router.registry import ConnectionRegistry, MemoryConnectionRegistry
@@ -68,6 +70,7 @@ class DistributedStores:
     online: RedisOnlineCounts
     action_limiter: RedisRateLimiter
     history: RedisHistoryStore
+    presence: RedisPresenceStore
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush the write-behind (at most ``timeout``), then close the Redis
@@ -114,6 +117,7 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
             online=RedisOnlineCounts(redis),
             action_limiter=RedisRateLimiter(redis, action_rate),
             history=RedisHistoryStore(redis),
+            presence=RedisPresenceStore(redis),
         )
     except BaseException:
         await redis.aclose()
@@ -136,6 +140,8 @@ class Services:
     openers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Room history (room_router/history.py): memory, or Redis with --redis.
     history: HistoryStore = field(default_factory=MemoryHistoryStore)
+    # Each edge's member lists of the rooms that keep presence.
+    presence: PresenceStore = field(default_factory=MemoryPresenceStore)
 
     async def open(self) -> None:
         openers, self.openers = self.openers, []
@@ -211,6 +217,7 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
     online: OnlineCounts
     inbox: Inbox
     history: HistoryStore = MemoryHistoryStore()
+    presence: PresenceStore
     if opts.redis and opts.postgres:
         # The full deployment: every adapter from scale-data's one call (the
         # two-tier store: Redis hot, PostgreSQL durable; the shared limit).
@@ -223,7 +230,7 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
                  opts.redis)
         return Services(bus, stores.state, stores.registry, stores.inbox, stores.nodes,
                         stores.online, closers, shared_action_limiter=stores.action_limiter,
-                        history=stores.history)
+                        history=stores.history, presence=stores.presence)
     pg_store: Any = None
     if opts.postgres:
         from room_router.inbox_postgres import open_postgres_inbox
@@ -252,11 +259,14 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         nodes = RedisNodeRegistry(client)
         online = RedisOnlineCounts(client)
         history = RedisHistoryStore(client)
-        log.info("redis: %s (state, registries, online counts, history)", opts.redis)
+        presence = RedisPresenceStore(client)
+        log.info("redis: %s (state, registries, online counts, history, presence)", opts.redis)
     else:
         store = pg_store if pg_store is not None else memory_store(opts.config)
         registry = MemoryConnectionRegistry()
         nodes = MemoryNodeRegistry()
         online = MemoryOnlineCounts()
+        presence = MemoryPresenceStore()
         log.warning("no --redis: registries and counts are in this process only")
-    return Services(bus, store, registry, inbox, nodes, online, closers, history=history)
+    return Services(bus, store, registry, inbox, nodes, online, closers, history=history,
+                    presence=presence)

@@ -20,6 +20,7 @@ from typing import Protocol
 from aiohttp import web
 
 from cdn.origin import CdnConfig, CdnOrigin
+from edge import api_presence
 from edge.appkeys import NODE_KEY, QUIC_KEY
 from edge.certs import cert_info, dev_cert
 from edge.config import EdgeConfig
@@ -81,9 +82,12 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
                     store=services.store, bus=services.bus, registry=services.registry,
                     inbox=services.inbox, metrics=metrics,
                     shared_action_limiter=services.shared_action_limiter,
-                    policies=policies, history=services.history)
+                    policies=policies, history=services.history,
+                    presence_store=services.presence)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
+    # Here, not in build_app: edge/api_presence.py stands on edge/web.py's helpers.
+    api_presence.add_routes(app)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)
 
     async def close_connections(app: web.Application) -> None:

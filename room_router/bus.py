@@ -2,8 +2,10 @@
 
 Subjects: ``room.<room id>`` carries a room's actions and state changes;
 ``node.<node id>`` carries peer deliveries for the connections one edge node
-holds. Payloads are already-encoded msgpack bytes: a receiving edge frames
-them as they are and re-encodes nothing it can forward.
+holds; ``presence.<room id>`` carries the edges' presence deltas of a room
+that keeps presence (``room_router/presence.py``). Payloads are
+already-encoded msgpack bytes: a receiving edge frames them as they are and
+re-encodes nothing it can forward.
 
 The embedded deployment uses ``MemoryBus`` (one process); the distributed
 one puts NATS behind the same interface.
@@ -23,6 +25,11 @@ def room_subject(room: str) -> str:
 
 def node_subject(node: str) -> str:
     return f"node.{node}"
+
+
+def presence_subject(room: str) -> str:
+    """An edge's presence deltas of a room (``room_router/presence.py``)."""
+    return f"presence.{room}"
 
 
 class Subscription(Protocol):

@@ -38,6 +38,7 @@ from wire.frames import (
     PEER,
     PEER_ACK,
     PONG,
+    PRESENCE,
     PROTOCOL_VERSION,
     REDIRECT,
     RETRACT,
@@ -109,15 +110,23 @@ def _room_versions(body: RoomVersions) -> dict[str, Any]:
     return frame
 
 
+# ``joined_frame``'s ``presence`` for a room whose list is over its cap.
+PRESENCE_CAPPED = "capped"
+
+
 def joined_frame(body: RoomVersions, ref: Any, members: int,
                  poll: tuple[str, float] | None,
-                 history: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                 history: Sequence[Mapping[str, Any]] | None = None,
+                 presence: Sequence[Mapping[str, Any]] | str | None = None
+                 ) -> dict[str, Any]:
     """The answer to ``join`` (``members``: on this edge, the new one
     included; ``poll``: ``(head url, interval)`` when the room's members poll
     its state, None when it is pushed; ``history``: the room's kept
-    ``action`` frames, oldest first, only for a room that keeps history).
-    ``type`` comes after the body: the order the protocol has always
-    written; ``history`` is last, so a room without it has the old bytes."""
+    ``action`` frames, oldest first, only for a room that keeps history;
+    ``presence``: in a room that keeps presence, its member list, or
+    ``PRESENCE_CAPPED`` above the cap). ``type`` comes after the body: the
+    order the protocol has always written; ``history`` and ``presence`` are
+    last and only in rooms that keep them, so other rooms have the old bytes."""
     frame = _room_versions(body)
     frame["type"] = JOINED
     if ref is not None:
@@ -126,6 +135,10 @@ def joined_frame(body: RoomVersions, ref: Any, members: int,
     _add_state_mode(frame, poll)
     if history is not None:
         frame["history"] = history
+    if presence == PRESENCE_CAPPED:
+        frame["presence_capped"] = True
+    elif presence is not None:
+        frame["presence"] = list(presence)
     return frame
 
 
@@ -248,6 +261,17 @@ def pong_frame(t: Any, ts: float, ref: Any) -> dict[str, Any]:
 def online_frame(room: str, count: int) -> dict[str, Any]:
     """The room's member count, sent when it changed."""
     return {"type": ONLINE, "room": room, "count": count}
+
+
+def presence_frame(room: str, joins: Sequence[Mapping[str, Any]], leaves: Sequence[str],
+                   capped: bool, count: int) -> dict[str, Any]:
+    """One tick's changes of a room's member list (``joins``: members,
+    ``leaves``: user ids), or, when ``capped``, that the list went over the
+    room's cap (``count`` members): counts only from then on."""
+    if capped:
+        return {"type": PRESENCE, "room": room, "capped": True, "count": count}
+    return {"type": PRESENCE, "room": room, "joins": list(joins), "leaves": list(leaves),
+            "count": count}
 
 
 def inbox_frame(recovered: bool, reason: str | None, upto: int,

@@ -1,0 +1,25 @@
+"""HTTP routes of presence: ``GET /v1/rooms/{room}/presence`` (backend key).
+
+The member list of a room over the whole cluster, as the presence store
+holds it (each edge's list, a user once; docs/PROTOCOL.md, "Presence").
+It asks for the backend key because the members of a private room are not
+public. A room whose config keeps no presence answers 404 ``not_found``;
+a room over its cap answers its count only (``"capped": true``).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from edge.web import _node, _require_api_key, _room
+
+
+async def room_presence(request: web.Request) -> web.Response:
+    _require_api_key(request)
+    room = _room(request)
+    body = await _node(request).presence.snapshot(room)
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/rooms/{room}/presence", room_presence)
