@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from edge.client import LiveroomClient
@@ -39,7 +38,7 @@ class Roster:
                 frame = await self.client.recv(timeout)
                 if frame.get("type") == "presence" and frame.get("room") == self.room:
                     self.apply(frame)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pass
 
     async def ids(self) -> set[str] | None:

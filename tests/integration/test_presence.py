@@ -5,7 +5,7 @@ without presence unchanged. Both codecs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +13,7 @@ import pytest
 
 from edge.client import LiveroomClient
 from tests.support import API_KEY, LiveServer, metric, until
-from tests.support_presence import roster
+from tests.support_presence import Roster, roster
 
 ROOMS = """
 [rooms."pres-*"]
@@ -71,9 +71,9 @@ async def test_joined_lists_the_members_and_presence_frames_follow(
     await bot.close()
 
 
-def _sees(r: object, want: set[str]) -> object:
+def _sees(r: Roster, want: set[str]) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return await r.ids() == want  # type: ignore[attr-defined, no-any-return]
+        return await r.ids() == want
     return check
 
 
@@ -116,10 +116,10 @@ async def test_over_the_cap_counts_only_then_the_list_again(
     await first.client.close()
 
 
-def _capped(r: object) -> object:
+def _capped(r: Roster) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        await r.pump()  # type: ignore[attr-defined]
-        return r.members is None  # type: ignore[attr-defined, no-any-return]
+        await r.pump()
+        return r.members is None
     return check
 
 
