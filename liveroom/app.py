@@ -21,6 +21,7 @@ from liveroom.options import ServeOptions
 from liveroom.services import embedded_services
 from liveroom.wiring import EdgeSecrets, EdgeTimers, build_edge
 from llm_agents.service import AgentsService, in_process_links
+from room_router.roomconfig import Entry, RoomPolicy, RoomsConfig
 
 log = logging.getLogger("liveroom")
 
@@ -30,6 +31,14 @@ DEMO_STATE: dict[str, dict[str, Any]] = {
     "pinned": {"text": "Be kind. Gifts light up the stage."},
     "scoreboard": {"gifts": 0, "likes": 0},
 }
+
+
+def demo_rooms_config() -> RoomsConfig:
+    """The rooms config of ``liveroom serve`` without ``--rooms-config``:
+    the defaults, except that the demo room keeps presence (its page shows
+    who is here)."""
+    return RoomsConfig(entries=(Entry(DEMO_ROOM, RoomPolicy(presence=True), None),),
+                       source="built-in: the demo room keeps presence")
 
 
 def _dev_secret(path: Path) -> str:
@@ -64,6 +73,8 @@ def make_app(opts: ServeOptions) -> web.Application:
     node, app = build_edge(services, node_id=opts.node_id, config=opts.config, cdn=opts.cdn,
                            secrets=EdgeSecrets(jwt_secret, api_key, opts.dev),
                            metrics=Metrics(), rooms_config=opts.rooms_config)
+    if opts.demo_room and opts.rooms_config is None:
+        node.policies.current = demo_rooms_config()
     agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
                            node.verify, node.clock, registry=node.metrics.registry) \
         if opts.agents.enabled else None

@@ -55,6 +55,10 @@
       syncing: false,
       syncAgain: false,
       online: 0,
+      // Who's here, in rooms that keep presence: user id -> {id, name, role};
+      // null while the room is over its cap (counts only), or without presence.
+      presence: null,
+      presenceCapped: false,
       poll: null,        // {head, interval, timer, etag} while state comes by polling
     };
   }
@@ -463,6 +467,9 @@
       case "online":
         onOnline(frame);
         break;
+      case "presence":
+        onPresence(frame);
+        break;
       case "peer":
         onPeer(frame);
         break;
@@ -532,6 +539,12 @@
       }
     }
     if (typeof frame.members === "number") room.online = frame.members;
+    room.presenceCapped = frame.presence_capped === true;
+    room.presence = null;
+    if (Array.isArray(frame.presence)) {
+      room.presence = new Map();
+      for (const m of frame.presence) if (isObject(m)) room.presence.set(m.id, m);
+    }
     if (isObject(frame.versions)) {
       const versions = frame.versions;
       // Sections the room no longer has are gone.
@@ -550,6 +563,50 @@
       $("room-view").dataset.joined = "true";
       renderRoom(room);
       $("online-count").textContent = String(room.online);
+      renderPresence(room);
+    }
+  }
+
+  // presence: the joins and leaves of one tick, or "capped" (counts only until
+  // a frame brings the whole list again as joins). See docs/PROTOCOL.md.
+  function onPresence(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room) return;
+    if (frame.capped === true) {
+      room.presence = null;
+      room.presenceCapped = true;
+    } else {
+      if (!room.presence) room.presence = new Map();
+      room.presenceCapped = false;
+      for (const id of frame.leaves || []) room.presence.delete(id);
+      for (const m of frame.joins || []) if (isObject(m)) room.presence.set(m.id, m);
+    }
+    if (room.name === app.current) renderPresence(room);
+  }
+
+  function renderPresence(room) {
+    const panel = $("presence-panel");
+    const list = $("presence-list");
+    const kept = room.presence !== null || room.presenceCapped;
+    panel.hidden = !kept;
+    list.replaceChildren();
+    $("presence-capped").hidden = !room.presenceCapped;
+    if (!kept) return;
+    if (room.presenceCapped) {
+      $("presence-count").textContent = `(${room.online})`;
+      return;
+    }
+    const members = [...room.presence.values()].sort(
+      (a, b) => String(a.name).localeCompare(String(b.name)));
+    $("presence-count").textContent = `(${members.length})`;
+    for (const m of members) {
+      const li = el("li", "presence-member");
+      li.dataset.testid = "presence-member";
+      li.dataset.user = String(m.id);
+      li.dataset.role = String(m.role);
+      li.append(el("span", "presence-name", String(m.name)),
+                el("span", `presence-role role-${m.role}`, String(m.role)));
+      list.append(li);
     }
   }
 
@@ -669,6 +726,7 @@
     if (!room || typeof frame.count !== "number") return;
     room.online = frame.count;
     if (room.name === app.current) $("online-count").textContent = String(frame.count);
+    if (room.name === app.current && room.presenceCapped) renderPresence(room);
   }
 
   // An agent's reply streams as agent.delta actions (one reply_id) and ends

@@ -302,3 +302,27 @@ def test_a_big_room_takes_state_by_polling(tmp_path: Path, new_page: Any) -> Non
         assert page.js_errors == []
     finally:
         srv.stop()
+
+
+def test_the_demo_page_shows_who_is_here(live_server: LiveServer, new_page: Any) -> None:
+    """The demo room keeps presence (liveroom serve's default): each page
+    lists the other, with the role in the room, and loses a member who leaves."""
+    alice, bob = new_page(), new_page()
+    try:
+        join(alice, live_server, "Alice", "host")
+        join(bob, live_server, "Bob", "viewer")
+        for page in (alice, bob):
+            listing = page.get_by_test_id("presence-list")
+            expect(listing).to_be_visible(timeout=TIMEOUT_MS)
+            expect(listing.locator('[data-testid="presence-member"]')).to_have_count(
+                2, timeout=TIMEOUT_MS)
+            expect(listing.locator('[data-user="alice"]')).to_contain_text("host",
+                                                                           timeout=TIMEOUT_MS)
+            expect(listing.locator('[data-user="bob"]')).to_contain_text("Bob",
+                                                                         timeout=TIMEOUT_MS)
+        bob.close()
+        expect(alice.get_by_test_id("presence-list").locator(
+            '[data-testid="presence-member"]')).to_have_count(1, timeout=TIMEOUT_MS)
+        assert alice.js_errors == []
+    finally:
+        screenshot(alice, "/tmp/demo-alice-presence.png")
