@@ -351,13 +351,9 @@ class EdgeNode:
                                 ident.public_in(ident.role_in(cmd.room)))
         elif isinstance(cmd, Join):
             assert session.identity is not None
-            ident = session.identity
-            # Only rooms that keep presence pay for it (edge/presence.py).
-            member = ident.public_in(ident.role_in(cmd.room)) \
-                if self.policies.policy(cmd.room).presence else None
+            member = self.presence.member(session.identity, cmd.room)
             session.charge_reply(await self.rooms.join(conn, cmd, member), self.clock())
         elif isinstance(cmd, Leave):
-            self.presence.left(conn, cmd.room)
             self.rooms.leave(conn, cmd)
         elif isinstance(cmd, WriteState):
             await self.write_state(cmd.room, cmd.section, cmd.value, cmd.expected, ref=cmd.ref)
@@ -549,9 +545,6 @@ class EdgeNode:
         """Tell the room's local members to join it at ``urls`` (the room
         moved to another group) and drop them from it here; returns how many
         were told (``Rooms.redirect``)."""
-        local = self.hub.rooms.get(room)
-        for conn in list(local.members) if local is not None else ():
-            self.presence.left(conn, room)
         return self.rooms.redirect(room, urls, reason)
 
     # -- what the heartbeat re-asserts (distributed registries) ------------

@@ -37,6 +37,7 @@ from typing import Any
 
 import msgpack
 
+from edge.auth import Identity
 from edge.fanout import Conn, FanoutResult, Hub
 from edge.metrics import Metrics
 from plumbing.ratelog import RateLimitedLog
@@ -87,6 +88,13 @@ class Presence:
         self._task: asyncio.Task[None] | None = None
 
     # -- members in and out ----------------------------------------------
+    def member(self, ident: Identity, room: str) -> Member | None:
+        """How ``room``'s presence shows the user (its role in the room),
+        or None when the room keeps no presence: other rooms pay nothing."""
+        if not self.policies.policy(room).presence:
+            return None
+        return ident.public_in(ident.role_in(room))
+
     async def join(self, conn: Conn, room: str, member: Member) -> list[Member] | str:
         """Count ``conn``'s user in ``room``; the list for its ``joined``
         (``PRESENCE_CAPPED`` above the room's cap)."""
@@ -124,6 +132,7 @@ class Presence:
                                   exc=exc)
             return
         view.replace_others(lists, self.node_id)
+        self._dirty.add(view.room)  # the next tick tells the members
 
     # -- the bus -----------------------------------------------------------
     def _on_delta(self, subject: str, payload: bytes) -> None:
@@ -206,7 +215,6 @@ class Presence:
                 view = self.views.get(room)
                 if view is not None:
                     await self._load(view)
-                    self._dirty.add(room)
 
     def stop(self) -> None:
         for sub in self._subs.values():

@@ -87,6 +87,7 @@ class Rooms:
                                                  self.poll_of(room), history, presence))
 
     def leave(self, conn: Conn, cmd: Leave) -> None:
+        self._left(conn, cmd.room)
         if self.hub.leave(conn, cmd.room):
             self._emptied(cmd.room)
         self._reply(conn, left_frame(cmd.room, cmd.ref))
@@ -135,9 +136,14 @@ class Rooms:
         members = list(local.members)
         for conn in members:
             self._deliver(conn, enc, now)
+            self._left(conn, room)
             if self.hub.leave(conn, room):
                 self._emptied(room)
         return len(members)
+
+    def _left(self, conn: Conn, room: str) -> None:
+        if self._presence is not None:
+            self._presence.left(conn, room)
 
     def _state_to(self, conn: Conn, reply: dict[str, Any]) -> int:
         """Send a ``joined`` or ``sync`` reply; its size in the connection's
