@@ -15,7 +15,9 @@ online counts; it composes two parts:
 - ``edge/peers.py`` (``PeerDelivery``): peer messages, the inbox replay, gap
   fills and pacing, with their theory of operation;
 - ``edge/history.py`` (``EdgeHistory``): the actions a room keeps, for
-  ``joined`` and HTTP, and retract.
+  ``joined`` and HTTP, and retract;
+- ``edge/presence.py`` (``Presence``): the member lists of the rooms that
+  keep presence, per tick, cluster-wide.
 
 Paths:
 - action:  session validates -> ``publish_action`` stamps sender, seq and
