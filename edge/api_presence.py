@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edge.web import _node, _require_api_key, _room
+from edge.httpapi import node_of, require_api_key, room_of
 
 
 async def room_presence(request: web.Request) -> web.Response:
-    _require_api_key(request)
-    room = _room(request)
-    body = await _node(request).presence.snapshot(room)
+    require_api_key(request)
+    room = room_of(request)
+    body = await node_of(request).presence.snapshot(room)
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

@@ -84,7 +84,8 @@ class Rooms:
         pending = self._history(room) if self._history is not None else None
         history = await pending if pending is not None else None
         return self._state_to(conn, joined_frame(body, cmd.ref, self.hub.count(room),
-                                                 self.poll_of(room), history, presence))
+                                                 self.poll_of(room), history=history,
+                                                 presence=presence))
 
     def leave(self, conn: Conn, cmd: Leave) -> None:
         self._left(conn, cmd.room)

@@ -20,7 +20,6 @@ from typing import Protocol
 from aiohttp import web
 
 from cdn.origin import CdnConfig, CdnOrigin
-from edge import api_presence
 from edge.appkeys import NODE_KEY, QUIC_KEY
 from edge.certs import cert_info, dev_cert
 from edge.config import EdgeConfig
@@ -86,8 +85,6 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
                     presence_store=services.presence)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
-    # Here, not in build_app: edge/api_presence.py stands on edge/web.py's helpers.
-    api_presence.add_routes(app)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)
 
     async def close_connections(app: web.Application) -> None:

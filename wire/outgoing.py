@@ -115,7 +115,7 @@ PRESENCE_CAPPED = "capped"
 
 
 def joined_frame(body: RoomVersions, ref: Any, members: int,
-                 poll: tuple[str, float] | None,
+                 poll: tuple[str, float] | None, *,
                  history: Sequence[Mapping[str, Any]] | None = None,
                  presence: Sequence[Mapping[str, Any]] | str | None = None
                  ) -> dict[str, Any]:

@@ -112,8 +112,8 @@ def test_joined_with_history_adds_it_last() -> None:
     literal = {"room": "demo", "epoch": "e1", "total": 0, "versions": {}, "sections": [],
                "type": "joined", "ref": 1, "members": 1, "state_mode": "push",
                "history": kept}
-    same(joined_frame(body, 1, 1, None, kept), literal)
-    same(joined_frame(body, 1, 1, None, []), {**literal, "history": []})
+    same(joined_frame(body, 1, 1, None, history=kept), literal)
+    same(joined_frame(body, 1, 1, None, history=[]), {**literal, "history": []})
 
 
 @pytest.mark.parametrize("ref", [None, 4])

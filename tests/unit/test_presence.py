@@ -102,8 +102,8 @@ def test_frames() -> None:
     body = RoomVersions("r", "e", 0, {}, [])
     plain = joined_frame(body, None, 1, None)
     assert "presence" not in plain and "presence_capped" not in plain
-    assert joined_frame(body, None, 1, None, [m("a")])["presence"] == [m("a")]
-    assert joined_frame(body, None, 1, None, PRESENCE_CAPPED)["presence_capped"] is True
+    assert joined_frame(body, None, 1, None, presence=[m("a")])["presence"] == [m("a")]
+    assert joined_frame(body, None, 1, None, presence=PRESENCE_CAPPED)["presence_capped"] is True
     assert list(presence_frame("r", [m("a")], ["b"], False, 1)) == \
         ["type", "room", "joins", "leaves", "count"]
     assert presence_frame("r", [], [], True, 7) == \
