@@ -49,12 +49,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from wire.close_codes import CloseCode
 from wire.codecs import JSON, Variant
 from wire.encoded import Encoded, batch_of
 from wire.frames import Priority
+
+if TYPE_CHECKING:
+    from edge.auth import Identity
 
 
 class Sink(Protocol):
@@ -171,6 +174,7 @@ class Conn:
         "cid",
         "closed",
         "failure",
+        "identity",
         "last_buffered",
         "name",
         "over_since",
@@ -192,6 +196,8 @@ class Conn:
         self.user = ""
         self.name = ""
         self.role = ""
+        # Who, from the hello on: the per-room roles (moderation's immunity).
+        self.identity: Identity | None = None
         self.rooms: set[str] = set()
         self.over_since: float | None = None
         self.closed = False

@@ -31,6 +31,10 @@ class Metrics:
             "liveroom_http_timeouts_total", "HTTP connections closed because a request 'head' "
             "or 'body' was not complete in time (edge/http_site.py; slowloris)",
             ["phase"], registry=r)
+        self.moderation = Counter(
+            "liveroom_moderation_total", "Moderation ops issued at this edge (API or moderate "
+            "frame), by op: ban, unban, mute, unmute, kick, disconnect, close",
+            ["op"], registry=r)
         self.state_changes = Counter("liveroom_state_changes_total", "State changes applied",
                                      registry=r)
         self.presence_frames = Counter(

@@ -46,6 +46,7 @@ from edge.config import EdgeConfig
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.history import EdgeHistory
 from edge.metrics import Metrics
+from edge.moderation import Moderation
 from edge.peers import PeerDelivery
 from edge.presence import Presence
 from edge.rooms import Rooms
@@ -56,6 +57,7 @@ from room_router.gate import RoomGate
 from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.inbox import Inbox
 from room_router.presence import MemoryPresenceStore, PresenceStore
+from room_router.moderation import MemorySanctions, Sanctions
 from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
 from room_router.roomconfig import RoomPolicies
@@ -113,7 +115,8 @@ class EdgeNode:
                  shared_action_limiter: SharedRateLimiter | None = None,
                  policies: RoomPolicies | None = None,
                  history: HistoryStore | None = None,
-                 presence_store: PresenceStore | None = None) -> None:
+                 presence_store: PresenceStore | None = None,
+                 sanctions: Sanctions | None = None) -> None:
         self.node_id = node_id
         self.config = config
         # The rooms config in force (--rooms-config, reloaded on SIGHUP).
@@ -172,11 +175,17 @@ class EdgeNode:
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
                                   deliver=self._deliver, reply=self._reply)
+        self.moderation = Moderation(
+            sanctions=sanctions if sanctions is not None else MemorySanctions(), bus=bus,
+            hub=self.hub, metrics=metrics, errlog=self.errlog, clock=clock,
+            monotonic=monotonic, users=self._users, deliver=self._deliver,
+            emptied=self._room_emptied, disconnect=self._disconnect)
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
         self._node_sub = self.bus.subscribe(node_subject(self.node_id),
                                             self.peers.on_node_message)
+        self.moderation.start()
 
     def stop(self) -> None:
         """Close every connection with SERVER_SHUTDOWN (4101: reconnect)."""
@@ -192,6 +201,7 @@ class EdgeNode:
         self.peers.stop()
         self.history.stop()
         self.presence.stop()
+        self.moderation.stop()
 
     def verify(self, token: object, now: float) -> Identity:
         return verify_token(token, self._secret, now)
@@ -234,6 +244,7 @@ class EdgeNode:
         if sub is not None:
             sub.unsubscribe()
         self._seq.pop(room, None)
+        self.moderation.room_emptied(room)
         self.metrics.rooms.set(len(self.hub.rooms))
 
     # -- frames in -------------------------------------------------------
@@ -337,6 +348,11 @@ class EdgeNode:
             self.metrics.closes.labels(str(int(code))).inc()
             conn.close(code, reason)
 
+    def _disconnect(self, conn: Conn, code: int, reason: str) -> None:
+        """Close ``conn`` and take it out of its rooms at once (moderation)."""
+        self._close_conn(conn, code, reason)
+        self._drop_from_rooms(conn)
+
     def close_connection(self, conn: Conn, code: int, reason: str) -> None:
         """For adapters' timers (hello timeout, token expiry)."""
         self._close_conn(conn, code, reason)
@@ -345,6 +361,8 @@ class EdgeNode:
         if isinstance(cmd, SendAction):
             assert session.identity is not None
             ident = session.identity
+            # A muted user's action reaches no one (a local cache: no I/O).
+            self.moderation.check_action(ident, cmd.room, cmd.ref, self.clock())
             if self._shared_action_limiter is not None:
                 wait = await self._shared_action_limiter.check(ident.user, cmd.room)
                 if wait:
@@ -353,6 +371,7 @@ class EdgeNode:
                                 ident.public_in(ident.role_in(cmd.room)))
         elif isinstance(cmd, Join):
             assert session.identity is not None
+            await self.moderation.check_join(session.identity, cmd.room, cmd.ref)
             member = self.presence.member(session.identity, cmd.room)
             session.charge_reply(await self.rooms.join(conn, cmd, member), self.clock())
         elif isinstance(cmd, Leave):
@@ -388,6 +407,7 @@ class EdgeNode:
             return
         self._conns_of[ident.user] = held + 1
         conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
+        conn.identity = ident
         config = self.config
         self._reply(conn, welcome_frame(
             cmd.ref, ident.public(), self.node_id, conn.cid, self.clock(),
@@ -408,12 +428,13 @@ class EdgeNode:
 
     async def moderate(self, conn: Conn, ident: Identity, cmd: Moderate) -> None:
         """A host's or moderator's ``moderate`` frame (docs/MODERATION.md);
-        the session checked the role and membership. ``retract`` is history's."""
+        the session checked the role and membership. ``retract`` is
+        history's (edge/history.py), the others edge/moderation.py's."""
         if cmd.op == "retract" and cmd.id is not None:
             await self.history.retract(cmd.room, cmd.id)
             self._reply(conn, moderated_frame(cmd.room, cmd.op, cmd.ref, action_id=cmd.id))
             return
-        raise Unavailable("moderation is not available on this edge", ref=cmd.ref)
+        self._reply(conn, await self.moderation.moderate(ident, cmd))
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any],
                        action_id: str | None = None) -> int:

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 
-from edge import api_messages, api_presence, api_rooms
+from edge import api_messages, api_moderation, api_presence, api_rooms
 from edge.appkeys import API_KEY_KEY, JWT_SECRET_KEY, NODE_KEY, QUIC_KEY
 from edge.auth import mint_token, parse_grants
 from edge.httpapi import json_body as _json_body
@@ -226,4 +226,5 @@ def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
     api_rooms.add_routes(app)
     api_messages.add_routes(app)
     api_presence.add_routes(app)
+    api_moderation.add_routes(app)
     return app

@@ -37,6 +37,8 @@ from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.history_redis import RedisHistoryStore
 from room_router.inbox import Inbox, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox
+from room_router.moderation import MemorySanctions, Sanctions
+from room_router.moderation_redis import RedisSanctions
 from room_router.nodes import (
     MemoryNodeRegistry,
     MemoryOnlineCounts,
@@ -71,6 +73,7 @@ class DistributedStores:
     action_limiter: RedisRateLimiter
     history: RedisHistoryStore
     presence: RedisPresenceStore
+    sanctions: RedisSanctions
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush the write-behind (at most ``timeout``), then close the Redis
@@ -118,6 +121,7 @@ async def open_distributed_stores(redis_url: str, postgres_dsn: str, *,
             action_limiter=RedisRateLimiter(redis, action_rate),
             history=RedisHistoryStore(redis),
             presence=RedisPresenceStore(redis),
+            sanctions=RedisSanctions(redis),
         )
     except BaseException:
         await redis.aclose()
@@ -142,6 +146,8 @@ class Services:
     history: HistoryStore = field(default_factory=MemoryHistoryStore)
     # Each edge's member lists of the rooms that keep presence.
     presence: PresenceStore = field(default_factory=MemoryPresenceStore)
+    # Bans and mutes (docs/MODERATION.md): in this process unless --redis.
+    sanctions: Sanctions = field(default_factory=MemorySanctions)
 
     async def open(self) -> None:
         openers, self.openers = self.openers, []
@@ -218,6 +224,7 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
     inbox: Inbox
     history: HistoryStore = MemoryHistoryStore()
     presence: PresenceStore
+    sanctions: Sanctions
     if opts.redis and opts.postgres:
         # The full deployment: every adapter from scale-data's one call (the
         # two-tier store: Redis hot, PostgreSQL durable; the shared limit).
@@ -230,7 +237,8 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
                  opts.redis)
         return Services(bus, stores.state, stores.registry, stores.inbox, stores.nodes,
                         stores.online, closers, shared_action_limiter=stores.action_limiter,
-                        history=stores.history, presence=stores.presence)
+                        history=stores.history, presence=stores.presence,
+                        sanctions=stores.sanctions)
     pg_store: Any = None
     if opts.postgres:
         from room_router.inbox_postgres import open_postgres_inbox
@@ -260,13 +268,16 @@ async def _open_services(opts: RoleOptions, metrics: Metrics,
         online = RedisOnlineCounts(client)
         history = RedisHistoryStore(client)
         presence = RedisPresenceStore(client)
-        log.info("redis: %s (state, registries, online counts, history, presence)", opts.redis)
+        sanctions = RedisSanctions(client)
+        log.info("redis: %s (state, registries, online counts, history, presence, bans and "
+                 "mutes)", opts.redis)
     else:
         store = pg_store if pg_store is not None else memory_store(opts.config)
         registry = MemoryConnectionRegistry()
         nodes = MemoryNodeRegistry()
         online = MemoryOnlineCounts()
         presence = MemoryPresenceStore()
-        log.warning("no --redis: registries and counts are in this process only")
+        sanctions = MemorySanctions()
+        log.warning("no --redis: registries, counts, bans and mutes are in this process only")
     return Services(bus, store, registry, inbox, nodes, online, closers, history=history,
-                    presence=presence)
+                    presence=presence, sanctions=sanctions)

@@ -82,7 +82,7 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
                     inbox=services.inbox, metrics=metrics,
                     shared_action_limiter=services.shared_action_limiter,
                     policies=policies, history=services.history,
-                    presence_store=services.presence)
+                    presence_store=services.presence, sanctions=services.sanctions)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)

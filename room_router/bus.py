@@ -3,9 +3,10 @@
 Subjects: ``room.<room id>`` carries a room's actions and state changes;
 ``node.<node id>`` carries peer deliveries for the connections one edge node
 holds; ``presence.<room id>`` carries the edges' presence deltas of a room
-that keeps presence (``room_router/presence.py``). Payloads are
-already-encoded msgpack bytes: a receiving edge frames them as they are and
-re-encodes nothing it can forward.
+that keeps presence (``room_router/presence.py``); ``control.all`` carries
+moderation (bans, kicks, closes) to every edge. Payloads are already-encoded
+msgpack bytes: a receiving edge frames them as they are and re-encodes
+nothing it can forward.
 
 The embedded deployment uses ``MemoryBus`` (one process); the distributed
 one puts NATS behind the same interface.
@@ -30,6 +31,13 @@ def node_subject(node: str) -> str:
 def presence_subject(room: str) -> str:
     """An edge's presence deltas of a room (``room_router/presence.py``)."""
     return f"presence.{room}"
+# Moderation's one broadcast subject (room_router/moderation.py): every edge
+# subscribes at start. ``<kind>.<id>`` as every logical subject is.
+CONTROL_SUBJECT = "control.all"
+
+
+def control_subject() -> str:
+    return CONTROL_SUBJECT
 
 
 class Subscription(Protocol):

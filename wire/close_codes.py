@@ -24,6 +24,9 @@ class CloseCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 4003
     # The user already holds --max-conns-per-user connections on this edge.
     TOO_MANY_CONNECTIONS = 4004
+    # The backend disconnected the user (POST /v1/users/{user}/disconnect,
+    # docs/MODERATION.md): do not reconnect on your own.
+    DISCONNECTED = 4005
     SLOW_CONSUMER = 4100
     SERVER_SHUTDOWN = 4101
     HELLO_TIMEOUT = 4102

@@ -64,6 +64,8 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the user holds the maximum number of connections on this edge"),
         ErrorSpec("too_many_sections", "client", False, "fix", 409,
                   "the room has the maximum number of sections; write one it has"),
+        ErrorSpec("too_many_sanctions", "client", False, "fix", 409,
+                  "the room holds the maximum number of bans (or mutes); lift some first"),
         ErrorSpec("rate_limited", "client", True, "retry", 429,
                   "too many messages; retry after retry_after seconds"),
         # 429, not 507: the sender is asked to come back later, as for its
@@ -190,6 +192,13 @@ class TooManySections(ClientError):
     """A write would give the room one section more than ``limit``."""
 
     code = "too_many_sections"
+
+
+class TooManySanctions(ClientError):
+    """A ban or mute past the room's bound of entries of that kind
+    (``room``, ``limit``); nothing was stored."""
+
+    code = "too_many_sanctions"
 
 
 class RateLimited(ClientError):

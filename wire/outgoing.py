@@ -167,11 +167,18 @@ def _add_state_mode(frame: dict[str, Any], poll: tuple[str, float] | None) -> No
         frame["poll"] = {"head": poll[0], "interval": poll[1]}
 
 
-def left_frame(room: str, ref: Any) -> dict[str, Any]:
-    """The answer to ``leave``."""
+def left_frame(room: str, ref: Any, reason: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """The answer to ``leave``; or, with ``reason`` (``kicked``, ``banned``,
+    ``closed``: docs/MODERATION.md), the server took the connection out of
+    the room, with ``extra`` fields (``until``, ``message``) after it. A
+    plain leave's keys are as they always were."""
     frame: dict[str, Any] = {"type": LEFT, "room": room}
     if ref is not None:
         frame["ref"] = ref
+    if reason is not None:
+        frame["reason"] = reason
+        frame.update(extra)
     return frame
 
 
