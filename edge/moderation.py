@@ -84,6 +84,10 @@ class Moderation:
         # room -> user -> its mute; only rooms with members here (loaded at
         # the join that opens one, dropped when it empties).
         self._mutes: dict[str, dict[str, Sanction]] = {}
+        # Mute and unmute messages applied so far: a load of a room's mutes
+        # that saw this change while it awaited the store may be older than
+        # what the bus said meanwhile, and is not put over it.
+        self._mute_news = 0
         self._sub: Subscription | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._refreshing: asyncio.Task[None] | None = None
@@ -128,8 +132,19 @@ class Moderation:
                 extra["until"] = ban.until
             raise Banned(f"banned from room {room!r}", ref=ref, **extra)
         if room not in self._mutes:
-            self._mutes[room] = {s.user: s for s in
-                                 await self.sanctions.list(room, MUTE, now)}
+            await self._load_mutes(room, replace=False)
+
+    async def _load_mutes(self, room: str, *, replace: bool) -> None:
+        """The room's mutes from the store into the cache; again when a
+        mute or unmute came over the bus during the read (at most twice:
+        the periodic refresh makes good what is left)."""
+        for _ in range(2):
+            news = self._mute_news
+            loaded = {s.user: s for s in await self.sanctions.list(room, MUTE, self.clock())}
+            if news == self._mute_news:
+                if replace or room not in self._mutes:
+                    self._mutes[room] = loaded
+                return
 
     def check_action(self, ident: Identity, room: str, ref: Any, now: float) -> None:
         """``muted`` for a muted user: the local cache, no I/O."""
@@ -230,6 +245,8 @@ class Moderation:
                                   "applying a control message (%s) failed", msg.op, exc=exc)
 
     def _apply(self, msg: Control) -> None:
+        if msg.op in ("mute", "unmute"):
+            self._mute_news += 1
         if msg.op == "mute":
             mutes = self._mutes.get(msg.room)
             if mutes is not None:
@@ -283,16 +300,15 @@ class Moderation:
                 self._mutes.pop(room, None)
         for room in list(self.hub.rooms):
             try:
-                now = self.clock()
-                mutes = await self.sanctions.list(room, MUTE, now)
-                bans = await self.sanctions.list(room, BAN, now)
+                await self._load_mutes(room, replace=True)
+                bans = await self.sanctions.list(room, BAN, self.clock())
             except Exception as exc:
                 self.errlog.exception(f"refresh:{type(exc).__name__}",
                                       "reloading the sanctions of room %r failed", room[:64],
                                       exc=exc)
                 continue
-            if room in self.hub.rooms:
-                self._mutes[room] = {s.user: s for s in mutes}
+            if room not in self.hub.rooms:
+                self._mutes.pop(room, None)  # emptied while we read
             for ban in bans:
                 conns = [c for c in self._users.get(ban.user, ()) if room in c.rooms]
                 if conns:
