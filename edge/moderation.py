@@ -66,7 +66,7 @@ class Moderation:
                  errlog: RateLimitedLog, clock: Callable[[], float],
                  monotonic: Callable[[], float], users: Mapping[str, set[Conn]],
                  deliver: Callable[[Conn, Encoded, float], bool],
-                 emptied: Callable[[str], None],
+                 remove: Callable[[Conn, str], None],
                  disconnect: Callable[[Conn, int, str], None],
                  refresh_every: float = REFRESH_EVERY) -> None:
         self.sanctions = sanctions
@@ -78,7 +78,9 @@ class Moderation:
         self._monotonic = monotonic
         self._users = users
         self._deliver = deliver
-        self._emptied = emptied
+        # Takes a connection out of a room as a leave does (presence
+        # included): ``Rooms.remove``.
+        self._take_out = remove
         self._disconnect = disconnect
         self.refresh_every = refresh_every
         # room -> user -> its mute; only rooms with members here (loaded at
@@ -286,8 +288,7 @@ class Moderation:
                     immune(conn.identity.role_in(room), by.get("role", "")):
                 continue
             self._deliver(conn, enc, now)
-            if self.hub.leave(conn, room):
-                self._emptied(room)
+            self._take_out(conn, room)
             removed += 1
         return removed
 

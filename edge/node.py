@@ -56,8 +56,8 @@ from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
 from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.inbox import Inbox
-from room_router.presence import MemoryPresenceStore, PresenceStore
 from room_router.moderation import MemorySanctions, Sanctions
+from room_router.presence import MemoryPresenceStore, PresenceStore
 from room_router.ratelimit import RateLimiter, SharedRateLimiter
 from room_router.registry import ConnectionRegistry
 from room_router.roomconfig import RoomPolicies
@@ -74,7 +74,6 @@ from wire.errors import (
     TooManyConnections,
     TooManySections,
     Unauthorized,
-    Unavailable,
     UnsupportedVersion,
 )
 from wire.frames import ACTION, REDIRECT_MOVED, STATE, Priority, action_priority
@@ -179,7 +178,7 @@ class EdgeNode:
             sanctions=sanctions if sanctions is not None else MemorySanctions(), bus=bus,
             hub=self.hub, metrics=metrics, errlog=self.errlog, clock=clock,
             monotonic=monotonic, users=self._users, deliver=self._deliver,
-            emptied=self._room_emptied, disconnect=self._disconnect)
+            remove=self.rooms.remove, disconnect=self._disconnect)
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -235,9 +234,7 @@ class EdgeNode:
 
     def _drop_from_rooms(self, conn: Conn) -> None:
         for room in list(conn.rooms):
-            self.presence.left(conn, room)
-            if self.hub.leave(conn, room):
-                self._room_emptied(room)
+            self.rooms.remove(conn, room)
 
     def _room_emptied(self, room: str) -> None:
         sub = self._room_subs.pop(room, None)

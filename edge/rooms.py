@@ -88,10 +88,17 @@ class Rooms:
                                                  presence=presence))
 
     def leave(self, conn: Conn, cmd: Leave) -> None:
-        self._left(conn, cmd.room)
-        if self.hub.leave(conn, cmd.room):
-            self._emptied(cmd.room)
+        self.remove(conn, cmd.room)
         self._reply(conn, left_frame(cmd.room, cmd.ref))
+
+    def remove(self, conn: Conn, room: str) -> None:
+        """Take ``conn`` out of ``room`` (a leave, a redirect, a kick, a ban,
+        a closed room): out of the room's presence, then the hub's members;
+        the room's bus subscription goes with its last local member."""
+        if self._presence is not None:
+            self._presence.left(conn, room)
+        if self.hub.leave(conn, room):
+            self._emptied(room)
 
     async def sync(self, conn: Conn, cmd: Sync) -> int:
         """Answer ``sync``; the reply's size."""
@@ -137,14 +144,8 @@ class Rooms:
         members = list(local.members)
         for conn in members:
             self._deliver(conn, enc, now)
-            self._left(conn, room)
-            if self.hub.leave(conn, room):
-                self._emptied(room)
+            self.remove(conn, room)
         return len(members)
-
-    def _left(self, conn: Conn, room: str) -> None:
-        if self._presence is not None:
-            self._presence.left(conn, room)
 
     def _state_to(self, conn: Conn, reply: dict[str, Any]) -> int:
         """Send a ``joined`` or ``sync`` reply; its size in the connection's

@@ -175,3 +175,31 @@ async def test_the_http_endpoint(srv: LiveServer, http: aiohttp.ClientSession) -
                                                   "capped": True}
     for c in [a, *cappers]:
         await c.close()
+
+
+async def test_a_kicked_or_banned_member_leaves_the_member_list(
+        srv: LiveServer, http: aiohttp.ClientSession, codec: str) -> None:
+    """Moderation takes a member out of the room the way a leave does, so
+    the room's presence drops it too (edge/rooms.py Rooms.remove)."""
+    room = f"pres-mod-{codec}"
+    host = await _client(srv, http, f"mh-{codec}", codec, **{room: "host"})
+    ana = await roster(host, room)
+    bob = await _client(srv, http, f"mb-{codec}", codec)
+    cid = await _client(srv, http, f"mc-{codec}", codec)
+    await roster(bob, room)
+    await roster(cid, room)
+    everyone = {f"mh-{codec}", f"mb-{codec}", f"mc-{codec}"}
+    await until(_sees(ana, everyone), 5, "the host sees everyone")
+    kicked = await host.request({"type": "moderate", "room": room, "op": "kick",
+                                 "user": f"mb-{codec}"}, "moderated")
+    assert kicked["type"] == "moderated"
+    await until(_sees(ana, everyone - {f"mb-{codec}"}), 5, "the kick leaves the list")
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with http.post(f"{srv.url}/v1/rooms/{room}/bans", headers=auth,
+                         json={"user": f"mc-{codec}", "reason": "spam"}) as r:
+        assert r.status == 201
+    await until(_sees(ana, {f"mh-{codec}"}), 5, "the ban leaves the list")
+    async with http.get(f"{srv.url}/v1/rooms/{room}/presence", headers=auth) as r:
+        assert [m["id"] for m in (await r.json())["members"]] == [f"mh-{codec}"]
+    for c in (host, bob, cid):
+        await c.close()
