@@ -26,7 +26,6 @@ from edge.auth import Identity, mint_token, parse_grants
 from edge.node import EdgeNode
 from llm_agents.backends.base import ModelBackend
 from llm_agents.backends.scripted import ScriptedBackend
-from llm_agents.breaker import CircuitBreaker
 from llm_agents.character import SHIPPED_DIR, Character, CharacterError, load_characters
 from llm_agents.interactions import Interactions, InteractionStore
 from llm_agents.interactions_http import InteractionRoutes
@@ -36,6 +35,7 @@ from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
 from llm_agents.quota import MemoryQuotaStore, QuotaLimits, QuotaStore
 from llm_agents.runtime import AgentConfig, AgentRuntime, RoomAgent
+from plumbing.breaker import CircuitBreaker
 
 log = logging.getLogger("liveroom.agents")
 

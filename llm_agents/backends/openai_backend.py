@@ -27,8 +27,8 @@ import openai
 from openai import AsyncOpenAI
 
 from llm_agents.backends.base import ReplyRequest, Usage
-from llm_agents.breaker import CircuitBreaker
 from llm_agents.prompt import CHARS_PER_TOKEN
+from plumbing.breaker import CircuitBreaker
 from wire.errors import ModelUnavailable
 
 log = logging.getLogger("liveroom.agents.openai")

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 
 from llm_agents.backends.base import Usage
 from llm_agents.backends.openai_backend import parse_chunk
-from llm_agents.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from llm_agents.character import SHIPPED_DIR, CharacterError, load_character, load_characters
 from llm_agents.link import QueueSink
 from llm_agents.policy import GIFT, Trigger
 from llm_agents.prompt import ContextWindow, build_messages, estimate_tokens, scripted_reply
 from llm_agents.quota import DAY, QuotaBook, QuotaLimits
+from plumbing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from wire.codecs import MSGPACK, encode_msgpack
 from wire.encoded import batch_frame
 from wire.errors import QuotaExceeded

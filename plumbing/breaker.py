@@ -1,7 +1,7 @@
-"""A circuit breaker for a model backend (pure; time as an argument).
+"""A circuit breaker for a backend (model server, platform hook); pure, time as an argument.
 
 closed -> open after ``threshold`` consecutive failures; while open every
-call is refused at once (the character goes quiet instead of piling up
+call is refused at once (the caller fails fast instead of piling up
 requests on a dead server); after ``reset_after_s`` one probe call is let
 through (half-open): its success closes the breaker, its failure opens it
 again for another ``reset_after_s``.
