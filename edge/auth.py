@@ -17,7 +17,9 @@ the first of equal length in the claim's order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import jwt
 
@@ -42,6 +44,8 @@ class Grant:
     pattern: str
     role: str
     regex: re.Pattern[str] | None  # None: an exact room id
+    # Granted by the join proxy for this connection, not by the token.
+    proxied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +56,31 @@ class Identity:
     exp: float
     # The ``rooms`` claim, most specific first (see the module docstring).
     grants: tuple[Grant, ...] = field(default=())
+    # What the connect proxy attached to the user (docs/BACKEND.md): a map
+    # obeying the value rule, shown with the user as ``info``; None: nothing.
+    info: dict[str, Any] | None = None
 
-    def public(self) -> dict[str, str]:
+    def public(self) -> dict[str, Any]:
         """How the wire shows this user outside any room (the ``welcome``'s
         ``user``)."""
-        return {"id": self.user, "name": self.name, "role": self.role}
+        return self.public_in(self.role)
 
-    def public_in(self, role: str) -> dict[str, str]:
+    def public_in(self, role: str) -> dict[str, Any]:
         """How the wire shows this user in a room where its role is
         ``role`` (an action's ``from``, a presence entry)."""
-        return {"id": self.user, "name": self.name, "role": role}
+        if self.info is None:
+            return {"id": self.user, "name": self.name, "role": role}
+        return {"id": self.user, "name": self.name, "role": role, "info": self.info}
+
+    def with_room_role(self, room: str, role: str, keep: Collection[str]) -> Identity:
+        """This identity with ``role`` granted in ``room`` (the join proxy's
+        answer; it also admits to a private room), before every grant of the
+        token. Earlier such grants hold only for the rooms in ``keep`` (the
+        connection's rooms), so they are bounded by the room limit."""
+        proxied = tuple(g for g in self.grants
+                        if g.proxied and g.pattern != room and g.pattern in keep)
+        token = tuple(g for g in self.grants if not g.proxied)
+        return replace(self, grants=(Grant(room, role, None, True), *proxied, *token))
 
     def grant_for(self, room: str) -> Grant | None:
         """The grant of the ``rooms`` claim that holds in ``room``, if any."""

@@ -49,12 +49,14 @@ from edge.metrics import Metrics
 from edge.moderation import Moderation
 from edge.peers import PeerDelivery
 from edge.presence import Presence
+from edge.proxies import Proxies
 from edge.rooms import Rooms
 from edge.session import Authenticate, Phase, Session
 from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.gate import RoomGate
 from room_router.history import HistoryStore, MemoryHistoryStore
+from room_router.hooks import HookClient
 from room_router.inbox import Inbox
 from room_router.moderation import MemorySanctions, Sanctions
 from room_router.presence import MemoryPresenceStore, PresenceStore
@@ -71,6 +73,7 @@ from wire.errors import (
     InternalError,
     LiveroomError,
     RateLimited,
+    Rejected,
     TooManyConnections,
     TooManySections,
     Unauthorized,
@@ -115,7 +118,8 @@ class EdgeNode:
                  policies: RoomPolicies | None = None,
                  history: HistoryStore | None = None,
                  presence_store: PresenceStore | None = None,
-                 sanctions: Sanctions | None = None) -> None:
+                 sanctions: Sanctions | None = None,
+                 hooks: HookClient | None = None) -> None:
         self.node_id = node_id
         self.config = config
         # The rooms config in force (--rooms-config, reloaded on SIGHUP).
@@ -170,6 +174,9 @@ class EdgeNode:
                            deliver=self._deliver, reply=self._reply, account=self._account,
                            opened=self._room_opened, emptied=self._room_emptied,
                            history=self.history.for_join, presence=self.presence)
+        # The backend hooks (edge/proxies.py; --backend-url).
+        self.proxies = Proxies(hooks, max_comment_chars=config.max_comment_chars,
+                               max_value_bytes=config.max_value_bytes)
         self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
@@ -364,11 +371,22 @@ class EdgeNode:
                 wait = await self._shared_action_limiter.check(ident.user, cmd.room)
                 if wait:
                     raise RateLimited(ref=cmd.ref, retry_after=round(wait, 3))
-            self.publish_action(cmd.room, cmd.kind, cmd.body,
-                                ident.public_in(ident.role_in(cmd.room)))
+            role = ident.role_in(cmd.room)
+            if self.policies.policy(cmd.room).proxies(cmd.kind):
+                # The backend approves this kind first (edge/proxies.py).
+                action_id = self.action_ids.next()
+                body = await self.proxies.publish(ident, role, cmd, action_id)
+                self.publish_action(cmd.room, cmd.kind, body, ident.public_in(role),
+                                    action_id, cmd.id)
+            else:
+                self.publish_action(cmd.room, cmd.kind, cmd.body, ident.public_in(role),
+                                    client_id=cmd.id)
         elif isinstance(cmd, Join):
             assert session.identity is not None
             await self.moderation.check_join(session.identity, cmd.room, cmd.ref)
+            if cmd.room not in conn.rooms and self.policies.policy(cmd.room).join_proxy:
+                granted = await self.proxies.join(session.identity, cmd.room, cmd.ref)
+                session.admit(cmd.room, granted, conn.rooms)
             member = self.presence.member(session.identity, cmd.room)
             session.charge_reply(await self.rooms.join(conn, cmd, member), self.clock())
         elif isinstance(cmd, Leave):
@@ -387,10 +405,10 @@ class EdgeNode:
             assert session.identity is not None
             await self.moderate(conn, session.identity, cmd)
         elif isinstance(cmd, Authenticate):
-            await self._authenticate(conn, cmd)
+            await self._authenticate(conn, session, cmd)
 
     # -- hello -----------------------------------------------------------
-    async def _authenticate(self, conn: Conn, cmd: Authenticate) -> None:
+    async def _authenticate(self, conn: Conn, session: Session, cmd: Authenticate) -> None:
         ident = cmd.identity
         # The slot is taken here, before any await, so that hellos of one
         # user racing each other cannot all pass the cap.
@@ -404,6 +422,11 @@ class EdgeNode:
             return
         self._conns_of[ident.user] = held + 1
         conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
+        if self.proxies.connects:
+            proxied = await self._connect_proxy(conn, session, cmd)
+            if proxied is None:
+                return
+            ident = proxied
         conn.identity = ident
         config = self.config
         self._reply(conn, welcome_frame(
@@ -423,6 +446,25 @@ class EdgeNode:
         # the inbox replay (PeerDelivery.attach).
         await self.peers.attach(conn, cmd.inbox_cursor)
 
+    async def _connect_proxy(self, conn: Conn, session: Session,
+                             cmd: Authenticate) -> Identity | None:
+        """The identity with what the backend attached, or None when it
+        refused (close 4010) or did not answer (close 4110); the slot taken
+        is given back by ``close`` (``conn.user`` is set)."""
+        try:
+            ident = await self.proxies.connect(cmd.identity)
+        except LiveroomError as err:
+            err.ref = cmd.ref
+            self._send_error(conn, err)
+            code = CloseCode.CONNECT_REFUSED if isinstance(err, Rejected) \
+                else CloseCode.BACKEND_UNAVAILABLE
+            self._close_conn(conn, code, err.message[:120])
+            return None
+        if conn.closed:
+            return None
+        session.identity = ident
+        return ident
+
     async def moderate(self, conn: Conn, ident: Identity, cmd: Moderate) -> None:
         """A host's or moderator's ``moderate`` frame (docs/MODERATION.md);
         the session checked the role and membership. ``retract`` is
@@ -434,10 +476,11 @@ class EdgeNode:
         self._reply(conn, await self.moderation.moderate(ident, cmd))
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any],
-                       action_id: str | None = None) -> int:
+                       action_id: str | None = None, client_id: str | None = None) -> int:
         """Stamp and publish an action; returns its room sequence number.
-        Used by client frames and the backend API alike (which draws the
-        ``action_id`` from ``action_ids`` itself, to answer it)."""
+        Used by client frames and the backend API alike (``action_id``: one
+        already taken, by the backend API to answer it or for a proxied
+        action; ``client_id``: the sender's)."""
         seq = self._seq.get(room, 0) + 1
         if room in self.hub.rooms:
             # Kept while the room has members here (dropped when it empties),
@@ -445,7 +488,8 @@ class EdgeNode:
             self._seq[room] = seq
         self.metrics.actions.labels(kind if kind in ("comment", "gift", "like") else "custom").inc()
         action_id, ts = action_id or self.action_ids.next(), self.clock()
-        payload = encode_msgpack(action_frame(room, kind, body, sender, seq, ts, action_id))
+        payload = encode_msgpack(action_frame(room, kind, body, sender, seq, ts, action_id,
+                                              client_id))
         self.bus.publish(room_subject(room), payload)
         self.history.keep(room, kind, action_id, ts, payload)
         return seq

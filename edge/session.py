@@ -210,7 +210,10 @@ class Session:
                     f"at most {self.config.max_rooms_per_conn} rooms per connection",
                     ref=ref, limit=self.config.max_rooms_per_conn)
             join = incoming.parse_join(frame, room, known)
-            if self._policies.policy(room).private and identity.grant_for(room) is None:
+            policy = self._policies.policy(room)
+            # A room with a join proxy leaves admission to the backend
+            # (the node asks it, then ``admit``): no grant needed in the token.
+            if policy.private and not policy.join_proxy and identity.grant_for(room) is None:
                 raise Forbidden(f"room {room!r} is private: the token's rooms claim must "
                                 "grant it", ref=ref, room=room, reason="private")
             return join
@@ -259,6 +262,20 @@ class Session:
                 raise RateLimited(f"room {room!r} is in slow mode: one action per "
                                   f"{policy.slow_mode:g} s", ref=ref,
                                   retry_after=round(wait, 3), reason="slow_mode")
+
+    def admit(self, room: str, role: str | None, rooms: set[str]) -> None:
+        """The join proxy allowed a join of ``room`` (``role``: what it
+        granted there, None: as the token says): from now on the identity
+        holds ``role`` in the room, and a grant of it, which admits to a
+        private room (a viewer grant when the token has none). ``rooms``:
+        the connection's rooms, the only ones earlier proxy grants keep."""
+        identity = self.identity
+        assert identity is not None
+        if role is None:
+            if identity.grant_for(room) is not None:
+                return
+            role = "viewer"
+        self.identity = identity.with_room_role(room, role, rooms)
 
     def close(self) -> None:
         self.phase = Phase.CLOSED

@@ -27,9 +27,15 @@ class CloseCode(enum.IntEnum):
     # The backend disconnected the user (POST /v1/users/{user}/disconnect,
     # docs/MODERATION.md): do not reconnect on your own.
     DISCONNECTED = 4005
+    # The platform's backend refused the connection (the connect proxy,
+    # docs/BACKEND.md): the same token is refused the same way.
+    CONNECT_REFUSED = 4010
     SLOW_CONSUMER = 4100
     SERVER_SHUTDOWN = 4101
     HELLO_TIMEOUT = 4102
+    # The connect proxy could not get an answer from the backend (down, slow,
+    # its breaker open): reconnect after a backoff.
+    BACKEND_UNAVAILABLE = 4110
     TOKEN_EXPIRED = 4200
 
 

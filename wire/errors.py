@@ -56,6 +56,9 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the user is banned from the room (until: when the ban ends, if it does)"),
         ErrorSpec("muted", "client", True, "retry", 403,
                   "the user is muted in the room; retry after retry_after seconds, if given"),
+        ErrorSpec("rejected", "client", False, "give_up", 403,
+                  "the platform's backend refused this (reason: its code, e.g. "
+                  "insufficient_funds)"),
         ErrorSpec("not_joined", "client", False, "fix", 409,
                   "the connection is not a member of that room"),
         ErrorSpec("too_many_rooms", "client", False, "fix", 429,
@@ -174,6 +177,14 @@ class Muted(ClientError):
     when the mute ends, ``reason``)."""
 
     code = "muted"
+
+
+class Rejected(ClientError):
+    """The platform's backend refused an action, a connection or a join
+    (docs/BACKEND.md): ``reason`` is the backend's own code, the message
+    its message."""
+
+    code = "rejected"
 
 
 class NotJoined(ClientError):

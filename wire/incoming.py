@@ -38,6 +38,10 @@ from wire.frames import (
     USER_RE,
 )
 
+# A client's id of its action: 1..64 of the characters of a user id (it is a
+# key in the backend's ledger, and echoed to the whole room as ``client_id``).
+ACTION_ID_RE = USER_RE
+
 
 @dataclass(frozen=True, slots=True)
 class Hello:
@@ -65,6 +69,10 @@ class SendAction:
     kind: str
     body: Any
     ref: Any
+    # The client's own id of the action (``id``, optional): the idempotency
+    # key of a kind the backend approves (docs/BACKEND.md), and how the
+    # sender recognises its action in the fan-out (``client_id``).
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,14 +241,15 @@ def action_body(kind: str, body: Any, ref: Any, max_comment_chars: int) -> Any:
 
 
 def parse_action(frame: Mapping[str, Any], room: str, max_comment_chars: int) -> SendAction:
-    """``kind``, then a built-in kind's ``body``."""
+    """``kind``, then a built-in kind's ``body``, then the optional ``id``."""
     ref = ref_of(frame)
     kind = req_str(frame, "kind", max_len=32)
     if not CUSTOM_KIND_RE.match(kind):
         raise InvalidField("field 'kind' must match [a-z][a-z0-9_.-]{0,31}",
                            ref=ref, field="kind")
-    return SendAction(room, kind, action_body(kind, frame.get("body"), ref, max_comment_chars),
-                      ref)
+    body = action_body(kind, frame.get("body"), ref, max_comment_chars)
+    client_id = None if frame.get("id") is None else req_str(frame, "id", pattern=ACTION_ID_RE)
+    return SendAction(room, kind, body, ref, client_id)
 
 
 def parse_sanction(body: Mapping[str, Any], ref: Any) -> tuple[float | None, str]:

@@ -199,12 +199,16 @@ class ActionIds:
 
 
 def action_frame(room: str, kind: str, body: Any, sender: Mapping[str, Any], seq: int,
-                 ts: float, action_id: str) -> dict[str, Any]:
+                 ts: float, action_id: str, client_id: str | None = None) -> dict[str, Any]:
     """A stamped ``action`` as it goes on the bus and to the room's members
     (``seq``: the stamping node's counter for the room; ``action_id``:
-    unique across the cluster, what ``retract`` names; see PROTOCOL.md)."""
-    return {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
-            "seq": seq, "ts": ts, "id": action_id}
+    unique across the cluster, what ``retract`` names; ``client_id``: the
+    sender's own id of it, when it gave one; see PROTOCOL.md)."""
+    frame = {"type": ACTION, "room": room, "kind": kind, "body": body, "from": sender,
+             "seq": seq, "ts": ts, "id": action_id}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
 
 
 def retract_frame(room: str, action_id: str) -> dict[str, Any]:
