@@ -72,7 +72,8 @@ def make_app(opts: ServeOptions) -> web.Application:
     services = embedded_services(opts.config, opts.data_dir / "inbox.sqlite3")
     node, app = build_edge(services, node_id=opts.node_id, config=opts.config, cdn=opts.cdn,
                            secrets=EdgeSecrets(jwt_secret, api_key, opts.dev),
-                           metrics=Metrics(), rooms_config=opts.rooms_config)
+                           metrics=Metrics(), rooms_config=opts.rooms_config,
+                           hooks=opts.hooks)
     if opts.demo_room and opts.rooms_config is None:
         node.policies.current = demo_rooms_config()
     agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),

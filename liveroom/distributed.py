@@ -117,7 +117,7 @@ class RoleProcess:
         secrets = EdgeSecrets(_jwt_secret(opts), opts.api_key, opts.dev)
         node, app = build_edge(s, node_id=opts.node_id, config=opts.config, cdn=opts.cdn,
                                secrets=secrets, metrics=self.metrics,
-                               rooms_config=opts.rooms_config)
+                               rooms_config=opts.rooms_config, hooks=opts.hooks)
         self.node = node
         node.gate = PlacementGate(view, opts.group)
         app[ONLINE_KEY] = s.online  # room info and listing: cluster-wide counts

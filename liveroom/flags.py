@@ -29,6 +29,7 @@ from edge.config import EdgeConfig, HttpTimeouts
 from liveroom.options import RoleOptions, ServeOptions
 from llm_agents.quota import QuotaLimits
 from llm_agents.service import BACKEND_CHOICES, AgentOptions
+from room_router.hooks import HookConfig
 
 
 def env(name: str, default: str) -> str:
@@ -138,6 +139,49 @@ def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rooms-config", type=Path, default=env("ROOMS_CONFIG", "") or None,
                    help="a TOML file of settings per room pattern (private, presence, "
                         "history, rates, kinds; docs/PROTOCOL.md), reloaded on SIGHUP")
+    add_hook_arguments(p)
+
+
+def add_hook_arguments(p: argparse.ArgumentParser) -> None:
+    """The backend hooks (docs/BACKEND.md): ``serve`` and ``edge``. The
+    hooks' secret is LIVEROOM_HOOK_SECRET (else LIVEROOM_API_KEY), never a
+    flag: a command line is visible to every user of the machine."""
+    d = HookConfig()
+    g = p.add_argument_group("backend hooks (docs/BACKEND.md)")
+    g.add_argument("--backend-url", default=env("BACKEND_URL", "") or None,
+                   help="the platform backend's base URL: the hooks POST to "
+                        "<url>/liveroom/publish, /liveroom/connect, /liveroom/join")
+    g.add_argument("--hook-timeout", type=float, default=env("HOOK_TIMEOUT", str(d.timeout)),
+                   help="seconds a hook call may take; then unavailable (retry)")
+    g.add_argument("--hook-concurrency", type=int,
+                   default=env("HOOK_CONCURRENCY", str(d.concurrency)),
+                   help="calls in flight per hook; one more is refused at once (unavailable)")
+    g.add_argument("--hook-breaker-threshold", type=int,
+                   default=env("HOOK_BREAKER_THRESHOLD", str(d.breaker_threshold)),
+                   help="failed calls in a row that open a hook's circuit breaker")
+    g.add_argument("--hook-breaker-reset", type=float,
+                   default=env("HOOK_BREAKER_RESET", str(d.breaker_reset)),
+                   help="seconds a hook's breaker stays open before a probe call")
+    g.add_argument("--connect-proxy", action="store_true",
+                   default=env("CONNECT_PROXY", "") not in ("", "0", "false"),
+                   help="every hello is approved by the backend (needs --backend-url)")
+
+
+def hook_config(args: argparse.Namespace) -> HookConfig:
+    """The hooks of ``args`` (the defaults, hooks off, for a command without them)."""
+    if not hasattr(args, "backend_url"):
+        return HookConfig()
+    if args.connect_proxy and not args.backend_url:
+        raise SystemExit("--connect-proxy needs --backend-url")
+    if not 0 < args.hook_timeout <= 60 or not 1 <= args.hook_concurrency <= 100_000 \
+            or args.hook_breaker_threshold < 1 or args.hook_breaker_reset <= 0:
+        raise SystemExit("--hook-timeout is 0..60 s, --hook-concurrency 1..100000, "
+                         "--hook-breaker-threshold 1 or more, --hook-breaker-reset > 0")
+    return HookConfig(url=args.backend_url, timeout=args.hook_timeout,
+                      concurrency=args.hook_concurrency,
+                      breaker_threshold=args.hook_breaker_threshold,
+                      breaker_reset=args.hook_breaker_reset, connect=args.connect_proxy,
+                      secret=os.environ.get("LIVEROOM_HOOK_SECRET") or None)
 
 
 def add_cdn_arguments(p: argparse.ArgumentParser) -> None:
@@ -261,7 +305,7 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         demo_room=not args.no_demo_room, config=edge_config(args), cdn=cdn_config(args),
         quic_port=args.quic_port, quic_cert=args.quic_cert, quic_key=args.quic_key,
         quic_idle_timeout=args.quic_idle_timeout, agents=agent_options(args),
-        rooms_config=args.rooms_config,
+        rooms_config=args.rooms_config, hooks=hook_config(args),
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
 
@@ -277,7 +321,7 @@ def role_options(args: argparse.Namespace, role: str) -> RoleOptions:
         quic_port=args.quic_port if quic else "off",
         quic_cert=args.quic_cert if quic else None, quic_key=args.quic_key if quic else None,
         quic_idle_timeout=args.quic_idle_timeout if quic else 30.0,
-        rooms_config=getattr(args, "rooms_config", None),
+        rooms_config=getattr(args, "rooms_config", None), hooks=hook_config(args),
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
 

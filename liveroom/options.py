@@ -13,6 +13,7 @@ from pathlib import Path
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig
 from llm_agents.service import AgentOptions
+from room_router.hooks import HookConfig
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ServeOptions:
     agents: AgentOptions = field(default_factory=AgentOptions)
     # Settings per room pattern (room_router/roomconfig.py), reloaded on SIGHUP.
     rooms_config: Path | None = None
+    # The backend hooks (--backend-url...; docs/BACKEND.md).
+    hooks: HookConfig = field(default_factory=HookConfig)
     # QUIC (WebTransport on /wt): "auto" = the TCP port + 1 (0 with --port 0)
     # when a certificate is at hand (--quic-cert/--quic-key, or --dev, which
     # keeps a development one in the data dir); "off"; or a UDP port number.
@@ -61,6 +64,7 @@ class RoleOptions:
     config: EdgeConfig = field(default_factory=EdgeConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
     rooms_config: Path | None = None
+    hooks: HookConfig = field(default_factory=HookConfig)
     # QUIC (WebTransport) next to an edge's WebSocket, as for liveroom serve
     # (liveroom.wiring.start_quic_edge); "off" for the other roles.
     quic_port: str = "off"

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +28,8 @@ from edge.node import EdgeNode
 from edge.quic import QuicEdge, QuicOptions, start_quic
 from edge.web import build_app
 from liveroom.services import Services
+from plumbing.ratelog import RateLimitedLog
+from room_router.hooks import HookClient, HookConfig
 from room_router.roomconfig import RoomPolicies
 from state_versions.store import MemoryStateStore
 
@@ -70,19 +72,30 @@ def reload_on_sighup(policies: RoomPolicies) -> Callable[[], None]:
 
 def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: CdnConfig,
                secrets: EdgeSecrets, metrics: Metrics,
-               rooms_config: Path | None = None) -> tuple[EdgeNode, web.Application]:
+               rooms_config: Path | None = None,
+               hooks: HookConfig | None = None) -> tuple[EdgeNode, web.Application]:
     """The edge node on ``services`` and its application: the client API and
     WebSocket (``edge.web``) with the polling origin on the same app. The
     caller starts the node (``node.start()``) when its services are open;
     the app's shutdown closes the clients with 4101 (reconnect).
-    ``rooms_config``: the rooms config file, reloaded on SIGHUP."""
+    ``rooms_config``: the rooms config file, reloaded on SIGHUP; ``hooks``:
+    the backend hooks (signed with the API key unless they have a secret)."""
     policies = load_room_policies(rooms_config)
+    hook_client = None
+    if hooks is not None and hooks.url:
+        if not hooks.secret:
+            hooks = replace(hooks, secret=secrets.api_key)
+        hook_client = HookClient(hooks, metrics.registry,
+                                 RateLimitedLog(logging.getLogger("liveroom.hooks")))
+        log.info("backend hooks: %s (timeout %g s, %d in flight per hook%s)", hooks.url,
+                 hooks.timeout, hooks.concurrency, ", connect proxy" if hooks.connect else "")
     node = EdgeNode(node_id=node_id, config=config, jwt_secret=secrets.jwt_secret,
                     store=services.store, bus=services.bus, registry=services.registry,
                     inbox=services.inbox, metrics=metrics,
                     shared_action_limiter=services.shared_action_limiter,
                     policies=policies, history=services.history,
-                    presence_store=services.presence, sanctions=services.sanctions)
+                    presence_store=services.presence, sanctions=services.sanctions,
+                    hooks=hook_client)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)
@@ -93,6 +106,11 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
         node.stop()
 
     app.on_shutdown.append(close_connections)
+
+    async def close_hooks(app: web.Application) -> None:
+        await node.proxies.close()
+
+    app.on_cleanup.append(close_hooks)
     if rooms_config is not None:
         async def sighup(app: web.Application) -> AsyncIterator[None]:
             remove = reload_on_sighup(policies)

@@ -1,0 +1,1 @@
+"""Worked examples of what runs next to liveroom (a platform backend)."""
