@@ -470,6 +470,15 @@
       case "presence":
         onPresence(frame);
         break;
+      case "left":
+        onLeft(frame);
+        break;
+      case "moderated":
+        onModerated(frame);
+        break;
+      case "retract":
+        onRetract(frame);
+        break;
       case "peer":
         onPeer(frame);
         break;
@@ -480,7 +489,7 @@
         onError(frame);
         break;
       default:
-        break; // pong, left, and anything newer: nothing to do
+        break; // pong, and anything newer: nothing to do
     }
   }
 
@@ -606,8 +615,94 @@
       li.dataset.role = String(m.role);
       li.append(el("span", "presence-name", String(m.name)),
                 el("span", `presence-role role-${m.role}`, String(m.role)));
+      if (mayModerate(m)) li.append(moderationControls(room, m));
       list.append(li);
     }
+  }
+
+  // ------------------------------------------------------------ moderation
+  // A host or moderator of the room gets mute / kick / ban on each member it
+  // may moderate (never itself, never a host; a moderator not another
+  // moderator: the server refuses those anyway, docs/MODERATION.md).
+  const MUTE_SECONDS = 300;
+  const BAN_SECONDS = 3600;
+
+  function mayModerate(member) {
+    if (!ELEVATED.has(app.roomRole) || !app.me || member.id === app.me.id) return false;
+    if (member.role === "host") return false;
+    return !(member.role === "moderator" && app.roomRole !== "host");
+  }
+
+  function moderationControls(room, member) {
+    const box = el("span", "mod-controls");
+    const ops = [["mute", "Mute", MUTE_SECONDS], ["kick", "Kick", null], ["ban", "Ban", BAN_SECONDS]];
+    for (const [op, label, seconds] of ops) {
+      const b = el("button", `mod-${op} ghost small`, label);
+      b.type = "button";
+      b.dataset.testid = `mod-${op}`;
+      b.title = seconds ? `${label} ${member.name} for ${seconds / 60} minutes` : `${label} ${member.name}`;
+      b.addEventListener("click", () => moderate(room, op, { user: member.id, seconds }));
+      box.append(b);
+    }
+    return box;
+  }
+
+  function moderate(room, op, target) {
+    const frame = { type: "moderate", room: room.name, op, ref: nextRef() };
+    if (target.user) frame.user = target.user;
+    if (target.id) frame.id = target.id;
+    if (target.seconds) frame.seconds = target.seconds;
+    frame.reason = "from the demo page";
+    app.refs.set(frame.ref, { kind: "moderate", room: room.name, op });
+    send(frame);
+  }
+
+  function onModerated(frame) {
+    if (frame.ref !== undefined) app.refs.delete(frame.ref);
+    const who = frame.user ? (memberName(frame.room, frame.user) || frame.user) : "";
+    const what = {
+      ban: `banned ${who}`, unban: `lifted the ban on ${who}`, mute: `muted ${who}`,
+      unmute: `unmuted ${who}`, kick: `kicked ${who}`, retract: "removed a message",
+    }[frame.op] || `${frame.op} ${who}`;
+    notice(`You ${what}${frame.until ? ` until ${fmtTime(frame.until)}` : ""}.`, "moderation");
+  }
+
+  function memberName(roomName, id) {
+    const room = app.rooms.get(roomName);
+    const m = room && room.presence ? room.presence.get(id) : null;
+    return m ? String(m.name) : null;
+  }
+
+  // The server took us out of a room: a kick, a ban, or the room closed.
+  function onLeft(frame) {
+    const room = app.rooms.get(frame.room);
+    if (!room || !frame.reason) return; // the answer to our own leave
+    const why = { kicked: "You were removed from the room",
+                  banned: "You are banned from this room", closed: "The room was closed" }
+      [frame.reason] || `You left the room (${frame.reason})`;
+    room.joined = false;
+    app.rooms.delete(frame.room); // not rejoined on reconnect
+    const extra = frame.until ? ` until ${fmtTime(frame.until)}` : "";
+    showError(`${why}${extra}.`, "error");
+    const line = $("error-line");
+    line.dataset.left = String(frame.reason);
+  }
+
+  function onRetract(frame) {
+    for (const li of document.querySelectorAll('[data-testid="feed-item"]')) {
+      if (li.dataset.id === frame.id) li.remove();
+    }
+  }
+
+  function notice(text, kind) {
+    const feed = $("feed");
+    const li = el("li", `feed-item kind-${kind}`);
+    li.dataset.testid = "feed-item";
+    li.dataset.kind = kind;
+    li.appendChild(el("time", "ts", fmtTime(Date.now() / 1000)));
+    li.appendChild(el("span", "text", text));
+    feed.appendChild(li);
+    feed.scrollTop = feed.scrollHeight;
   }
 
   function onState(frame, inBatch) {
@@ -797,6 +892,7 @@
     li.dataset.testid = "feed-item";
     li.dataset.kind = kind;
     if (typeof frame.seq === "number") li.dataset.seq = String(frame.seq);
+    if (typeof frame.id === "string") li.dataset.id = frame.id;
     if (app.me && from.id === app.me.id) li.classList.add("mine");
     li.appendChild(el("time", "ts", fmtTime(frame.ts)));
     const who = el("span", "who", from.name || from.id || "someone");
@@ -818,6 +914,15 @@
         ? body.text : JSON.stringify(body)}`;
     }
     li.appendChild(el("span", "text", text));
+    if (ELEVATED.has(app.roomRole) && typeof frame.id === "string" && frame.type === "action") {
+      const b = el("button", "mod-retract ghost small", "×");
+      b.type = "button";
+      b.dataset.testid = "mod-retract";
+      b.title = "Remove this message for everyone";
+      const room = app.rooms.get(frame.room);
+      b.addEventListener("click", () => room && moderate(room, "retract", { id: frame.id }));
+      li.appendChild(b);
+    }
     return li;
   }
 

@@ -326,3 +326,65 @@ def test_the_demo_page_shows_who_is_here(live_server: LiveServer, new_page: Any)
         assert alice.js_errors == []
     finally:
         screenshot(alice, "/tmp/demo-alice-presence.png")
+
+
+def test_the_host_mutes_kicks_bans_and_retracts_from_the_page(
+        live_server: LiveServer, new_page: Any) -> None:
+    """The host's controls in the member list and the feed drive the
+    ``moderate`` frame: a muted viewer's comment reaches no one, a kicked
+    one is out of the room, a banned one cannot join again, and a retracted
+    comment disappears from every page."""
+    alice, bob = new_page(), new_page()
+    try:
+        join(alice, live_server, "Alice", "host")
+        join(bob, live_server, "Bob", "viewer")
+        listing = alice.get_by_test_id("presence-list")
+        bob_entry = listing.locator('[data-user="bob"]')
+        expect(bob_entry).to_be_visible(timeout=TIMEOUT_MS)
+        # No controls on oneself, none for a viewer.
+        expect(listing.locator('[data-user="alice"] [data-testid="mod-kick"]')).to_have_count(0)
+        expect(bob.get_by_test_id("presence-list").locator(
+            '[data-testid="mod-kick"]')).to_have_count(0)
+
+        # Retract: the host removes bob's comment from every page.
+        comment(bob, "please remove me")
+        bob_item = alice.get_by_test_id("feed").locator('[data-testid="feed-item"]', has_text="please remove me")
+        expect(bob_item).to_have_count(1, timeout=TIMEOUT_MS)
+        bob_item.get_by_test_id("mod-retract").click()
+        expect(bob.get_by_test_id("feed").locator(
+            '[data-testid="feed-item"]', has_text="please remove me")).to_have_count(
+            0, timeout=TIMEOUT_MS)
+        expect(bob_item).to_have_count(0, timeout=TIMEOUT_MS)
+
+        # Mute: bob's comment is refused and never shown to alice.
+        bob_entry.get_by_test_id("mod-mute").click()
+        expect(alice.get_by_test_id("feed")).to_contain_text("You muted Bob", timeout=TIMEOUT_MS)
+        comment(bob, "can anyone hear me")
+        expect(bob.get_by_test_id("error-line")).to_contain_text("muted", timeout=TIMEOUT_MS)
+        comment(alice, "after the mute")
+        expect(bob.get_by_test_id("feed")).to_contain_text("after the mute", timeout=TIMEOUT_MS)
+        expect(alice.get_by_test_id("feed")).not_to_contain_text("can anyone hear me")
+
+        # Kick: bob is out of the room and out of the member list.
+        bob_entry.get_by_test_id("mod-kick").click()
+        expect(bob.get_by_test_id("error-line")).to_have_attribute("data-left", "kicked",
+                                                                   timeout=TIMEOUT_MS)
+        expect(listing.locator('[data-user="bob"]')).to_have_count(0, timeout=TIMEOUT_MS)
+
+        # Bob comes back; the ban takes him out and keeps him out.
+        bob.reload()
+        join(bob, live_server, "Bob", "viewer")
+        expect(bob_entry).to_be_visible(timeout=TIMEOUT_MS)
+        bob_entry.get_by_test_id("mod-ban").click()
+        expect(bob.get_by_test_id("error-line")).to_have_attribute("data-left", "banned",
+                                                                   timeout=TIMEOUT_MS)
+        bob.reload()
+        bob.goto(f"{live_server.url}/", timeout=TIMEOUT_MS)
+        bob.get_by_test_id("join-name").fill("Bob")
+        bob.get_by_test_id("join-room").fill(ROOM)
+        bob.get_by_test_id("join-submit").click()
+        expect(bob.get_by_test_id("error-line")).to_contain_text("banned", timeout=TIMEOUT_MS)
+        expect(listing.locator('[data-user="bob"]')).to_have_count(0)
+        assert alice.js_errors == [] and bob.js_errors == []
+    finally:
+        screenshot(alice, "/tmp/demo-alice-moderation.png")
