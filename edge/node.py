@@ -43,6 +43,7 @@ from typing import Any
 
 from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
+from edge.events import MemberEvents
 from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
 from edge.history import EdgeHistory
 from edge.metrics import Metrics
@@ -54,6 +55,7 @@ from edge.rooms import Rooms
 from edge.session import Authenticate, Phase, Session
 from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
+from room_router.events import NO_EVENTS, EventSink
 from room_router.gate import RoomGate
 from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.hooks import HookClient
@@ -119,7 +121,8 @@ class EdgeNode:
                  history: HistoryStore | None = None,
                  presence_store: PresenceStore | None = None,
                  sanctions: Sanctions | None = None,
-                 hooks: HookClient | None = None) -> None:
+                 hooks: HookClient | None = None,
+                 events: EventSink = NO_EVENTS) -> None:
         self.node_id = node_id
         self.config = config
         # The rooms config in force (--rooms-config, reloaded on SIGHUP).
@@ -130,6 +133,9 @@ class EdgeNode:
         self.inbox = inbox
         self.metrics = metrics
         self.hub = Hub(config.coalesce_window, monotonic)
+        # Events to the backend (room_router/events.py; room and member ones: edge/events.py).
+        self.events = events
+        self.member_events = MemberEvents(node_id, events, self.policies, self.hub)
         # Failures a client can cause at will are logged through this, so
         # that a flood of them costs a bounded number of lines (plumbing/ratelog.py).
         self.errlog = RateLimitedLog(
@@ -250,6 +256,7 @@ class EdgeNode:
         self._seq.pop(room, None)
         self.moderation.room_emptied(room)
         self.metrics.rooms.set(len(self.hub.rooms))
+        self.member_events.closed(room)
 
     # -- frames in -------------------------------------------------------
     async def receive(self, conn: Conn, session: Session, data: bytes | str,
@@ -587,6 +594,7 @@ class EdgeNode:
             self.rooms.update_state_mode(room)  # a mode changes only with the count
             enc = Encoded(online_frame(room, count))
             self._account(self.hub.broadcast(room, enc, now), now)
+        self.member_events.tick()
 
     # -- rooms (edge/rooms.py) -------------------------------------------
     @property
@@ -603,6 +611,7 @@ class EdgeNode:
         """A room's first local member joined: its actions come here now."""
         self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
         self.metrics.rooms.set(len(self.hub.rooms))
+        self.member_events.opened(room)
 
     def redirect_room(self, room: str, urls: list[str] | tuple[str, ...],
                       reason: str = REDIRECT_MOVED) -> int:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from edge.metrics import Metrics
 from liveroom.demo import ScoreboardKeeper
+from liveroom.events_wiring import embedded_events
 from liveroom.options import ServeOptions
 from liveroom.services import embedded_services
 from liveroom.wiring import EdgeSecrets, EdgeTimers, build_edge
@@ -69,10 +70,12 @@ def make_app(opts: ServeOptions) -> web.Application:
         log.warning("dev mode: generated backend API key %s", api_key)
     elif not api_key:
         log.warning("LIVEROOM_API_KEY is not set: the backend publish API answers 503")
-    services = embedded_services(opts.config, opts.data_dir / "inbox.sqlite3")
+    metrics = Metrics()
+    outbox = embedded_events(opts.events, opts.data_dir / "events.sqlite3", metrics.registry)
+    services = embedded_services(opts.config, opts.data_dir / "inbox.sqlite3", outbox)
     node, app = build_edge(services, node_id=opts.node_id, config=opts.config, cdn=opts.cdn,
                            secrets=EdgeSecrets(jwt_secret, api_key, opts.dev),
-                           metrics=Metrics(), rooms_config=opts.rooms_config,
+                           metrics=metrics, rooms_config=opts.rooms_config,
                            hooks=opts.hooks)
     if opts.demo_room and opts.rooms_config is None:
         node.policies.current = demo_rooms_config()

@@ -17,6 +17,7 @@ from liveroom.app import make_app
 from liveroom.flags import (
     add_agent_arguments,
     add_cdn_arguments,
+    add_event_arguments,
     add_http_arguments,
     add_limit_arguments,
     add_quic_arguments,
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     add_http_arguments(serve)
     add_cdn_arguments(serve)
     add_agent_arguments(serve)
+    add_event_arguments(serve, webhook=True, jetstream=False)
 
     add_agents_parser(sub)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig, HttpTimeouts
-from liveroom.options import RoleOptions, ServeOptions
+from liveroom.options import EventOptions, RoleOptions, ServeOptions
 from llm_agents.quota import QuotaLimits
 from llm_agents.service import BACKEND_CHOICES, AgentOptions
 from room_router.hooks import HookConfig
@@ -242,6 +242,76 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
                    help="NATS subject namespace of this deployment")
 
 
+def add_event_arguments(p: argparse.ArgumentParser, *, webhook: bool, jetstream: bool) -> None:
+    """Events to the backend (docs/BACKEND.md, "Events"): the webhook flags
+    (``serve``: with the outbox's bound; ``webhooks``) and the JetStream
+    ones (``edge``: with ``--events``; ``webhooks``)."""
+    d = EventOptions()
+    g = p.add_argument_group("events to the backend (docs/BACKEND.md)")
+    if webhook:
+        g.add_argument("--webhook-url", default=env("WEBHOOK_URL", "") or None,
+                       help="POST batches of events here, signed with LIVEROOM_WEBHOOK_SECRET")
+        g.add_argument("--webhook-batch", type=int,
+                       default=env("WEBHOOK_BATCH", str(d.batch_events)),
+                       help="events per webhook POST (1..1000)")
+        g.add_argument("--webhook-batch-bytes", type=int,
+                       default=env("WEBHOOK_BATCH_BYTES", str(d.batch_bytes)),
+                       help="bytes of events per webhook POST (an event bigger goes alone)")
+        g.add_argument("--webhook-timeout", type=float,
+                       default=env("WEBHOOK_TIMEOUT", str(d.timeout)),
+                       help="seconds for one POST; then it is retried")
+    if webhook and not jetstream:
+        g.add_argument("--outbox-max-events", type=int,
+                       default=env("OUTBOX_MAX_EVENTS", str(d.outbox_max_events)),
+                       help="undelivered events the outbox keeps; past it new events are "
+                            "dropped (counted)")
+    if not jetstream:
+        return
+    if not webhook:
+        g.add_argument("--events", action="store_true",
+                       default=env("EVENTS", "") not in ("", "0", "false"),
+                       help="publish events to the JetStream stream (needs --nats)")
+        g.add_argument("--events-buffer", type=int, default=env("EVENTS_BUFFER", str(d.buffer)),
+                       help="events this edge holds while JetStream is unreachable; past it "
+                            "new ones are dropped (counted)")
+    g.add_argument("--events-stream", default=env("EVENTS_STREAM", d.stream))
+    g.add_argument("--events-max-age", type=float,
+                   default=env("EVENTS_MAX_AGE", str(d.stream_max_age)),
+                   help="seconds the stream keeps an event")
+    g.add_argument("--events-max-bytes", type=int,
+                   default=env("EVENTS_MAX_BYTES", str(d.stream_max_bytes)))
+    g.add_argument("--events-replicas", type=int,
+                   default=env("EVENTS_REPLICAS", str(d.stream_replicas)),
+                   help="JetStream servers keeping a copy of the stream (1, or 3 in a cluster)")
+
+
+def event_options(args: argparse.Namespace) -> EventOptions:
+    """``EventOptions`` of ``args``; bounds checked (a usage error, not a traceback)."""
+    d = EventOptions()
+    if not hasattr(args, "webhook_url"):
+        return dataclasses.replace(d, **{f: getattr(args, a) for f, a in (
+            ("jetstream", "events"), ("buffer", "events_buffer"), ("stream", "events_stream"),
+            ("stream_max_age", "events_max_age"), ("stream_max_bytes", "events_max_bytes"),
+            ("stream_replicas", "events_replicas")) if hasattr(args, a)})
+    if not 1 <= args.webhook_batch <= 1000:
+        raise SystemExit("--webhook-batch must be 1..1000")
+    if not 1024 <= args.webhook_batch_bytes <= 16 * 1024 * 1024:
+        raise SystemExit("--webhook-batch-bytes must be 1 KiB..16 MiB")
+    secret = os.environ.get("LIVEROOM_WEBHOOK_SECRET", "")
+    if args.webhook_url and len(secret) < 16:
+        raise SystemExit("--webhook-url needs LIVEROOM_WEBHOOK_SECRET (16 characters or more)")
+    return EventOptions(
+        webhook_url=args.webhook_url, webhook_secret=secret, batch_events=args.webhook_batch,
+        batch_bytes=args.webhook_batch_bytes, timeout=args.webhook_timeout,
+        outbox_max_events=getattr(args, "outbox_max_events", d.outbox_max_events),
+        jetstream=getattr(args, "events", False),
+        stream=getattr(args, "events_stream", d.stream),
+        buffer=getattr(args, "events_buffer", d.buffer),
+        stream_max_age=getattr(args, "events_max_age", d.stream_max_age),
+        stream_max_bytes=getattr(args, "events_max_bytes", d.stream_max_bytes),
+        stream_replicas=getattr(args, "events_replicas", d.stream_replicas))
+
+
 def add_node_arguments(p: argparse.ArgumentParser, role: str, port: int) -> None:
     """Where a role listens and how it shows in the node registry."""
     p.add_argument("--host", default=env("HOST", "127.0.0.1"))
@@ -306,6 +376,7 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         quic_port=args.quic_port, quic_cert=args.quic_cert, quic_key=args.quic_key,
         quic_idle_timeout=args.quic_idle_timeout, agents=agent_options(args),
         rooms_config=args.rooms_config, hooks=hook_config(args),
+        events=event_options(args),
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
 
@@ -322,6 +393,7 @@ def role_options(args: argparse.Namespace, role: str) -> RoleOptions:
         quic_cert=args.quic_cert if quic else None, quic_key=args.quic_key if quic else None,
         quic_idle_timeout=args.quic_idle_timeout if quic else 30.0,
         rooms_config=getattr(args, "rooms_config", None), hooks=hook_config(args),
+        events=event_options(args),
         jwt_secret=os.environ.get("LIVEROOM_JWT_SECRET"),
         api_key=os.environ.get("LIVEROOM_API_KEY"))
 

@@ -16,6 +16,27 @@ from llm_agents.service import AgentOptions
 from room_router.hooks import HookConfig
 
 
+@dataclass(frozen=True)
+class EventOptions:
+    """Events to the backend (docs/BACKEND.md, "Events"). Embedded: a SQLite
+    outbox POSTed to ``webhook_url`` (no URL: events off). Cluster: with
+    ``jetstream``, the edges publish to the stream ``stream``; the
+    ``liveroom webhooks`` process POSTs it to ``webhook_url``."""
+
+    webhook_url: str | None = None
+    webhook_secret: str = ""
+    batch_events: int = 100
+    batch_bytes: int = 256 * 1024
+    timeout: float = 10.0
+    outbox_max_events: int = 1_000_000
+    jetstream: bool = False
+    stream: str = "LIVEROOM_EVENTS"
+    buffer: int = 100_000
+    stream_max_age: float = 7 * 24 * 3600.0
+    stream_max_bytes: int = 10 * 1024**3
+    stream_replicas: int = 1
+
+
 @dataclass
 class ServeOptions:
     host: str = "127.0.0.1"
@@ -33,6 +54,7 @@ class ServeOptions:
     rooms_config: Path | None = None
     # The backend hooks (--backend-url...; docs/BACKEND.md).
     hooks: HookConfig = field(default_factory=HookConfig)
+    events: EventOptions = field(default_factory=EventOptions)
     # QUIC (WebTransport on /wt): "auto" = the TCP port + 1 (0 with --port 0)
     # when a certificate is at hand (--quic-cert/--quic-key, or --dev, which
     # keeps a development one in the data dir); "off"; or a UDP port number.
@@ -65,6 +87,7 @@ class RoleOptions:
     cdn: CdnConfig = field(default_factory=CdnConfig)
     rooms_config: Path | None = None
     hooks: HookConfig = field(default_factory=HookConfig)
+    events: EventOptions = field(default_factory=EventOptions)
     # QUIC (WebTransport) next to an edge's WebSocket, as for liveroom serve
     # (liveroom.wiring.start_quic_edge); "off" for the other roles.
     quic_port: str = "off"

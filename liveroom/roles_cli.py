@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from liveroom.distributed import RoleProcess, describe
+from liveroom.events_wiring import add_webhooks_parser, run_webhooks
 from liveroom.flags import (
     add_cdn_arguments,
     add_cluster_arguments,
+    add_event_arguments,
     add_http_arguments,
     add_limit_arguments,
     add_node_arguments,
@@ -41,7 +43,7 @@ from liveroom.options import RoleOptions
 
 log = logging.getLogger("liveroom")
 
-ROLE_COMMANDS = ("edge", "router", "cdn", "cluster")
+ROLE_COMMANDS = ("edge", "router", "cdn", "cluster", "webhooks")
 
 
 def add_role_parsers(sub: Any) -> None:
@@ -55,6 +57,7 @@ def add_role_parsers(sub: Any) -> None:
     # Off unless asked for: the edges of one machine (liveroom cluster) would
     # otherwise share --dev's certificate directory.
     add_quic_arguments(edge, default_port="off")
+    add_event_arguments(edge, webhook=False, jetstream=True)  # --events: publish to JetStream
     router = sub.add_parser("router", help="answers GET /v1/route from the node registry")
     add_node_arguments(router, "router", 8070)
     add_service_arguments(router)
@@ -65,6 +68,7 @@ def add_role_parsers(sub: Any) -> None:
     add_service_arguments(cdn)
     add_http_arguments(cdn)
     add_cdn_arguments(cdn)
+    add_webhooks_parser(sub)  # the cluster's event dispatcher (liveroom.events_wiring)
     cluster = sub.add_parser("cluster", help="a local multi-process cluster: N edges and a "
                              "router against the given services")
     cluster.add_argument("--edges", type=int, default=3)
@@ -107,7 +111,10 @@ def run_role_command(args: argparse.Namespace) -> int:
         log.info("event loop: uvloop")
     except ImportError:
         log.info("event loop: asyncio")
-    asyncio.run(_run(role_options(args, args.command)))
+    if args.command == "webhooks":
+        asyncio.run(run_webhooks(args, until_stopped))
+    else:
+        asyncio.run(_run(role_options(args, args.command)))
     return 0
 
 

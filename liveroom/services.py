@@ -31,10 +31,12 @@ from typing import Any
 
 from edge.config import EdgeConfig
 from edge.metrics import Metrics
+from liveroom.events_wiring import cluster_events
 from liveroom.options import RoleOptions
 from room_router.bus import Bus, MemoryBus
 from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.history_redis import RedisHistoryStore
+from room_router.events import NO_EVENTS, EventSink
 from room_router.inbox import Inbox, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox
 from room_router.moderation import MemorySanctions, Sanctions
@@ -48,6 +50,7 @@ from room_router.nodes import (
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
 from room_router.presence import MemoryPresenceStore, PresenceStore
 from room_router.presence_redis import RedisPresenceStore
+from room_router.outbox import SqliteOutbox
 from room_router.ratelimit import Rate, SharedRateLimiter
 from room_router.ratelimit_redis import RedisRateLimiter
 from room_router.registry import ConnectionRegistry, MemoryConnectionRegistry
@@ -148,6 +151,8 @@ class Services:
     presence: PresenceStore = field(default_factory=MemoryPresenceStore)
     # Bans and mutes (docs/MODERATION.md): in this process unless --redis.
     sanctions: Sanctions = field(default_factory=MemorySanctions)
+    # Events to the backend (liveroom/events_wiring.py); NO_EVENTS: off.
+    events: EventSink = NO_EVENTS
 
     async def open(self) -> None:
         openers, self.openers = self.openers, []
@@ -165,12 +170,19 @@ def memory_store(config: EdgeConfig) -> MemoryStateStore:
                             idle_for=config.room_idle_seconds)
 
 
-def embedded_services(config: EdgeConfig, inbox_path: Path) -> Services:
-    """Every service in this process; ``await open()`` before use."""
+def embedded_services(config: EdgeConfig, inbox_path: Path,
+                      outbox: SqliteOutbox | None = None) -> Services:
+    """Every service in this process; ``await open()`` before use.
+    ``outbox``: the events' sink (liveroom/events_wiring.py), if any."""
     inbox = SqliteInbox(inbox_path)
-    return Services(MemoryBus(), memory_store(config), MemoryConnectionRegistry(), inbox,
-                    MemoryNodeRegistry(), MemoryOnlineCounts(), closers=[inbox.close],
-                    openers=[inbox.open])
+    services = Services(MemoryBus(), memory_store(config), MemoryConnectionRegistry(), inbox,
+                        MemoryNodeRegistry(), MemoryOnlineCounts(), closers=[inbox.close],
+                        openers=[inbox.open])
+    if outbox is not None:
+        services.events = outbox
+        services.openers.append(outbox.open)
+        services.closers.append(outbox.close)
+    return services
 
 
 async def close_all(closers: list[Callable[[], Awaitable[Any]]]) -> None:
@@ -188,7 +200,14 @@ async def open_services(opts: RoleOptions, metrics: Metrics) -> Services:
     If one fails to open, those already open are closed again."""
     closers: list[Callable[[], Awaitable[None]]] = []
     try:
-        return await _open_services(opts, metrics, closers)
+        services = await _open_services(opts, metrics, closers)
+        if opts.role == "edge":
+            sink = await cluster_events(opts.events, opts.nats, opts.subject_prefix,
+                                        opts.node_id, metrics.registry)
+            if sink is not None:
+                services.events = sink
+                closers.append(sink.close)
+        return services
     except BaseException:
         await close_all(closers)
         raise

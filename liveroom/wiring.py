@@ -95,7 +95,7 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
                     shared_action_limiter=services.shared_action_limiter,
                     policies=policies, history=services.history,
                     presence_store=services.presence, sanctions=services.sanctions,
-                    hooks=hook_client)
+                    hooks=hook_client, events=services.events)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)
