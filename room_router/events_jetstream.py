@@ -152,6 +152,7 @@ class JetStreamSink:
             self._queue.append((self._stream.subject(room), event_id, raw))
             self._metrics.emitted.labels(type).inc()
             self._metrics.pending.inc()
+            self._metrics.buffered.inc()
             self._wake.set()
         except Exception:
             log.exception("an event of room %r could not be recorded", room[:64])
@@ -188,6 +189,7 @@ class JetStreamSink:
             self._refusing = False
             self._metrics.delivered.labels("jetstream").inc()
             self._metrics.pending.dec()
+            self._metrics.buffered.dec()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Publish what is queued (at most ``timeout`` seconds), then close."""

@@ -91,6 +91,7 @@ class SqliteOutbox:
             self._dirty.set()
             self._metrics.emitted.labels(type).inc()
             self._metrics.pending.inc()
+            self._metrics.buffered.inc()
         except Exception:
             log.exception("an event of room %r could not be recorded", room[:64])
 
@@ -156,6 +157,7 @@ class SqliteOutbox:
             self._buffer = rows + self._buffer
             raise
         self._stored += len(rows)
+        self._metrics.buffered.dec(len(rows))
         self._written.set()
 
     def _insert_sync(self, rows: list[tuple[str, bytes]]) -> None:

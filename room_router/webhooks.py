@@ -128,6 +128,9 @@ class EventMetrics:
                                  "JetStream)", ["to"], registry=r)
         self.pending = Gauge("liveroom_events_pending",
                              "Events recorded and not yet delivered", registry=r)
+        self.buffered = Gauge("liveroom_events_buffered",
+                              "Events in memory only, not yet durable (outbox: not yet "
+                              "written; JetStream: not yet in the stream)", registry=r)
         self.retries = Counter("liveroom_events_retries_total",
                                "Deliveries retried (webhook POSTs, JetStream publishes)",
                                ["to"], registry=r)
