@@ -82,7 +82,7 @@ async def run_webhooks(args: argparse.Namespace,
         start_http_server(args.metrics_port, "127.0.0.1", registry)
     dispatcher = await JetStreamDispatcher.connect(
         args.nats, stream_options(opts, args.subject_prefix),
-        webhook_poster(opts, EventMetrics(registry)))
+        webhook_poster(opts, EventMetrics(registry)), ack_wait=opts.ack_wait)
     log.info("webhooks running (stream %s -> %s)", opts.stream, opts.webhook_url)
     await until_stopped()
     await dispatcher.close()

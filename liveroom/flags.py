@@ -260,6 +260,10 @@ def add_event_arguments(p: argparse.ArgumentParser, *, webhook: bool, jetstream:
         g.add_argument("--webhook-timeout", type=float,
                        default=env("WEBHOOK_TIMEOUT", str(d.timeout)),
                        help="seconds for one POST; then it is retried")
+    if webhook and jetstream:
+        g.add_argument("--webhook-ack-wait", type=float,
+                       default=env("WEBHOOK_ACK_WAIT", str(d.ack_wait)),
+                       help="seconds before a batch a dead dispatcher held is sent again")
     if webhook and not jetstream:
         g.add_argument("--outbox-max-events", type=int,
                        default=env("OUTBOX_MAX_EVENTS", str(d.outbox_max_events)),
@@ -293,6 +297,8 @@ def event_options(args: argparse.Namespace) -> EventOptions:
             ("jetstream", "events"), ("buffer", "events_buffer"), ("stream", "events_stream"),
             ("stream_max_age", "events_max_age"), ("stream_max_bytes", "events_max_bytes"),
             ("stream_replicas", "events_replicas")) if hasattr(args, a)})
+    if getattr(args, "webhook_ack_wait", 1.0) <= 0:
+        raise SystemExit("--webhook-ack-wait must be more than 0")
     if not 1 <= args.webhook_batch <= 1000:
         raise SystemExit("--webhook-batch must be 1..1000")
     if not 1024 <= args.webhook_batch_bytes <= 16 * 1024 * 1024:
@@ -309,7 +315,8 @@ def event_options(args: argparse.Namespace) -> EventOptions:
         buffer=getattr(args, "events_buffer", d.buffer),
         stream_max_age=getattr(args, "events_max_age", d.stream_max_age),
         stream_max_bytes=getattr(args, "events_max_bytes", d.stream_max_bytes),
-        stream_replicas=getattr(args, "events_replicas", d.stream_replicas))
+        stream_replicas=getattr(args, "events_replicas", d.stream_replicas),
+        ack_wait=getattr(args, "webhook_ack_wait", d.ack_wait))
 
 
 def add_node_arguments(p: argparse.ArgumentParser, role: str, port: int) -> None:

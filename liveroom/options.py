@@ -35,6 +35,8 @@ class EventOptions:
     stream_max_age: float = 7 * 24 * 3600.0
     stream_max_bytes: int = 10 * 1024**3
     stream_replicas: int = 1
+    # The dispatcher's consumer: seconds before an unacknowledged batch is redelivered.
+    ack_wait: float = 60.0
 
 
 @dataclass

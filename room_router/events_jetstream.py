@@ -31,8 +31,13 @@ durable pull consumer (``liveroom-webhooks``) fetches up to a batch of
 messages in stream order, POSTs them as webhooks (room_router/webhooks.py:
 the same signed batches as the embedded outbox), and acks them after the
 2xx. While a POST is retried, the messages in hand get ``in_progress`` so
-that JetStream does not redeliver them behind our back. Run ONE dispatcher
-per stream: two would share the consumer and deliver out of order.
+that JetStream does not redeliver them behind our back. The consumer lets
+one batch be unacknowledged at a time (``max_ack_pending`` = the batch
+size): when a dispatcher dies holding a batch, its successor receives
+nothing until ``ack_wait`` (``--webhook-ack-wait``, 60 s) has passed and
+that batch is redelivered, first; so order holds across restarts, at the
+cost of up to ``ack_wait`` of delay after a crash. Run ONE dispatcher per
+stream: two would share the consumer and deliver out of order.
 """
 
 from __future__ import annotations
@@ -217,6 +222,10 @@ class JetStreamDispatcher:
         self._durable = durable
         self._ack_wait = ack_wait
         self._task: asyncio.Task[None] | None = None
+        # The stream sequence of the next event to deliver, and since when
+        # a gap before it has been waited for (see _in_order).
+        self._next = 1
+        self._gap_since: float | None = None
 
     @classmethod
     async def connect(cls, urls: list[str], stream: StreamOptions, poster: WebhookPoster,
@@ -238,9 +247,16 @@ class JetStreamDispatcher:
             self._stream.subjects, durable=self._durable, stream=self._stream.name,
             config=api.ConsumerConfig(
                 ack_policy=api.AckPolicy.EXPLICIT, deliver_policy=api.DeliverPolicy.ALL,
-                ack_wait=self._ack_wait, max_ack_pending=max(1000, 10 * batch)))
-        log.info("webhooks: consuming %s as %r, posting to %s", self._stream.name,
-                 self._durable, self._poster.options.url)
+                # One batch unacknowledged at most: after a crash of the
+                # dispatcher, the next one gets the unacknowledged batch
+                # again (after ack_wait) BEFORE anything newer: order holds.
+                ack_wait=self._ack_wait, max_ack_pending=batch))
+        info = await sub.consumer_info()
+        state = (await js.stream_info(self._stream.name)).state
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        self._next = max(floor + 1, state.first_seq)
+        log.info("webhooks: consuming %s as %r from %d, posting to %s", self._stream.name,
+                 self._durable, self._next, self._poster.options.url)
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
@@ -251,7 +267,40 @@ class JetStreamDispatcher:
                             type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
                 continue
-            await self._deliver(msgs)
+            ready = await self._in_order(msgs, time.monotonic())
+            if ready:
+                await self._deliver(ready)
+                self._next = ready[-1].metadata.sequence.stream + 1
+
+    async def _in_order(self, msgs: list[Msg], now: float) -> list[Msg]:
+        """The leading messages that continue the stream where the last
+        delivered batch ended. One already delivered (a redelivery after a
+        lost ack) is acked and skipped; past a gap (a message delivered to a
+        fetch that gave up, redelivered only after ack_wait) the rest is
+        left unacknowledged, to come again after the missing one. A gap that
+        outlasts 3 ack_waits (messages the stream's limits discarded) is
+        stepped over, logged."""
+        ready: list[Msg] = []
+        expect = self._next
+        for m in sorted(msgs, key=lambda m: m.metadata.sequence.stream):
+            seq = m.metadata.sequence.stream
+            if seq < expect:
+                with contextlib.suppress(Exception):
+                    await m.ack()
+                continue
+            if seq > expect:
+                if ready:
+                    break
+                if self._gap_since is None:
+                    self._gap_since = now
+                if now - self._gap_since < 3 * self._ack_wait:
+                    break
+                log.warning("events %d..%d are no longer in the stream; going on from %d",
+                            expect, seq - 1, seq)
+            self._gap_since = None
+            ready.append(m)
+            expect = seq + 1
+        return ready
 
     async def _deliver(self, msgs: list[Msg]) -> None:
         """POST ``msgs`` in order (as many batches as the byte bound cuts),

@@ -131,3 +131,50 @@ class NatsCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class JetStreamServer:
+    """One ``nats-server`` with JetStream on (``-js``, file store in
+    ``workdir``): the stream of the events to the backend. Keeps its port and
+    store across ``kill``/``start``, as a restarted server would."""
+
+    def __init__(self, workdir: Path) -> None:
+        if not Path(NATS_SERVER).exists():
+            raise RuntimeError("nats-server is not installed: run .ci/system-deps.sh")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.port = free_port()
+        self.http_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> JetStreamServer:
+        cmd = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port),
+               "-js", "-sd", str(self.workdir / "store"), "-l", str(self.workdir / "js.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/jsz",
+                                            timeout=0.5) as r:
+                    if json.load(r).get("config") is not None:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("nats-server with JetStream did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        end_process(proc)
+
+    def __enter__(self) -> JetStreamServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
