@@ -78,7 +78,7 @@ async def retract(request: web.Request) -> web.Response:
     action_id = request.match_info["id"]
     if not 0 < len(action_id) <= MAX_ACTION_ID:
         raise InvalidField(f"an action id is 1..{MAX_ACTION_ID} characters", field="id")
-    held = await node_of(request).history.retract(room, action_id)
+    held = await node_of(request).history.retract(room, action_id, "system")
     return web.json_response({"room": room, "id": action_id, "in_history": held}, status=202)
 
 

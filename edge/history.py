@@ -26,6 +26,8 @@ import msgpack
 
 from plumbing.ratelog import RateLimitedLog
 from room_router.bus import Bus, room_subject
+from room_router.events import NO_EVENTS, EventSink
+from room_router.events import moderation as moderation_event
 from room_router.history import Entry, HistoryStore, MemoryHistoryStore
 from room_router.roomconfig import RoomPolicies
 from wire.codecs import encode_msgpack
@@ -41,8 +43,10 @@ MAX_PENDING = 10_000
 class EdgeHistory:
     def __init__(self, *, store: HistoryStore, policies: RoomPolicies, bus: Bus,
                  clock: Callable[[], float], errlog: RateLimitedLog,
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING, events: EventSink = NO_EVENTS) -> None:
         self.store = store
+        # Retractions are moderation events to the backend (room_router/events.py).
+        self.events = events
         self.policies = policies
         self.bus = bus
         self.clock = clock
@@ -134,14 +138,17 @@ class EdgeHistory:
             return []
 
     # -- retract ----------------------------------------------------------------
-    async def retract(self, room: str, action_id: str) -> bool:
+    async def retract(self, room: str, action_id: str, by: str) -> bool:
         """Drop ``action_id`` from the room's history and tell every edge's
-        members (``retract``, CONTROL priority); whether history held it."""
+        members (``retract``, CONTROL priority) and the backend (a
+        ``moderation`` event, ``by``: who retracted); whether history held it."""
         held = False
         if self.keeps(room):
             await self.flush_room_writes()
             held = await self.store.retract(room, action_id)
         self.bus.publish(room_subject(room), encode_msgpack(retract_frame(room, action_id)))
+        self.events.emit(room, "moderation", moderation_event("retract", "", by,
+                                                              action_id=action_id))
         return held
 
     async def flush_room_writes(self) -> None:

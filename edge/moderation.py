@@ -38,6 +38,8 @@ from edge.fanout import Conn, Hub
 from edge.metrics import Metrics
 from plumbing.ratelog import RateLimitedLog
 from room_router.bus import Bus, Subscription, control_subject
+from room_router.events import NO_EVENTS, EventSink
+from room_router.events import moderation as moderation_event
 from room_router.moderation import (
     BAN,
     MUTE,
@@ -68,7 +70,10 @@ class Moderation:
                  deliver: Callable[[Conn, Encoded, float], bool],
                  remove: Callable[[Conn, str], None],
                  disconnect: Callable[[Conn, int, str], None],
-                 refresh_every: float = REFRESH_EVERY) -> None:
+                 refresh_every: float = REFRESH_EVERY,
+                 events: EventSink = NO_EVENTS) -> None:
+        # Moderation events to the backend (room_router/events.py).
+        self.events = events
         self.sanctions = sanctions
         self.bus = bus
         self.hub = hub
@@ -205,6 +210,10 @@ class Moderation:
                  by: Mapping[str, str]) -> None:
         self.metrics.moderation.labels(op).inc()
         self.bus.publish(control_subject(), control_message(op, room, user, until, reason, by))
+        if room:  # a disconnect names no room: no room event (docs/BACKEND.md)
+            duration = None if until is None else round(until - self.clock(), 3)
+            self.events.emit(room, "moderation", moderation_event(
+                op, user, by.get("id", ""), duration=duration, reason=reason or None))
 
     async def moderate(self, ident: Identity, cmd: Moderate) -> dict[str, Any]:
         """A host's or moderator's ``moderate`` frame (authorised by the

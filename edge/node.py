@@ -171,7 +171,7 @@ class EdgeNode:
         # Room history (edge/history.py): kept by the stamping edge.
         self.history = EdgeHistory(store=history or MemoryHistoryStore(),
                                    policies=self.policies, bus=bus, clock=clock,
-                                   errlog=self.errlog)
+                                   errlog=self.errlog, events=events)
         self.presence = Presence(node_id=node_id, store=presence_store or MemoryPresenceStore(),
                                  bus=bus, hub=self.hub, policies=self.policies,
                                  metrics=metrics, errlog=self.errlog, clock=clock,
@@ -182,7 +182,7 @@ class EdgeNode:
                            history=self.history.for_join, presence=self.presence)
         # The backend hooks (edge/proxies.py; --backend-url).
         self.proxies = Proxies(hooks, max_comment_chars=config.max_comment_chars,
-                               max_value_bytes=config.max_value_bytes)
+                               max_value_bytes=config.max_value_bytes, events=events)
         self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
@@ -191,7 +191,7 @@ class EdgeNode:
             sanctions=sanctions if sanctions is not None else MemorySanctions(), bus=bus,
             hub=self.hub, metrics=metrics, errlog=self.errlog, clock=clock,
             monotonic=monotonic, users=self._users, deliver=self._deliver,
-            remove=self.rooms.remove, disconnect=self._disconnect)
+            remove=self.rooms.remove, disconnect=self._disconnect, events=events)
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -477,7 +477,7 @@ class EdgeNode:
         the session checked the role and membership. ``retract`` is
         history's (edge/history.py), the others edge/moderation.py's."""
         if cmd.op == "retract" and cmd.id is not None:
-            await self.history.retract(cmd.room, cmd.id)
+            await self.history.retract(cmd.room, cmd.id, ident.user)
             self._reply(conn, moderated_frame(cmd.room, cmd.op, cmd.ref, action_id=cmd.id))
             return
         self._reply(conn, await self.moderation.moderate(ident, cmd))

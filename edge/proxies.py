@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from edge.auth import Identity
+from room_router.events import NO_EVENTS, EventSink, action_settled
 from room_router.hooks import (
     CONNECT,
     JOIN,
@@ -37,11 +38,13 @@ from wire.incoming import SendAction
 
 
 class Proxies:
-    __slots__ = ("_hooks", "_max_comment_chars", "_max_value_bytes", "connects")
+    __slots__ = ("_events", "_hooks", "_max_comment_chars", "_max_value_bytes", "connects")
 
     def __init__(self, hooks: HookClient | None, *, max_comment_chars: int,
-                 max_value_bytes: int) -> None:
+                 max_value_bytes: int, events: EventSink = NO_EVENTS) -> None:
         self._hooks = hooks
+        # Every proxied action's end is an ``action.settled`` event.
+        self._events = events
         self._max_comment_chars = max_comment_chars
         self._max_value_bytes = max_value_bytes
         # Whether every hello goes to the backend (--connect-proxy).
@@ -75,10 +78,23 @@ class Proxies:
                                   self._max_value_bytes)
 
         try:
-            return await hooks.ask(PUBLISH, payload, parse)
+            body = await hooks.ask(PUBLISH, payload, parse)
         except LiveroomError as err:
             err.ref = cmd.ref
+            outcome = "refused" if err.code == "rejected" else "failed"
+            self._settled(cmd, action_id, ident, outcome,
+                          {"code": err.code, **({"reason": err.extra["reason"]}
+                                                if "reason" in err.extra else {})})
             raise
+        self._settled(cmd, action_id, ident, "published", {})
+        return body
+
+    def _settled(self, cmd: SendAction, action_id: str, ident: Identity, outcome: str,
+                 detail: dict[str, Any]) -> None:
+        if cmd.id is not None:
+            detail["client_id"] = cmd.id
+        self._events.emit(cmd.room, "action.settled",
+                          action_settled(action_id, cmd.kind, ident.user, outcome, detail))
 
     async def connect(self, ident: Identity) -> Identity:
         """``ident`` with the ``info`` the backend attached (the caller sets

@@ -20,8 +20,9 @@ What it shows a platform:
 - ``POST /liveroom/join``: a room with a member list (``POST /memberships``)
   admits only its members, with their role there (``code: not_a_member``);
   any other room is open.
-- ``POST /liveroom/events``: liveroom's event webhooks, recorded (``GET
-  /events``; the signature is not checked by this example).
+- ``POST /liveroom/events``: liveroom's event webhooks, their signature
+  checked with ``LIVEROOM_WEBHOOK_SECRET`` when it is set (401 otherwise,
+  which liveroom retries), recorded (``GET /events``).
 - ``GET /balances``, ``GET /charges``: the ledger, for tests and a look.
 
 Every hook request must carry ``Authorization: Bearer <secret>`` when the
@@ -45,11 +46,14 @@ import json
 import logging
 import os
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from room_router.webhooks import verify
 
 log = logging.getLogger("examples.backend")
 
@@ -123,6 +127,8 @@ class Backend:
         self.memberships: dict[str, dict[str, str]] = {}
         self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
         self.calls: dict[str, int] = {}
+        # The webhooks' signing secret (docs/BACKEND.md, Events).
+        self.webhook_secret = os.environ.get("LIVEROOM_WEBHOOK_SECRET")
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024)
@@ -213,10 +219,17 @@ class Backend:
         return await self._answer(decide)
 
     async def record_event(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if self.webhook_secret is not None and not verify(
+                self.webhook_secret, request.headers.get("X-Liveroom-Signature", ""), raw,
+                time.time()):
+            raise web.HTTPUnauthorized(text="bad signature")
         try:
-            self.events.append(json.loads(await request.read()))
+            batch = json.loads(raw)
         except ValueError:
             raise web.HTTPBadRequest(text="not JSON") from None
+        events = batch.get("events") if isinstance(batch, dict) else None
+        self.events.extend(events if isinstance(events, list) else [batch])
         return web.json_response({"ok": True})
 
     async def get_balances(self, request: web.Request) -> web.Response:

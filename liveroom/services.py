@@ -34,9 +34,9 @@ from edge.metrics import Metrics
 from liveroom.events_wiring import cluster_events
 from liveroom.options import RoleOptions
 from room_router.bus import Bus, MemoryBus
+from room_router.events import NO_EVENTS, EventSink
 from room_router.history import HistoryStore, MemoryHistoryStore
 from room_router.history_redis import RedisHistoryStore
-from room_router.events import NO_EVENTS, EventSink
 from room_router.inbox import Inbox, SqliteInbox
 from room_router.inbox_postgres import PostgresInbox
 from room_router.moderation import MemorySanctions, Sanctions
@@ -48,9 +48,9 @@ from room_router.nodes import (
     OnlineCounts,
 )
 from room_router.nodes_redis import RedisNodeRegistry, RedisOnlineCounts
+from room_router.outbox import SqliteOutbox
 from room_router.presence import MemoryPresenceStore, PresenceStore
 from room_router.presence_redis import RedisPresenceStore
-from room_router.outbox import SqliteOutbox
 from room_router.ratelimit import Rate, SharedRateLimiter
 from room_router.ratelimit_redis import RedisRateLimiter
 from room_router.registry import ConnectionRegistry, MemoryConnectionRegistry

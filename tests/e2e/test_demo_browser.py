@@ -348,7 +348,8 @@ def test_the_host_mutes_kicks_bans_and_retracts_from_the_page(
 
         # Retract: the host removes bob's comment from every page.
         comment(bob, "please remove me")
-        bob_item = alice.get_by_test_id("feed").locator('[data-testid="feed-item"]', has_text="please remove me")
+        bob_item = alice.get_by_test_id("feed").locator('[data-testid="feed-item"]',
+                                                        has_text="please remove me")
         expect(bob_item).to_have_count(1, timeout=TIMEOUT_MS)
         bob_item.get_by_test_id("mod-retract").click()
         expect(bob.get_by_test_id("feed").locator(

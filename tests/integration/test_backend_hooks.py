@@ -34,6 +34,8 @@ private = true
 _LISTENING = re.compile(r"backend listening on http://[\d.]+:(\d+)")
 
 
+WEBHOOK_SECRET = "whsec_hooks_test_secret_0123"
+
 class Backend:
     """examples/backend.py in a child process."""
 
@@ -55,7 +57,8 @@ class Backend:
     def start(self) -> Backend:
         import os
 
-        env = {**os.environ, "LIVEROOM_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "LIVEROOM_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1",
+               "LIVEROOM_WEBHOOK_SECRET": WEBHOOK_SECRET}
         self.child.start([sys.executable, "-m", "examples.backend", "--port", "0",
                           "--control", *self.args], env, 15.0)
         return self
@@ -389,3 +392,34 @@ async def test_the_join_proxy_admits_refuses_and_grants_roles(
     assert err["code"] == "unavailable" and err["reason"] == "backend_malformed"
     calls = await get(http, f"{backend.url}/calls")
     assert calls["join"] == 4 and "publish" not in calls
+
+
+
+async def test_settled_actions_reach_the_backend_as_signed_events(
+        make_backend: Callable[..., Backend], make_server: Callable[..., LiveServer],
+        rooms_file: Path, http: aiohttp.ClientSession, clients: list[LiveroomClient]) -> None:
+    """Each proxied action's end is an ``action.settled`` event (published,
+    refused), delivered to the example backend's webhook, which checks the
+    signature (a bad one would be 401 and retried, never recorded)."""
+    backend = make_backend("--initial-balance", "10")
+    srv = make_server("--rooms-config", str(rooms_file), "--no-agents", "--no-demo-room",
+                      "--backend-url", backend.url,
+                      "--webhook-url", f"{backend.url}/liveroom/events",
+                      env={"LIVEROOM_WEBHOOK_SECRET": WEBHOOK_SECRET})
+    ann = await member(srv, http, clients, "settle-ann")
+    shown = await send_gift(ann, "g-ok", "rose", 1)
+    assert shown["type"] == "action"
+    refused = await send_gift(ann, "g-no", "rocket", 1)
+    assert refused["type"] == "error" and refused["code"] == "rejected"
+
+    async def settled() -> list[dict[str, Any]] | None:
+        events = [e for e in await get(http, f"{backend.url}/events")
+                  if e.get("type") == "action.settled"]
+        return events if len(events) >= 2 else None
+
+    got = await until(settled, 10, "two action.settled events")
+    outcome = {e["data"]["detail"]["client_id"]: e["data"] for e in got}
+    assert outcome["g-ok"]["outcome"] == "published" and outcome["g-ok"]["from"] == "settle-ann"
+    assert outcome["g-ok"]["action_id"] == shown["id"]
+    assert outcome["g-no"]["outcome"] == "refused"
+    assert outcome["g-no"]["detail"]["code"] == "rejected"

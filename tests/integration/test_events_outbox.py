@@ -197,3 +197,40 @@ def test_webhook_url_without_a_secret_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         srv.start(timeout=10)
     assert "LIVEROOM_WEBHOOK_SECRET" in srv.logs()
+
+
+async def test_moderation_events_reach_the_backend(receiver: Receiver, tmp_path: Path) -> None:
+    """Bans, mutes, kicks and retractions are ``moderation`` events, from
+    the API and from a host's ``moderate`` frame alike."""
+    from tests.support import API_KEY, token
+    srv = server(tmp_path / "data", receiver, tmp_path / "rooms.toml").start()
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            host = await LiveroomClient.connect(srv.ws_url, token("mh", rooms={"ev-mod": "host"}),
+                                                session=http)
+            await host.join("ev-mod")
+            async with http.post(f"{srv.url}/v1/rooms/ev-mod/bans", headers=auth,
+                                 json={"user": "troll", "seconds": 60, "reason": "spam"}) as r:
+                assert r.status == 201
+            reply = await host.request({"type": "moderate", "room": "ev-mod", "op": "mute",
+                                        "user": "loud"}, "moderated")
+            assert reply["type"] == "moderated"
+            reply = await host.request({"type": "moderate", "room": "ev-mod", "op": "retract",
+                                        "id": "abc-1"}, "moderated")
+            assert reply["type"] == "moderated"
+            await host.close()
+
+        def moderation() -> list[dict[str, Any]]:
+            return [e for e in receiver.events() if e["type"] == "moderation"]
+
+        got = await until(lambda: len(moderation()) >= 3 and moderation(), 10,
+                          "three moderation events")
+        ops = {e["data"]["op"]: e for e in got}
+        assert ops["ban"]["data"]["target"] == "troll" and ops["ban"]["data"]["by"] == "system"
+        assert 0 < ops["ban"]["data"]["duration"] <= 60 and ops["ban"]["data"]["reason"] == "spam"
+        assert ops["mute"]["data"] == {"op": "mute", "target": "loud", "by": "mh"}
+        assert ops["retract"]["data"]["action_id"] == "abc-1"
+        assert all(e["room"] == "ev-mod" for e in got)
+    finally:
+        srv.stop()
