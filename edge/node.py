@@ -6,10 +6,13 @@ sockets; they hand this class raw frames (``receive``) and a ``Sink`` to write
 to. Everything a room does is here once, whatever the transport.
 
 ``EdgeNode`` is the one object the adapters and the composition root use. It
-keeps the connections' lifecycle, the dispatch of commands, the hello, the
-writes to connections with their accounting, publishing and the room fan-out
-(the hot path: bus -> hub -> sockets, with the node's one flush timer) and the
-online counts; it composes two parts:
+keeps the connections' lifecycle, the dispatch of commands, publishing and
+the room fan-out (the hot path is ``edge/roomfeed.py``'s: bus -> hub -> sockets, with
+the node's one flush timer) and the online counts; it composes its parts:
+- ``edge/writer.py`` (``Writer``): every write to a connection and every
+  fan-out result, counted and logged in one place;
+- ``edge/hello.py`` (``Hello``): the hello after the token (the per-user cap,
+  the connect proxy, ``welcome``, the hand-over to the peer side);
 - ``edge/rooms.py`` (``Rooms``): join (or redirect), leave, sync and the state
   reply they share, the state mode of big rooms, moving a room's members;
 - ``edge/peers.py`` (``PeerDelivery``): peer messages, the inbox replay, gap
@@ -17,11 +20,15 @@ online counts; it composes two parts:
 - ``edge/history.py`` (``EdgeHistory``): the actions a room keeps, for
   ``joined`` and HTTP, and retract;
 - ``edge/presence.py`` (``Presence``): the member lists of the rooms that
-  keep presence, per tick, cluster-wide.
+  keep presence, per tick, cluster-wide;
+- ``edge/moderation.py`` (``Moderation``): bans, mutes, kicks, disconnects
+  and closed rooms, applied on every edge;
+- ``edge/proxies.py`` (``Proxies``): the backend's publish, connect and join
+  hooks; ``edge/events.py`` (``MemberEvents``): room and member events.
 
 Paths:
 - action:  session validates -> ``publish_action`` stamps sender, seq and
-  time, encodes msgpack once -> bus ``room.<id>`` -> ``_on_room_message`` on
+  time, encodes msgpack once -> bus ``room.<id>`` -> ``RoomFeed.on_room_message`` on
   every edge with members -> ``Hub.broadcast`` (same bytes to every member).
 - state:   session authorises -> ``write_state`` applies in the store
   (versions, compare-and-set) -> the change is published like an action,
@@ -35,7 +42,6 @@ Paths:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -44,15 +50,18 @@ from typing import Any
 from edge.auth import Identity, verify_token
 from edge.config import EdgeConfig
 from edge.events import MemberEvents
-from edge.fanout import Conn, FanoutResult, Hub, Sink, Verdict
+from edge.fanout import Conn, Hub, Sink
+from edge.hello import Hello
 from edge.history import EdgeHistory
 from edge.metrics import Metrics
 from edge.moderation import Moderation
 from edge.peers import PeerDelivery
 from edge.presence import Presence
 from edge.proxies import Proxies
+from edge.roomfeed import RoomFeed
 from edge.rooms import Rooms
 from edge.session import Authenticate, Phase, Session
+from edge.writer import Writer
 from plumbing.ratelog import LogLimiter, RateLimitedLog
 from room_router.bus import Bus, Subscription, node_subject, room_subject
 from room_router.events import NO_EVENTS, EventSink
@@ -67,21 +76,19 @@ from room_router.registry import ConnectionRegistry
 from room_router.roomconfig import RoomPolicies
 from state_versions.store import StateStore
 from wire.close_codes import CloseCode
-from wire.codecs import Variant, codec_of, encode_msgpack
-from wire.decode import MAX_VALUE_DEPTH, decode_frame
+from wire.codecs import Variant, encode_msgpack
+from wire.decode import decode_frame
 from wire.encoded import Encoded
 from wire.errors import (
     FrameTooLarge,
     InternalError,
     LiveroomError,
     RateLimited,
-    Rejected,
-    TooManyConnections,
     TooManySections,
     Unauthorized,
     UnsupportedVersion,
 )
-from wire.frames import ACTION, REDIRECT_MOVED, STATE, Priority, action_priority
+from wire.frames import REDIRECT_MOVED
 from wire.incoming import (
     AckPeer,
     Join,
@@ -100,10 +107,7 @@ from wire.outgoing import (
     online_frame,
     pong_frame,
     state_frame,
-    welcome_frame,
-    welcome_limits,
 )
-from wire.webtransport import is_lossy_section
 
 log = logging.getLogger("liveroom.edge")
 
@@ -140,8 +144,6 @@ class EdgeNode:
         # that a flood of them costs a bounded number of lines (plumbing/ratelog.py).
         self.errlog = RateLimitedLog(
             log, LogLimiter(config.error_log_lines, config.error_log_interval), monotonic)
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._flush_at = float("inf")
         self._secret = jwt_secret
         self.clock = clock
         self._monotonic = monotonic
@@ -166,8 +168,13 @@ class EdgeNode:
         # room's members on the OTHER live edges, so the online count is the
         # sum over the cluster.
         self.online_elsewhere: dict[str, int] = {}
-        # The parts, composed: each gets what it uses, the node's writer and
-        # accounting as bound methods (no back-reference to the node).
+        # The parts, composed: each gets what it uses, the writer's methods
+        # as bound methods (no back-reference to the node).
+        self.writer = Writer(metrics=metrics, errlog=self.errlog, monotonic=monotonic,
+                             drop=self._drop_from_rooms)
+        # The hot path: a room's messages from the bus to its members.
+        self.feed = RoomFeed(hub=self.hub, config=config, writer=self.writer,
+                             monotonic=monotonic)
         # Room history (edge/history.py): kept by the stamping edge.
         self.history = EdgeHistory(store=history or MemoryHistoryStore(),
                                    policies=self.policies, bus=bus, clock=clock,
@@ -175,9 +182,10 @@ class EdgeNode:
         self.presence = Presence(node_id=node_id, store=presence_store or MemoryPresenceStore(),
                                  bus=bus, hub=self.hub, policies=self.policies,
                                  metrics=metrics, errlog=self.errlog, clock=clock,
-                                 monotonic=monotonic, account=self._account)
+                                 monotonic=monotonic, account=self.writer.account)
         self.rooms = Rooms(config=config, store=store, hub=self.hub, monotonic=monotonic,
-                           deliver=self._deliver, reply=self._reply, account=self._account,
+                           deliver=self.writer.deliver, reply=self.writer.reply,
+                           account=self.writer.account,
                            opened=self._room_opened, emptied=self._room_emptied,
                            history=self.history.for_join, presence=self.presence)
         # The backend hooks (edge/proxies.py; --backend-url).
@@ -186,12 +194,15 @@ class EdgeNode:
         self.peers = PeerDelivery(config=config, inbox=inbox, registry=registry, bus=bus,
                                   metrics=metrics, errlog=self.errlog, clock=clock,
                                   monotonic=monotonic, users=self._users,
-                                  deliver=self._deliver, reply=self._reply)
+                                  deliver=self.writer.deliver, reply=self.writer.reply)
         self.moderation = Moderation(
             sanctions=sanctions if sanctions is not None else MemorySanctions(), bus=bus,
             hub=self.hub, metrics=metrics, errlog=self.errlog, clock=clock,
-            monotonic=monotonic, users=self._users, deliver=self._deliver,
-            remove=self.rooms.remove, disconnect=self._disconnect, events=events)
+            monotonic=monotonic, users=self._users, deliver=self.writer.deliver,
+            remove=self.rooms.remove, disconnect=self.writer.disconnect, events=events)
+        self.hello = Hello(node_id=node_id, config=config, conns_of=self._conns_of,
+                           writer=self.writer, proxies=self.proxies, registry=registry,
+                           peers=self.peers, clock=clock)
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -201,9 +212,7 @@ class EdgeNode:
 
     def stop(self) -> None:
         """Close every connection with SERVER_SHUTDOWN (4101: reconnect)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush()
+        self.feed.stop()
         for conns in list(self._users.values()):
             for conn in list(conns):
                 conn.close(CloseCode.SERVER_SHUTDOWN, "server shutting down")
@@ -288,7 +297,7 @@ class EdgeNode:
             command = session.receive(frame, self.clock())
             await self._execute(conn, session, command)
         except LiveroomError as err:
-            self._send_error(conn, err)
+            self.writer.send_error(conn, err)
             if isinstance(err, (Unauthorized, UnsupportedVersion)) and \
                     session.phase is Phase.AWAITING_HELLO:
                 if isinstance(err, UnsupportedVersion):
@@ -297,76 +306,15 @@ class EdgeNode:
                     code = CloseCode.TOKEN_EXPIRED  # get a new token, then reconnect
                 else:
                     code = CloseCode.AUTH_FAILED
-                self._close_conn(conn, code, err.message)
+                self.writer.close(conn, code, err.message)
         except Exception as exc:
             self.errlog.exception(f"frame:{type(exc).__name__}",
                                   "internal error handling a frame from connection %d", conn.cid)
-            self._send_error(conn, InternalError())
-
-    def _send_error(self, conn: Conn, err: LiveroomError) -> None:
-        self.metrics.errors.labels(err.code).inc()
-        self._reply(conn, err.to_frame())
-
-    def _reply(self, conn: Conn, obj: dict[str, Any]) -> None:
-        """A CONTROL frame to one connection (replies, errors). One that
-        cannot be encoded (the value rule at decode leaves no room for it)
-        is answered with ``internal``, a frame of constants, instead."""
-        now = self._monotonic()
-        if not self._deliver(conn, Encoded(obj), now):
-            self.metrics.errors.labels(InternalError.code).inc()
-            self._deliver(conn, Encoded(InternalError().to_frame()), now)
-
-    def _deliver(self, conn: Conn, enc: Encoded, now: float) -> bool:
-        """Write ``enc`` to one connection; False when it could not be
-        framed (counted and logged here; nothing raises to the caller)."""
-        try:
-            verdict = conn.deliver(enc, now)
-        except Exception as exc:
-            self._fanout_error("reply", exc, "")
-            return False
-        if verdict is Verdict.CLOSED:
-            self._slow_closed(conn)
-        elif verdict is Verdict.FAILED:
-            self._sink_failed(conn)
-        return True
-
-    def _sink_failed(self, conn: Conn) -> None:
-        """A connection whose transport raised on write: closed (1011) by
-        ``Conn.deliver``, out of its rooms here; nobody else is affected."""
-        self.metrics.fanout_errors.labels("sink").inc()
-        self.metrics.closes.labels(str(int(CloseCode.INTERNAL_ERROR))).inc()
-        self._drop_from_rooms(conn)
-        exc = conn.failure
-        self.errlog.exception(f"sink:{type(exc).__name__}",
-                              "writing to connection %d failed; closed it", conn.cid, exc=exc)
-
-    def _fanout_error(self, reason: str, exc: Exception, room: str) -> None:
-        """A message that could not be framed: counted, logged (rate-limited)."""
-        self.metrics.fanout_errors.labels(reason).inc()
-        self.errlog.exception(f"fanout:{reason}:{type(exc).__name__}",
-                              "a %s frame could not be built (room %r); dropped", reason,
-                              room[:64], exc=exc)
-
-    def _slow_closed(self, conn: Conn) -> None:
-        """A connection the budget closed: out of its rooms at once (its
-        transport's end does the rest of the cleanup)."""
-        self.metrics.closes.labels(str(int(CloseCode.SLOW_CONSUMER))).inc()
-        self.metrics.dropped.labels("slow_consumer").inc()
-        self._drop_from_rooms(conn)
-
-    def _close_conn(self, conn: Conn, code: int, reason: str) -> None:
-        if not conn.closed:
-            self.metrics.closes.labels(str(int(code))).inc()
-            conn.close(code, reason)
-
-    def _disconnect(self, conn: Conn, code: int, reason: str) -> None:
-        """Close ``conn`` and take it out of its rooms at once (moderation)."""
-        self._close_conn(conn, code, reason)
-        self._drop_from_rooms(conn)
+            self.writer.send_error(conn, InternalError())
 
     def close_connection(self, conn: Conn, code: int, reason: str) -> None:
         """For adapters' timers (hello timeout, token expiry)."""
-        self._close_conn(conn, code, reason)
+        self.writer.close(conn, code, reason)
 
     async def _execute(self, conn: Conn, session: Session, cmd: object) -> None:
         if isinstance(cmd, SendAction):
@@ -407,70 +355,12 @@ class EdgeNode:
         elif isinstance(cmd, AckPeer):
             await self.peers.ack(conn, cmd)
         elif isinstance(cmd, Ping):
-            self._reply(conn, pong_frame(cmd.t, self.clock(), cmd.ref))
+            self.writer.reply(conn, pong_frame(cmd.t, self.clock(), cmd.ref))
         elif isinstance(cmd, Moderate):
             assert session.identity is not None
             await self.moderate(conn, session.identity, cmd)
         elif isinstance(cmd, Authenticate):
-            await self._authenticate(conn, session, cmd)
-
-    # -- hello -----------------------------------------------------------
-    async def _authenticate(self, conn: Conn, session: Session, cmd: Authenticate) -> None:
-        ident = cmd.identity
-        # The slot is taken here, before any await, so that hellos of one
-        # user racing each other cannot all pass the cap.
-        held = self._conns_of.get(ident.user, 0)
-        if held >= self.config.max_conns_per_user:
-            err = TooManyConnections(
-                f"user {ident.user!r} holds {held} connections on this edge, the maximum",
-                ref=cmd.ref, limit=self.config.max_conns_per_user)
-            self._send_error(conn, err)
-            self._close_conn(conn, CloseCode.TOO_MANY_CONNECTIONS, err.message)
-            return
-        self._conns_of[ident.user] = held + 1
-        conn.user, conn.name, conn.role = ident.user, ident.name, ident.role
-        if self.proxies.connects:
-            proxied = await self._connect_proxy(conn, session, cmd)
-            if proxied is None:
-                return
-            ident = proxied
-        conn.identity = ident
-        config = self.config
-        self._reply(conn, welcome_frame(
-            cmd.ref, ident.public(), self.node_id, conn.cid, self.clock(),
-            codec_of(conn.variant), welcome_limits(
-                max_frame_bytes=config.max_frame_bytes,
-                max_value_bytes=config.max_value_bytes,
-                max_value_depth=MAX_VALUE_DEPTH,
-                max_rooms=config.max_rooms_per_conn,
-                actions_per_second=config.action_rate.per_second,
-                actions_burst=config.action_rate.burst,
-                frames_per_second=config.frame_rate.per_second,
-                frames_burst=config.frame_rate.burst,
-                max_sections=config.max_sections)))
-        await self.registry.add(ident.user, self.node_id, conn.cid)
-        # The peer side takes the connection from here: live copies, after
-        # the inbox replay (PeerDelivery.attach).
-        await self.peers.attach(conn, cmd.inbox_cursor)
-
-    async def _connect_proxy(self, conn: Conn, session: Session,
-                             cmd: Authenticate) -> Identity | None:
-        """The identity with what the backend attached, or None when it
-        refused (close 4010) or did not answer (close 4110); the slot taken
-        is given back by ``close`` (``conn.user`` is set)."""
-        try:
-            ident = await self.proxies.connect(cmd.identity)
-        except LiveroomError as err:
-            err.ref = cmd.ref
-            self._send_error(conn, err)
-            code = CloseCode.CONNECT_REFUSED if isinstance(err, Rejected) \
-                else CloseCode.BACKEND_UNAVAILABLE
-            self._close_conn(conn, code, err.message[:120])
-            return None
-        if conn.closed:
-            return None
-        session.identity = ident
-        return ident
+            await self.hello.authenticate(conn, session, cmd)
 
     async def moderate(self, conn: Conn, ident: Identity, cmd: Moderate) -> None:
         """A host's or moderator's ``moderate`` frame (docs/MODERATION.md);
@@ -478,9 +368,9 @@ class EdgeNode:
         history's (edge/history.py), the others edge/moderation.py's."""
         if cmd.op == "retract" and cmd.id is not None:
             await self.history.retract(cmd.room, cmd.id, ident.user)
-            self._reply(conn, moderated_frame(cmd.room, cmd.op, cmd.ref, action_id=cmd.id))
+            self.writer.reply(conn, moderated_frame(cmd.room, cmd.op, cmd.ref, action_id=cmd.id))
             return
-        self._reply(conn, await self.moderation.moderate(ident, cmd))
+        self.writer.reply(conn, await self.moderation.moderate(ident, cmd))
 
     def publish_action(self, room: str, kind: str, body: Any, sender: dict[str, Any],
                        action_id: str | None = None, client_id: str | None = None) -> int:
@@ -525,66 +415,6 @@ class EdgeNode:
             change.room, change.section, change.partial, change.total, change.value)))
         return change.partial, change.total
 
-    def _on_room_message(self, subject: str, payload: bytes) -> None:
-        room = subject[len("room."):]
-        enc = Encoded.from_msgpack(payload, Priority.CONTROL)
-        obj = enc.obj
-        defer = False
-        if obj.get("type") == ACTION:
-            kind = obj.get("kind", "")
-            enc.priority = action_priority(kind)
-            # An agent's words ride in the room's next frame (Hub.offer).
-            defer = isinstance(kind, str) and kind.startswith("agent.")
-        elif obj.get("type") == STATE:
-            local = self.hub.rooms.get(room)
-            if local is not None and local.poll_mode:
-                return  # its members poll the head instead
-            # QUIC sessions take a lossy section's changes as datagrams.
-            enc.lossy = is_lossy_section(str(obj.get("section", "")),
-                                         self.config.lossy_sections)
-        self._fanout(room, enc, defer)
-
-    def _fanout(self, room: str, enc: Encoded, defer: bool = False) -> None:
-        t0 = self._monotonic()
-        result = self.hub.offer(room, enc, t0, defer=defer)
-        if isinstance(result, float):
-            # Queued for the room's tick: one timer for the whole node, moved
-            # earlier when a tick is due before it (deferred messages may
-            # have set it later than a room's coalescing window).
-            self._flush_by(result, t0)
-            return
-        self._account(result, t0)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        self._flush_at = float("inf")
-        t0 = self._monotonic()
-        self._account(self.hub.flush(t0), t0)
-        if self.hub.next_flush is not None:
-            # Deferred words still allowed to wait for a carrier.
-            self._flush_by(self.hub.next_flush, self._monotonic())
-
-    def _flush_by(self, at: float, now: float) -> None:
-        """Have the node's one flush timer fire by ``at`` (monotonic)."""
-        if self._flush_handle is None or at < self._flush_at:
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
-            self._flush_at = at
-            self._flush_handle = asyncio.get_running_loop().call_later(
-                max(0.0, at - now), self._flush)
-
-    def _account(self, result: FanoutResult, t0: float) -> None:
-        self.metrics.fanout_seconds.observe(self._monotonic() - t0)
-        self.metrics.frames_out.inc(result.sent)
-        if result.dropped:
-            self.metrics.dropped.labels("backpressure").inc(result.dropped)
-        for conn in result.closed:
-            self._slow_closed(conn)
-        for conn in result.failed:
-            self._sink_failed(conn)
-        for err in result.errors:
-            self._fanout_error(err.reason, err.exc, err.room)
-
     def tick_online(self) -> None:
         """Broadcast each room's member count where it changed (a timer calls
         this every ``online_interval`` seconds)."""
@@ -593,7 +423,7 @@ class EdgeNode:
         for room, count in list(self.hub.online_changes(self.online_elsewhere)):
             self.rooms.update_state_mode(room)  # a mode changes only with the count
             enc = Encoded(online_frame(room, count))
-            self._account(self.hub.broadcast(room, enc, now), now)
+            self.writer.account(self.hub.broadcast(room, enc, now), now)
         self.member_events.tick()
 
     # -- rooms (edge/rooms.py) -------------------------------------------
@@ -609,7 +439,8 @@ class EdgeNode:
 
     def _room_opened(self, room: str) -> None:
         """A room's first local member joined: its actions come here now."""
-        self._room_subs[room] = self.bus.subscribe(room_subject(room), self._on_room_message)
+        self._room_subs[room] = self.bus.subscribe(room_subject(room),
+                                                   self.feed.on_room_message)
         self.metrics.rooms.set(len(self.hub.rooms))
         self.member_events.opened(room)
 
