@@ -70,6 +70,7 @@ MAX_MESSAGE_CHARS: Final = 200
 MAX_EXTRA_FIELDS: Final = 16
 # What ``unavailable`` advises when the breaker says nothing better.
 RETRY_AFTER: Final = 0.5
+MIN_RETRY_AFTER: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,9 @@ class HookClient:
     def _refuse(self, hook: str, outcome: str, message: str,
                 retry_after: float = RETRY_AFTER) -> Unavailable:
         self.metrics.calls.labels(hook, outcome).inc()
-        return Unavailable(message, retry_after=round(retry_after, 3),
+        # Never 0: a breaker a millisecond from its probe still asks the
+        # client to wait a little (and a rounded 0 reads as "at once").
+        return Unavailable(message, retry_after=round(max(retry_after, MIN_RETRY_AFTER), 3),
                            reason=f"backend_{outcome}")
 
     async def ask(self, hook: str, payload: Mapping[str, Any],
