@@ -70,6 +70,7 @@ MAX_MESSAGE_CHARS: Final = 200
 MAX_EXTRA_FIELDS: Final = 16
 # What ``unavailable`` advises when the breaker says nothing better.
 RETRY_AFTER: Final = 0.5
+# The least retry_after a refusal advises (0 would read as "at once").
 MIN_RETRY_AFTER: Final = 0.05
 
 
