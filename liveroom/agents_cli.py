@@ -4,8 +4,8 @@ root; the links are in ``llm_agents.role``).
 With the service flags every role shares (``--nats``, ``--redis``,
 ``--postgres``, or ``LIVEROOM_NATS``/``_REDIS``/``_POSTGRES``):
 
-- ``--redis``: the token quotas live in Redis (shared by every agents
-  process), and without ``--edge-url`` each character joins its room at the
+- ``--redis``: the token quotas and the characters' memory live in Redis
+  (shared by every agents process), and without ``--edge-url`` each character joins its room at the
   owner edge the node registry names (as ``GET /v1/route`` answers);
 - ``--nats``: the characters' words go on the bus to the room's subject
   (one message for every edge of the room, not throttled by the per-user
@@ -42,6 +42,7 @@ from liveroom.flags import (
 from liveroom.roles_cli import until_stopped
 from liveroom.services import close_all
 from llm_agents.interactions import InteractionStore
+from llm_agents.memory import MemoryStore
 from llm_agents.quota import QuotaStore
 from llm_agents.role import BusWords, fixed_edge, registry_edges, websocket_links
 from llm_agents.service import AgentOptions, AgentsService
@@ -119,7 +120,8 @@ def _describe(args: argparse.Namespace) -> dict[str, Any]:
     return {"node_id": args.node_id, "edge": args.edge_url or ("registry" if args.redis
                                                                 else DEFAULT_EDGE_URL),
             "bus": bool(args.nats), "quota": "redis" if args.redis or args.quota_redis
-            else "memory", "interactions": "postgres" if args.postgres else "sqlite"}
+            else "memory", "memory": "redis" if args.redis else "sqlite",
+            "interactions": "postgres" if args.postgres else "sqlite"}
 
 
 async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
@@ -129,17 +131,20 @@ async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
     # Imported here: the service clients are the distributed extra, and the
     # agents process runs without them (--edge-url only).
     from llm_agents.interactions_postgres import open_postgres_interactions
+    from llm_agents.memory_redis import RedisMemoryStore
     from llm_agents.quota_redis import RedisQuotaStore
     from room_router.bus_nats import NatsBus
     from room_router.nodes_redis import RedisNodeRegistry
     from storage.redis_conn import open_redis
 
     quota: QuotaStore | None = None
+    memory: MemoryStore | None = None
     locate = fixed_edge(args.edge_url or DEFAULT_EDGE_URL)
     if args.redis:
         redis = open_redis(args.redis)
         closers.append(redis.aclose)
         quota = RedisQuotaStore(redis, opts.quota)
+        memory = RedisMemoryStore(redis, opts.memory.retention_s)
         if not args.edge_url:
             locate = registry_edges(RedisNodeRegistry(redis))
     words: BusWords | None = None
@@ -154,7 +159,7 @@ async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
         store = await open_postgres_interactions(args.postgres, args.node_id)
     return AgentsService(opts, args.data_dir, websocket_links(locate, secret, words),
                          lambda token, now: verify_token(token, secret, now),
-                         quota=quota, store=store)
+                         quota=quota, store=store, memory_store=memory)
 
 
 def run_agents(args: argparse.Namespace) -> int:

@@ -41,9 +41,12 @@ SILENCE: Final = "silence"
 STATE: Final = "state"
 EVENT: Final = "event"
 INTERACTION: Final = "interaction"
+# Not a reason to speak: a request to fold a character's memory into a
+# summary (llm_agents.memory), sent to its backend like a reply; the lowest.
+SUMMARY: Final = "summary"
 
 PRIORITY: Final[Mapping[str, int]] = {
-    SILENCE: 0, STATE: 1, EVENT: 1, MENTION: 2, QUESTION: 2, GIFT: 3, INTERACTION: 3,
+    SUMMARY: 0, SILENCE: 0, STATE: 1, EVENT: 1, MENTION: 2, QUESTION: 2, GIFT: 3, INTERACTION: 3,
 }
 
 

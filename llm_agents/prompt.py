@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llm_agents.character import Character
+from llm_agents.memory import Recall, render
 from llm_agents.policy import (
     EVENT,
     GIFT,
@@ -86,12 +87,18 @@ def instruction(character: Character, trigger: Trigger) -> str:
     return "Say one short line."
 
 
-def build_messages(character: Character, window: ContextWindow,
-                   trigger: Trigger) -> list[dict[str, str]]:
+def build_messages(character: Character, window: ContextWindow, trigger: Trigger,
+                   recall: Recall | None = None) -> list[dict[str, str]]:
+    """The prompt: the persona, then what the character remembers of the
+    viewer and the room (``llm_agents.memory``, bounded), the recent chat
+    and the instruction."""
     context = "\n".join(window.lines())
     user = instruction(character, trigger)
     if context:
         user = f"Recent chat in the room:\n{context}\n\n{user}"
+    remembered = render(recall)
+    if remembered:
+        user = f"{remembered}\n\n{user}"
     return [{"role": "system", "content": character.persona},
             {"role": "user", "content": user}]
 

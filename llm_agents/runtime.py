@@ -42,6 +42,8 @@ from typing import Any
 from llm_agents.backends.base import ModelBackend, ReplyRequest, Usage
 from llm_agents.character import Character
 from llm_agents.link import RoomLink
+from llm_agents.memory import Recall
+from llm_agents.memory_service import AgentMemory
 from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import (
     INTERACTION,
@@ -89,8 +91,10 @@ class RoomAgent:
                  quota: QuotaStore, config: AgentConfig,
                  make_link: Callable[[Callable[[dict[str, Any]], None]], RoomLink],
                  clock: Callable[[], float] = time.time,
-                 metrics: AgentMetrics | None = None) -> None:
+                 metrics: AgentMetrics | None = None,
+                 memory: AgentMemory | None = None) -> None:
         self.character = character
+        self.memory = memory
         self.room = room
         self.backend = backend
         self.quota = quota
@@ -193,7 +197,7 @@ class RoomAgent:
         self.policy.started(trigger, now)
         reply_id = uuid.uuid4().hex[:16]
         reply_to = dict(trigger.reply_to) if trigger.reply_to else None
-        messages = build_messages(character, self.window, trigger)
+        messages = build_messages(character, self.window, trigger, await self._recall(trigger))
         try:
             reservation = await self.quota.reserve(
                 self.room, trigger.user, estimate_tokens(messages, character.max_reply_tokens),
@@ -232,6 +236,8 @@ class RoomAgent:
             body["cancelled"] = outcome.cancelled
         self.link.publish(self.room, AGENT_SAY, body)
         self.replies += 1
+        if not outcome.error and not outcome.cancelled:
+            await self._remember(trigger, outcome.text)
         self._count("error" if outcome.error else "cancelled" if outcome.cancelled else "ok")
         if outcome.text and not outcome.error:
             self.window.add(f"{character.display_name}: {outcome.text}")
@@ -338,9 +344,50 @@ class RoomAgent:
         text handed to ``emit`` (coalesced like deltas) instead of the room."""
         trigger = Trigger(INTERACTION, self.clock(), user, user_name, text,
                           {"interaction": interaction_id})
-        messages = build_messages(self.character, self.window, trigger)
-        return await self._generate(trigger, messages, interaction_id, emit, reservation,
-                                    watch=False)
+        messages = build_messages(self.character, self.window, trigger,
+                                  await self._recall(trigger))
+        outcome = await self._generate(trigger, messages, interaction_id, emit, reservation,
+                                       watch=False)
+        if not outcome.error:
+            await self._remember(trigger, outcome.text)
+        return outcome
+
+    # -- memory (llm_agents.memory_service) ----------------------------------
+    async def _recall(self, trigger: Trigger) -> Recall | None:
+        if self.memory is None:
+            return None
+        return await self.memory.recall(self.room, self.character.name, trigger.user,
+                                        trigger.user_name)
+
+    async def _remember(self, trigger: Trigger, text: str) -> None:
+        if self.memory is not None:
+            await self.memory.remember(self.room, self.character, trigger, text,
+                                       self._summarise)
+
+    async def _summarise(self, trigger: Trigger, messages: list[dict[str, str]]) -> str:
+        """A summary of the character's notes, asked of its backend like a
+        reply (charged to the room's quota; "" when refused or failed)."""
+        assert self.memory is not None
+        limits = self.memory.limits
+        try:
+            reservation = await self.quota.reserve(
+                self.room, "", estimate_tokens(messages, limits.summary_tokens), self.clock())
+        except QuotaExceeded:
+            return ""
+        parts: list[str] = []
+        used = reservation.tokens
+        try:
+            async for item in self.backend.stream(ReplyRequest(
+                    self.character, trigger, messages, limits.summary_tokens)):
+                if isinstance(item, Usage):
+                    used = item.total
+                else:
+                    parts.append(item)
+        except LiveroomError:
+            parts.clear()
+        finally:
+            await self.quota.settle(reservation, used)
+        return "".join(parts)[: limits.summary_chars]
 
     # -- state -------------------------------------------------------------
     async def _set_stage(self, **changes: Any) -> None:

@@ -31,6 +31,9 @@ from llm_agents.interactions import Interactions, InteractionStore
 from llm_agents.interactions_http import InteractionRoutes
 from llm_agents.interactions_sqlite import SqliteInteractionStore
 from llm_agents.link import FrameHandler, InProcessLink, RoomLink
+from llm_agents.memory import MemoryLimits, MemoryStore
+from llm_agents.memory_service import AgentMemory
+from llm_agents.memory_sqlite import SqliteMemoryStore
 from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
 from llm_agents.quota import MemoryQuotaStore, QuotaLimits, QuotaStore
@@ -72,6 +75,8 @@ class AgentOptions:
     quota_redis: str | None = None
     # Days a finished interaction is kept (0: forever).
     interaction_retention_days: float = 7.0
+    # What characters remember of rooms and viewers (docs/AGENTS.md, Memory).
+    memory: MemoryLimits = field(default_factory=MemoryLimits)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -150,7 +155,8 @@ class AgentsService:
                  clock: Callable[[], float] = time.time,
                  quota: QuotaStore | None = None,
                  registry: CollectorRegistry | None = None,
-                 store: InteractionStore | None = None) -> None:
+                 store: InteractionStore | None = None,
+                 memory_store: MemoryStore | None = None) -> None:
         self.opts = opts
         self._redis: Any = None
         if quota is None and opts.quota_redis:
@@ -166,6 +172,8 @@ class AgentsService:
         # ``stop`` closes the store, whoever opened it.
         self.store = store or SqliteInteractionStore(data_dir / "interactions.sqlite3")
         self.interactions = Interactions(self.runtime, self.store, clock)
+        self.memory = AgentMemory(
+            memory_store or SqliteMemoryStore(data_dir / "memory.sqlite3"), opts.memory, clock)
         self.routes = InteractionRoutes(self.interactions, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
         self.registry = registry or CollectorRegistry()
@@ -181,14 +189,17 @@ class AgentsService:
             if backend is None:
                 backend = self._backends[kind] = make_backend(kind, opts)
             self.runtime.add(RoomAgent(character, opts.room, backend, self.quota, config,
-                                       partial(links, character), clock, metrics))
+                                       partial(links, character), clock, metrics,
+                                       self.memory))
 
     def add_routes(self, app: web.Application) -> None:
         self.routes.add_routes(app)
 
     async def start(self) -> None:
         await self.store.open()
+        await self.memory.store.open()
         self.interactions.keep_for(self.opts.interaction_retention_days * 86400.0)
+        self.memory.keep_for()
         await self.runtime.start()
 
     async def stop(self) -> None:
@@ -196,6 +207,8 @@ class AgentsService:
         await self.runtime.stop()
         for backend in self._backends.values():
             await backend.close()
+        await self.memory.close()
         await self.store.close()
+        await self.memory.store.close()
         if self._redis is not None:
             await self._redis.aclose()

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from llm_agents.backends.base import ReplyRequest, Usage
+from llm_agents.memory import scripted_summary
+from llm_agents.policy import SUMMARY
 from llm_agents.prompt import CHARS_PER_TOKEN, scripted_reply
 
 
@@ -20,7 +22,12 @@ class ScriptedBackend:
         self.word_delay = word_delay
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
-        text = scripted_reply(request.character, request.trigger, request.turn)
+        trigger = request.trigger
+        if trigger.kind == SUMMARY:
+            # A memory summary (llm_agents.memory): deterministic, from the job.
+            text = scripted_summary(trigger.detail["job"], int(trigger.detail["limit"]))
+        else:
+            text = scripted_reply(request.character, trigger, request.turn)
         words = text.split(" ")
         for i, word in enumerate(words[: request.max_tokens]):
             if self.word_delay:
