@@ -27,9 +27,8 @@ disk (``MemoryLimits``; docs/AGENTS.md, "Memory"):
 summary that took a while (lines were dropped or added meanwhile) folds
 exactly the lines it was made from, no more.
 
-``MemoryStore`` is the persistence interface; ``InMemoryStore`` is here (unit
-tests, ``--no-agents``-free defaults), ``memory_sqlite`` and ``memory_redis``
-are the durable ones.
+``MemoryStore`` is the persistence interface; ``InMemoryStore`` is here (for
+tests), ``memory_sqlite`` and ``memory_redis`` are the durable ones.
 """
 
 from __future__ import annotations
@@ -229,8 +228,7 @@ class MemoryStore(Protocol):
 
 
 class InMemoryStore:
-    """The same semantics in a dict: unit tests, and a process that keeps
-    nothing (``--agent-memory-store memory``)."""
+    """The same semantics in a dict, kept by nothing: for tests."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str, str], Notes] = {}

@@ -164,6 +164,35 @@ async def test_a_failed_summary_keeps_the_hard_bound(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_seated_character_summarises_through_its_backend(
+        tmp_path: Path, connect: object) -> None:
+    """``liveroom serve`` with the scripted backend and records of 2 lines:
+    every reply asks the character's backend for a summary (RoomAgent's own
+    path: quota, backend, fold), and the notes on disk hold it."""
+    srv = LiveServer(tmp_path, "--agent-characters", "quinn", "--agent-cooldown", "0.1",
+                     "--agent-word-delay", "0", "--agent-memory-entries", "2").start()
+    try:
+        client = await connect(srv, "carol")  # type: ignore[operator]
+        await client.join("demo")
+
+        def notes() -> Notes | None:
+            with sqlite3.connect(tmp_path / "memory.sqlite3") as c:
+                row = c.execute("SELECT data FROM agent_memory WHERE user = 'carol'").fetchone()
+            return None if row is None else Notes.from_json("demo", "quinn", "carol", row[0])
+
+        for text in ("quinn, I am carol", "quinn, I love trivia"):
+            await client.action("demo", "comment", {"text": text})
+            await next_reply(client, "quinn")
+            # Each reply's two lines reach the threshold: a summary folds them.
+            await until(lambda t=text: (n := notes()) is not None and t in n.summary, 10.0,
+                        f"{text!r} summarised")
+        done = notes()
+        assert done is not None and done.summary.startswith(SUMMARY_PREFIX)
+        assert "quinn, I am carol" in done.summary and len(done.entries) <= 2
+    finally:
+        srv.stop()
+
+
 # -- acceptance: memory survives a restart and is in the prompt ------------
 @pytest.fixture(scope="module")
 def llama() -> Iterator[LlamaServer]:
