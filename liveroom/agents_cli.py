@@ -45,7 +45,9 @@ from llm_agents.interactions import InteractionStore
 from llm_agents.memory import MemoryStore
 from llm_agents.quota import QuotaStore
 from llm_agents.role import BusWords, fixed_edge, registry_edges, websocket_links
+from llm_agents.seats import SeatStore
 from llm_agents.service import AgentOptions, AgentsService
+from room_router.nodes import NodeRegistry
 
 log = logging.getLogger("liveroom.agents")
 
@@ -105,6 +107,7 @@ async def _run(args: argparse.Namespace, secret: str) -> int:
         site = TimedSite(runner, args.host, args.port, timeouts=http_timeouts(args))
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else args.port
+        service.seating.url = f"http://{args.host}:{port}"
         await service.start()
         log.info("agents listening on http://%s:%d (%s)", args.host, port,
                  json.dumps(_describe(args)))
@@ -133,20 +136,26 @@ async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
     from llm_agents.interactions_postgres import open_postgres_interactions
     from llm_agents.memory_redis import RedisMemoryStore
     from llm_agents.quota_redis import RedisQuotaStore
+    from llm_agents.seats_redis import RedisSeatStore
     from room_router.bus_nats import NatsBus
     from room_router.nodes_redis import RedisNodeRegistry
     from storage.redis_conn import open_redis
 
     quota: QuotaStore | None = None
     memory: MemoryStore | None = None
+    seats: SeatStore | None = None
+    nodes: NodeRegistry | None = None
     locate = fixed_edge(args.edge_url or DEFAULT_EDGE_URL)
     if args.redis:
         redis = open_redis(args.redis)
         closers.append(redis.aclose)
         quota = RedisQuotaStore(redis, opts.quota)
         memory = RedisMemoryStore(redis, opts.memory.retention_s)
+        # The seats and the live agents processes, shared: each seat has
+        # one owner among them (llm_agents/seating.py).
+        seats, nodes = RedisSeatStore(redis), RedisNodeRegistry(redis)
         if not args.edge_url:
-            locate = registry_edges(RedisNodeRegistry(redis))
+            locate = registry_edges(nodes)
     words: BusWords | None = None
     if args.nats:
         bus = await NatsBus.connect(args.nats, name=args.node_id, prefix=args.subject_prefix)
@@ -159,7 +168,9 @@ async def _service(args: argparse.Namespace, opts: AgentOptions, secret: str,
         store = await open_postgres_interactions(args.postgres, args.node_id)
     return AgentsService(opts, args.data_dir, websocket_links(locate, secret, words),
                          lambda token, now: verify_token(token, secret, now),
-                         quota=quota, store=store, memory_store=memory)
+                         quota=quota, store=store, memory_store=memory, seats=seats,
+                         nodes=nodes, node_id=args.node_id,
+                         api_key=os.environ.get("LIVEROOM_API_KEY"))
 
 
 def run_agents(args: argparse.Namespace) -> int:

@@ -80,7 +80,8 @@ def make_app(opts: ServeOptions) -> web.Application:
     if opts.demo_room and opts.rooms_config is None:
         node.policies.current = demo_rooms_config()
     agents = AgentsService(opts.agents, opts.data_dir, in_process_links(node, jwt_secret),
-                           node.verify, node.clock, registry=node.metrics.registry) \
+                           node.verify, node.clock, registry=node.metrics.registry,
+                           api_key=api_key) \
         if opts.agents.enabled else None
     if agents is not None:
         agents.add_routes(app)

@@ -131,8 +131,11 @@ class InteractionRoutes:
         return web.json_response(await self.interactions.room_agents(
             request.match_info["room"], ident.user))
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/v1/rooms/{room}/agents", self.list_agents)
+    def add_routes(self, app: web.Application, list_agents: bool = True) -> None:
+        # Without ``list_agents`` the seats' API (``seats_http``) takes the
+        # GET and hands it back here for a user's token.
+        if list_agents:
+            app.router.add_get("/v1/rooms/{room}/agents", self.list_agents)
         app.router.add_post("/v1/rooms/{room}/agents/{name}/interactions", self.post)
         app.router.add_get("/v1/interactions/{id}", self.get)
         app.router.add_get("/v1/interactions/{id}/events", self.events)

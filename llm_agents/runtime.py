@@ -427,8 +427,26 @@ class AgentRuntime:
                      agent.backend.label)
 
     async def stop(self) -> None:
-        for agent in self.agents.values():
+        agents, self.agents = list(self.agents.values()), {}
+        for agent in agents:
             await agent.stop()
+
+    async def seat(self, agent: RoomAgent) -> None:
+        """Start ``agent`` and keep it (a seat, ``llm_agents.seating``); one
+        that cannot join its room is stopped again and not kept."""
+        try:
+            await agent.start()
+        except BaseException:
+            await agent.stop()
+            raise
+        self.add(agent)
+
+    async def unseat(self, room: str, name: str) -> bool:
+        agent = self.agents.pop((room, name), None)
+        if agent is None:
+            return False
+        await agent.stop()
+        return True
 
     def summary(self) -> list[Mapping[str, Any]]:
         return [{"room": a.room, "name": a.character.name, "backend": a.backend.label,

@@ -38,7 +38,13 @@ from llm_agents.metrics import AgentMetrics
 from llm_agents.policy import PolicyConfig
 from llm_agents.quota import MemoryQuotaStore, QuotaLimits, QuotaStore
 from llm_agents.runtime import AgentConfig, AgentRuntime, RoomAgent
+from llm_agents.seating import Seating
+from llm_agents.seats import Seat, SeatLimits, SeatStore
+from llm_agents.seats_http import SeatRoutes
+from llm_agents.seats_sqlite import SqliteSeatStore
 from plumbing.breaker import CircuitBreaker
+from room_router.nodes import NodeRegistry
+from wire.errors import LiveroomError
 
 log = logging.getLogger("liveroom.agents")
 
@@ -77,6 +83,10 @@ class AgentOptions:
     interaction_retention_days: float = 7.0
     # What characters remember of rooms and viewers (docs/AGENTS.md, Memory).
     memory: MemoryLimits = field(default_factory=MemoryLimits)
+    # Seats (llm_agents/seats.py): the bounds, and how often a process
+    # renews its registry entry and re-reads the seats.
+    seat_limits: SeatLimits = field(default_factory=SeatLimits)
+    seat_period: float = 1.0
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -107,20 +117,25 @@ def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
     return EmbeddedBackend(path, threads=opts.embedded_threads)
 
 
-def pick_characters(opts: AgentOptions) -> list[Character]:
+def known_characters(opts: AgentOptions) -> dict[str, Character]:
+    """Every character a seat may name: the shipped ones and ``--characters``."""
     dirs = [SHIPPED_DIR] + ([opts.characters_dir] if opts.characters_dir else [])
     try:
         known = load_characters(dirs)
     except CharacterError as err:
         raise SystemExit(f"agents: {err}") from None
+    if opts.cooldown is not None:
+        known = {n: replace(c, cooldown_s=opts.cooldown) for n, c in known.items()}
+    return known
+
+
+def pick_characters(opts: AgentOptions) -> list[Character]:
+    known = known_characters(opts)
     missing = [c for c in opts.characters if c not in known]
     if missing:
         raise SystemExit(f"agents: no character named {', '.join(missing)} "
                          f"(known: {', '.join(sorted(known))})")
-    chosen = [known[c] for c in opts.characters]
-    if opts.cooldown is not None:
-        chosen = [replace(c, cooldown_s=opts.cooldown) for c in chosen]
-    return chosen
+    return [known[c] for c in opts.characters]
 
 
 LinkFactory = Callable[[Character, FrameHandler], RoomLink]
@@ -156,7 +171,10 @@ class AgentsService:
                  quota: QuotaStore | None = None,
                  registry: CollectorRegistry | None = None,
                  store: InteractionStore | None = None,
-                 memory_store: MemoryStore | None = None) -> None:
+                 memory_store: MemoryStore | None = None,
+                 seats: SeatStore | None = None, nodes: NodeRegistry | None = None,
+                 node_id: str = "agents", url: str = "",
+                 api_key: str | None = None) -> None:
         self.opts = opts
         self._redis: Any = None
         if quota is None and opts.quota_redis:
@@ -177,34 +195,60 @@ class AgentsService:
         self.routes = InteractionRoutes(self.interactions, verify, clock)
         self._backends: dict[str, ModelBackend] = {}
         self.registry = registry or CollectorRegistry()
-        metrics = AgentMetrics(self.registry)
-        config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
-                             delta_interval=opts.delta_interval,
-                             big_room_members=opts.big_room_members,
-                             big_room_delta_interval=opts.big_room_delta_interval)
-        for character in pick_characters(opts):
-            kind = opts.backend if character.backend == "default" or opts.backend != "auto" \
-                else character.backend
-            backend = self._backends.get(kind)
-            if backend is None:
-                backend = self._backends[kind] = make_backend(kind, opts)
-            self.runtime.add(RoomAgent(character, opts.room, backend, self.quota, config,
-                                       partial(links, character), clock, metrics,
-                                       self.memory))
+        self._metrics = AgentMetrics(self.registry)
+        self._config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
+                                   delta_interval=opts.delta_interval,
+                                   big_room_members=opts.big_room_members,
+                                   big_room_delta_interval=opts.big_room_delta_interval)
+        self._links, self._clock = links, clock
+        self.characters = known_characters(opts)
+        # The start-up seats (--agent-room, --agent-characters): stored at
+        # every start, run by whichever process owns them.
+        self.initial = [Seat(opts.room, c.name) for c in pick_characters(opts)] \
+            if opts.enabled else []
+        self.seating = Seating(store=seats or SqliteSeatStore(data_dir / "seats.sqlite3"),
+                               node_id=node_id, limits=opts.seat_limits, runtime=self.runtime,
+                               make_agent=self._agent, registry=nodes, url=url,
+                               period=opts.seat_period, clock=clock)
+        self.seat_routes = SeatRoutes(self.seating, self.characters, api_key,
+                                      self.routes.list_agents)
+
+    def _agent(self, seat: Seat) -> RoomAgent:
+        """The agent of a seat this process owns, its backend made once per kind."""
+        character = self.characters[seat.character]
+        opts = self.opts
+        kind = opts.backend if character.backend == "default" or opts.backend != "auto" \
+            else character.backend
+        backend = self._backends.get(kind)
+        if backend is None:
+            backend = self._backends[kind] = make_backend(kind, opts)
+        return RoomAgent(character, seat.room, backend, self.quota, self._config,
+                         partial(self._links, character), self._clock, self._metrics,
+                         self.memory)
 
     def add_routes(self, app: web.Application) -> None:
-        self.routes.add_routes(app)
+        self.routes.add_routes(app, list_agents=False)
+        self.seat_routes.add_routes(app)
 
     async def start(self) -> None:
         await self.store.open()
         await self.memory.store.open()
         self.interactions.keep_for(self.opts.interaction_retention_days * 86400.0)
         self.memory.keep_for()
+        await self.seating.store.open()
+        for seat in self.initial:
+            try:
+                await self.seating.store.add(seat, self.opts.seat_limits.per_room,
+                                             self.opts.seat_limits.total)
+            except LiveroomError as err:
+                log.warning("agents: start-up seat %s not stored: %s", seat.key, err)
         await self.runtime.start()
+        await self.seating.start()
 
     async def stop(self) -> None:
         await self.interactions.close()
-        await self.runtime.stop()
+        await self.seating.stop()
+        await self.seating.store.close()
         for backend in self._backends.values():
             await backend.close()
         await self.memory.close()

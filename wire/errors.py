@@ -69,6 +69,9 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the room has the maximum number of sections; write one it has"),
         ErrorSpec("too_many_sanctions", "client", False, "fix", 409,
                   "the room holds the maximum number of bans (or mutes); lift some first"),
+        ErrorSpec("too_many_seats", "client", False, "fix", 409,
+                  "the room seats the maximum number of characters, or every agents "
+                  "process is full; unseat one first"),
         ErrorSpec("rate_limited", "client", True, "retry", 429,
                   "too many messages; retry after retry_after seconds"),
         # 429, not 507: the sender is asked to come back later, as for its
@@ -210,6 +213,13 @@ class TooManySanctions(ClientError):
     (``room``, ``limit``); nothing was stored."""
 
     code = "too_many_sanctions"
+
+
+class TooManySeats(ClientError):
+    """A character seat past the room's bound or the agents processes'
+    capacity (``limit``, ``scope``: room or cluster); nothing was stored."""
+
+    code = "too_many_seats"
 
 
 class RateLimited(ClientError):
