@@ -26,8 +26,13 @@ from typing import Any
 
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig, HttpTimeouts
+from liveroom.agent_flags import (
+    add_memory_arguments,
+    add_seat_arguments,
+    memory_limits,
+    seat_limits,
+)
 from liveroom.options import EventOptions, RoleOptions, ServeOptions
-from llm_agents.memory import MemoryLimits
 from llm_agents.quota import QuotaLimits
 from llm_agents.service import BACKEND_CHOICES, AgentOptions
 from room_router.hooks import HookConfig
@@ -471,41 +476,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--agent-cooldown", type=float, default=None,
                    help="override every character's cooldown_s (seconds)")
     add_memory_arguments(g)
-
-
-def add_memory_arguments(g: Any) -> None:
-    """The characters' memory (docs/AGENTS.md, Memory)."""
-    m = MemoryLimits()
-    g.add_argument("--no-agent-memory", action="store_true",
-                   help="characters remember nothing between replies but the recent chat")
-    g.add_argument("--agent-memory-retention-days", type=float,
-                   default=env("AGENT_MEMORY_RETENTION_DAYS", str(m.retention_days)),
-                   help="days a character remembers a viewer (or a room) not seen since; "
-                        "0: forever")
-    g.add_argument("--agent-memory-entries", type=int,
-                   default=env("AGENT_MEMORY_ENTRIES", str(m.max_entries)),
-                   help="lines kept per viewer and per room before the oldest go "
-                        "(summarised by the model from three quarters of it on)")
-    g.add_argument("--agent-memory-bytes", type=int,
-                   default=env("AGENT_MEMORY_BYTES", str(m.max_bytes)),
-                   help="bytes of lines kept per viewer and per room")
-    g.add_argument("--agent-memory-users", type=int,
-                   default=env("AGENT_MEMORY_USERS", str(m.users_per_room)),
-                   help="viewers remembered per room and character (the least recently "
-                        "seen are forgotten first)")
-
-
-def memory_limits(args: argparse.Namespace) -> MemoryLimits:
-    if args.agent_memory_retention_days < 0 or args.agent_memory_users < 1:
-        raise SystemExit("--agent-memory-retention-days must be 0 (forever) or more, "
-                         "--agent-memory-users 1 or more")
-    try:
-        return MemoryLimits.from_bounds(
-            enabled=not args.no_agent_memory, max_entries=args.agent_memory_entries,
-            max_bytes=args.agent_memory_bytes, users_per_room=args.agent_memory_users,
-            retention_days=args.agent_memory_retention_days)
-    except ValueError as err:
-        raise SystemExit(f"--agent-memory-*: {err}") from None
+    add_seat_arguments(g)
 
 
 def agent_options(args: argparse.Namespace) -> AgentOptions:
@@ -526,4 +497,4 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         quota_redis=args.quota_redis, big_room_members=args.agent_big_room,
         big_room_delta_interval=args.agent_big_room_delta_interval,
         interaction_retention_days=args.interaction_retention_days,
-        memory=memory_limits(args))
+        memory=memory_limits(args), seat_limits=seat_limits(args))
