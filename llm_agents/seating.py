@@ -124,6 +124,11 @@ class Seating:
         registry = self._registry
         if registry is None:
             return True
+        if now >= self._lease_until and self._since is not None:
+            # Not renewed in time (Redis unreachable, or this process was
+            # paused): the others may have its seats already.
+            log.warning("seating: %s lost its lease: every seat stopped", self.node_id)
+            self._since = None
         try:
             await registry.heartbeat(NodeInfo(self.node_id, self.node_id, self.url,
                                               (AGENTS_ROLE,)), self.ttl, now)
@@ -134,12 +139,8 @@ class Seating:
                               if AGENTS_ROLE in n.roles]
         except Exception as exc:
             log.warning("seating: the node registry is unavailable: %s", exc)
-        if self.clock() >= self._lease_until:
-            if self._since is not None:
-                log.warning("seating: %s lost its lease: every seat stopped", self.node_id)
-            self._since = None
-            return False
-        return self._since is not None and now - self._since >= self.settle
+        return (self._since is not None and self.clock() < self._lease_until
+                and now - self._since >= self.settle)
 
     async def _apply(self, wanted: set[Seat]) -> None:
         running = {Seat(room, name) for room, name in self.runtime.agents}
