@@ -56,6 +56,7 @@ from llm_agents.policy import (
 )
 from llm_agents.prompt import ContextWindow, action_line, build_messages, estimate_tokens
 from llm_agents.quota import QuotaStore, Reservation
+from llm_agents.sentences import end_on_sentence
 from wire.errors import LiveroomError, ModelUnavailable, QuotaExceeded, VersionConflict
 from wire.frames import AGENT_DELTA, AGENT_SAY
 
@@ -223,6 +224,9 @@ class RoomAgent:
         # once with the whole text: one message fewer to every member.
         outcome = await self._generate(trigger, messages, reply_id, publish_delta,
                                        reservation, watch=True, last_chunk=False)
+        if not outcome.error and not outcome.cancelled and self._cut(outcome):
+            # Not where the limit cut it (the say's text is what shows).
+            outcome.text = end_on_sentence(outcome.text)
         body: dict[str, Any] = {"reply_id": reply_id, "text": outcome.text,
                                 "reply_to": reply_to, "backend": self.backend.label}
         if outcome.error:
@@ -242,6 +246,12 @@ class RoomAgent:
         if outcome.text and not outcome.error:
             self.window.add(f"{character.display_name}: {outcome.text}")
         self.policy.finished(self.clock())
+
+    def _cut(self, outcome: ReplyOutcome) -> bool:
+        """Whether the reply stopped at the character's token or text limit."""
+        usage, character = outcome.usage, self.character
+        return len(outcome.text) >= character.max_reply_chars or (
+            usage is not None and usage.completion_tokens >= character.max_reply_tokens)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -856,6 +856,12 @@
     }
     // agent.say: the whole reply is authoritative (deltas may have been shed).
     agentLines.delete(id);
+    if (body.cancelled) {
+      // A reply that lost to a newer trigger (or went stale) is not news:
+      // it disappears rather than show an internal status.
+      li.remove();
+      return;
+    }
     li.classList.remove("streaming");
     li.dataset.done = "1";
     if (body.backend === "scripted" && !li.querySelector(".label")) {
@@ -865,8 +871,6 @@
     if (body.error) {
       li.classList.add("agent-error");
       li.appendChild(el("span", "agent-note", ` (${body.error})`));
-    } else if (body.cancelled) {
-      li.appendChild(el("span", "agent-note", ` (${body.cancelled})`));
     }
     while (agentLines.size > 50) agentLines.delete(agentLines.keys().next().value);
   }
@@ -998,8 +1002,32 @@
     $("pinned-box").hidden = !pinText;
     $("state-version").textContent = `· state v${room.total}`;
     renderScoreboard(room.values.scoreboard);
+    renderAgentStages(room.values);
     refreshInput($("title-input"), typeof meta.title === "string" ? meta.title : "");
     refreshInput($("pinned-input"), pinText);
+  }
+
+  /** The characters' stages (sections stage.<name>): mood, emote, speaking. */
+  function renderAgentStages(values) {
+    const box = $("agent-stages");
+    const chips = [];
+    for (const [section, value] of Object.entries(values).sort()) {
+      if (!section.startsWith("stage.") || !isObject(value)) continue;
+      const name = section.slice(6);
+      const chip = el("span", "agent-stage");
+      chip.dataset.testid = `agent-stage-${name}`;
+      chip.appendChild(el("b", "", typeof value.name === "string" ? value.name : name));
+      for (const field of ["mood", "emote", "position"]) {
+        if (typeof value[field] !== "string" || !value[field]) continue;
+        const part = el("span", `stage-${field}`, value[field]);
+        part.dataset.testid = `agent-${field}-${name}`;
+        chip.appendChild(part);
+      }
+      if (value.speaking === true) chip.classList.add("speaking");
+      chips.push(chip);
+    }
+    box.replaceChildren(...chips);
+    box.hidden = chips.length === 0;
   }
 
   /** Show the current value in a host input unless the host is editing it. */
@@ -1100,6 +1128,7 @@
     $("online-count").textContent = "0";
     $("state-version").textContent = "";
     $("scoreboard").replaceChildren();
+    $("agent-stages").replaceChildren();
     $("host-panel").hidden = true;
     $("room-view").dataset.joined = "false";
     for (const id of ["title-input", "pinned-input"]) {

@@ -42,5 +42,10 @@ def test_scripted_character_reply_streams_into_the_feed(agent_server: LiveServer
     expect(reply.locator(".text")).to_contain_text("Good question, Vera", timeout=TIMEOUT_MS)
     # One line per reply, however many chunks it streamed in.
     expect(page.locator('[data-testid="agent-reply"]')).to_have_count(1, timeout=TIMEOUT_MS)
+    # Quinn's stage (stage.quinn) is shown: her name and mood.
+    expect(page.get_by_test_id("agent-stage-quinn")).to_contain_text("Quinn",
+                                                                       timeout=TIMEOUT_MS)
+    expect(page.get_by_test_id("agent-mood-quinn")).to_have_text("cheerful",
+                                                                  timeout=TIMEOUT_MS)
     screenshot(page, "/tmp/demo-agent.png")
     assert not page.js_errors, page.js_errors
