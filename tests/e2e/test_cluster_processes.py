@@ -25,7 +25,7 @@ import pytest
 
 from edge.client import LiveroomClient
 from room_router.nodes_redis import RedisNodeRegistry
-from room_router.placement import owner
+from room_router.placement import owner, rank
 from storage.redis_conn import open_redis
 from tests.cluster_support import ResumingClient, RoleServer, route
 from tests.natsserver import NatsCluster
@@ -556,11 +556,14 @@ async def test_agents_role_on_nats_redis_postgres_and_an_edge_killed(
     home = await route(http, cluster.base, room)
     agents = agents_server(cluster, "agents-a", room)
     await asyncio.to_thread(agents.start)
+    viewers: list[Any] = []
     try:
         assert agents.info == {"node_id": "agents-a", "edge": "registry", "bus": True,
                                "quota": "redis", "interactions": "postgres"}
-        # Quinn joined at the owner edge the registry names (no --edge-url).
-        assert f"in {room} at {home['url']}" in agents.logs()
+        # Quinn joined at the owner edge the registry names (no --edge-url),
+        # once the process has settled in the registry (two seat periods).
+        await until(lambda: f"in {room} at {home['url']}" in agents.logs(), 10,
+                    "Quinn seated at the owner edge")
         # Spread over every edge: a viewer on each; Quinn's words reach all
         # three through the bus, once each.
         await set_section(http, edges[0], room, "placement", {"spread": True})
@@ -618,18 +621,23 @@ async def test_agents_role_on_nats_redis_postgres_and_an_edge_killed(
 async def test_agents_follow_a_redirect_and_share_interactions_through_postgres(
         cluster: Cluster, http: aiohttp.ClientSession) -> None:
     edges = await three(cluster, http)
+    # Owned by g1, and its seat (room, quinn) by process a (llm_agents/seats.py):
+    # the seat has one owner, and b, with the same start-up seat, stays out.
     room = next(r for r in (f"small-{i}" for i in range(100))
-                if owner(r, ["g0", "g1", "g2"]) == "g1")
+                if owner(r, ["g0", "g1", "g2"]) == "g1"
+                and rank(["agents-a", "agents-b"], f"{r}/quinn")[0] == "agents-a")
     # Sent to the wrong edge: the redirect takes Quinn to the owner.
     a = agents_server(cluster, "agents-a", room, "--edge-url", edges[0].public_url,
                       "--agent-word-delay", "0.05")
     b = agents_server(cluster, "agents-b", room, "--edge-url", edges[1].public_url)
     await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
     try:
-        assert f"in {room} at {edges[1].public_url}" in a.logs()
+        await until(lambda: f"in {room} at {edges[1].public_url}" in a.logs(), 10,
+                    "Quinn seated by a at the owner edge")
         viewer = await connect(http, edges[1].public_url, "uma")
         joined = await viewer.join(room)
-        assert joined["members"] == 3  # Quinn of each process, and uma
+        assert joined["members"] == 2  # one Quinn (a's), and uma
+        assert f"in {room} at" not in b.logs()
         await viewer.close()
         # Run by process a, read from process b while it runs (polled from
         # the store) and after: the same events.
