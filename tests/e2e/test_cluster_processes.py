@@ -559,7 +559,8 @@ async def test_agents_role_on_nats_redis_postgres_and_an_edge_killed(
     viewers: list[Any] = []
     try:
         assert agents.info == {"node_id": "agents-a", "edge": "registry", "bus": True,
-                               "quota": "redis", "interactions": "postgres"}
+                               "quota": "redis", "interactions": "postgres",
+                               "memory": "redis"}
         # Quinn joined at the owner edge the registry names (no --edge-url),
         # once the process has settled in the registry (two seat periods).
         await until(lambda: f"in {room} at {home['url']}" in agents.logs(), 10,
