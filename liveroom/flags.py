@@ -32,6 +32,7 @@ from liveroom.agent_flags import (
     memory_limits,
     seat_limits,
 )
+from liveroom.gateway_flags import add_gateway_arguments, gateway_config
 from liveroom.options import EventOptions, RoleOptions, ServeOptions
 from llm_agents.quota import QuotaLimits
 from llm_agents.service import BACKEND_CHOICES, AgentOptions
@@ -477,6 +478,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                    help="override every character's cooldown_s (seconds)")
     add_memory_arguments(g)
     add_seat_arguments(g)
+    add_gateway_arguments(parser)
 
 
 def agent_options(args: argparse.Namespace) -> AgentOptions:
@@ -497,4 +499,5 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         quota_redis=args.quota_redis, big_room_members=args.agent_big_room,
         big_room_delta_interval=args.agent_big_room_delta_interval,
         interaction_retention_days=args.interaction_retention_days,
-        memory=memory_limits(args), seat_limits=seat_limits(args))
+        memory=memory_limits(args), seat_limits=seat_limits(args),
+        gateway=gateway_config(args))

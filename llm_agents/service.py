@@ -27,6 +27,8 @@ from edge.node import EdgeNode
 from llm_agents.backends.base import ModelBackend
 from llm_agents.backends.scripted import ScriptedBackend
 from llm_agents.character import SHIPPED_DIR, Character, CharacterError, load_characters
+from llm_agents.gateway import GatewayBackend, GatewayMetrics, ModelServer
+from llm_agents.gateway_queue import GatewayConfig
 from llm_agents.interactions import Interactions, InteractionStore
 from llm_agents.interactions_http import InteractionRoutes
 from llm_agents.interactions_sqlite import SqliteInteractionStore
@@ -87,6 +89,31 @@ class AgentOptions:
     # renews its registry entry and re-reads the seats.
     seat_limits: SeatLimits = field(default_factory=SeatLimits)
     seat_period: float = 1.0
+    # The model gateway's bounds (llm_agents/gateway_queue.py).
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+
+
+def model_servers(opts: AgentOptions) -> list[str]:
+    """The OpenAI-compatible servers of the model: ``--openai-base-url``
+    is a comma-separated list."""
+    return [u.strip() for u in opts.openai_base_url.split(",") if u.strip()]
+
+
+def make_gateway(kind: str, opts: AgentOptions, metrics: GatewayMetrics) -> GatewayBackend:
+    """The backend ``kind`` behind the model gateway: one queue, and for
+    ``openai`` one server per base URL (they fail over to each other, so
+    each makes no retries of its own when there are several)."""
+    if kind != "openai":
+        backend = make_backend(kind, opts)
+        return GatewayBackend(backend.label, [ModelServer(backend.label, backend)],
+                              opts.gateway, metrics)
+    urls = model_servers(opts)
+    retries = opts.openai_retries if len(urls) == 1 else 0
+    servers = []
+    for url in urls:
+        backend = make_backend(kind, replace(opts, openai_base_url=url, openai_retries=retries))
+        servers.append(ModelServer(url, backend, getattr(backend, "probe", None)))
+    return GatewayBackend(opts.openai_model or "openai", servers, opts.gateway, metrics)
 
 
 def make_backend(kind: str, opts: AgentOptions) -> ModelBackend:
@@ -196,6 +223,8 @@ class AgentsService:
         self._backends: dict[str, ModelBackend] = {}
         self.registry = registry or CollectorRegistry()
         self._metrics = AgentMetrics(self.registry)
+        # Every model call goes through the gateway (llm_agents/gateway.py).
+        self._gateway_metrics = GatewayMetrics(self.registry)
         self._config = AgentConfig(policy=PolicyConfig(opts.queue_size, opts.stale_after),
                                    delta_interval=opts.delta_interval,
                                    big_room_members=opts.big_room_members,
@@ -221,7 +250,7 @@ class AgentsService:
             else character.backend
         backend = self._backends.get(kind)
         if backend is None:
-            backend = self._backends[kind] = make_backend(kind, opts)
+            backend = self._backends[kind] = make_gateway(kind, opts, self._gateway_metrics)
         return RoomAgent(character, seat.room, backend, self.quota, self._config,
                          partial(self._links, character), self._clock, self._metrics,
                          self.memory)

@@ -91,6 +91,9 @@ ERROR_SPECS: Final[Mapping[str, ErrorSpec]] = {
                   "the token quota of the room or the user is used up for today"),
         ErrorSpec("model_unavailable", "server", True, "retry", 503,
                   "the character's model backend failed or its circuit breaker is open"),
+        ErrorSpec("model_busy", "server", True, "retry", 503,
+                  "the model gateway refused the call: its queue is full or the call waited "
+                  "past the queue-time limit (reason: queue_full | queue_timeout)"),
     )
 }
 
@@ -265,3 +268,10 @@ class ModelUnavailable(ServerError):
     breaker is open: the character goes quiet, the room does not."""
 
     code = "model_unavailable"
+
+
+class ModelBusy(ServerError):
+    """The model gateway refused a call (``reason``: ``queue_full`` or
+    ``queue_timeout``): a reply that would come too late is not started."""
+
+    code = "model_busy"

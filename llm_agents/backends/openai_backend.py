@@ -131,5 +131,14 @@ class OpenAIBackend:
             usage = Usage(prompt, max(pieces, chars // CHARS_PER_TOKEN), reported=False)
         yield usage
 
+    async def probe(self) -> bool:
+        """Whether the server answers ``GET /models`` (the gateway's health
+        check; ``llm_agents.gateway``)."""
+        try:
+            await self._client.models.list(timeout=min(2.0, self.idle_timeout))
+            return True
+        except Exception:
+            return False
+
     async def close(self) -> None:
         await self._client.close()
