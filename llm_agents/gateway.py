@@ -17,7 +17,8 @@ queue-time limit, shorter replies under load, which server). Here:
   has seen half a reply);
 - a health loop probes every server that can be probed (``probe()``: an
   OpenAI-compatible server's ``GET /models``) every ``health_interval_s``
-  and marks it up or down; a server without a probe (the in-process
+  and marks it up or down, unless it has calls of ours in flight (then it is
+  alive, and the calls' own failures mark it down); a server without a probe (the in-process
   backends) is never marked up again by it, and a model with one server is
   never marked down (nowhere to fail over to: its breaker decides);
 - a caller cancelled while it waits (a reply preempted by a gift) leaves
@@ -25,7 +26,8 @@ queue-time limit, shorter replies under load, which server). Here:
 
 Metrics: ``liveroom_model_queue_wait_seconds{model,priority}``,
 ``liveroom_model_refused_total{model,reason}``,
-``liveroom_model_failover_total{model}``, ``liveroom_model_server_up{model,server}``.
+``liveroom_model_failover_total{model}``, ``liveroom_model_server_up{model,server}``,
+``liveroom_model_waiting{model}``, ``liveroom_model_in_flight{model}``.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ class GatewayMetrics:
         self.failover = Counter("liveroom_model_failover_total",
                                 "Model calls moved to another server after a failure",
                                 ["model"], registry=r)
+        self.waiting = Gauge("liveroom_model_waiting", "Model calls waiting for a slot",
+                             ["model"], registry=r)
+        self.in_flight = Gauge("liveroom_model_in_flight", "Model calls holding a slot",
+                               ["model"], registry=r)
         self.up = Gauge("liveroom_model_server_up", "1 when a model server is marked up",
                         ["model", "server"], registry=r)
 
@@ -136,6 +142,9 @@ class GatewayBackend:
                 fut.set_exception(ModelUnavailable(
                     f"no server of the model {self.model!r} is up",
                     retry_after=self.config.health_interval_s))
+        if self.metrics is not None:
+            self.metrics.waiting.labels(self.model).set(len(self.queue))
+            self.metrics.in_flight.labels(self.model).set(sum(self.queue.in_flight))
         self._arm()
 
     def _arm(self) -> None:
@@ -221,7 +230,13 @@ class GatewayBackend:
 
     async def check(self) -> None:
         """Probe every server once and mark it (the health loop's step)."""
+        # A server streaming to us is alive: its calls' own failures tell,
+        # and a busy server (llama.cpp's takes one call at a time) may be
+        # slow to answer a probe.
+        busy = [n > 0 for n in self.queue.in_flight]
         results = await asyncio.gather(*(self._probe(s) for s in self.servers))
+        busy = [b or n > 0 for b, n in zip(busy, self.queue.in_flight, strict=True)]
+        results = [None if b else r for b, r in zip(busy, results, strict=True)]
         changed = False
         for i, up in enumerate(results):
             if up is not None and up != self.queue.healthy[i]:

@@ -101,14 +101,15 @@ def model_servers(opts: AgentOptions) -> list[str]:
 
 def make_gateway(kind: str, opts: AgentOptions, metrics: GatewayMetrics) -> GatewayBackend:
     """The backend ``kind`` behind the model gateway: one queue, and for
-    ``openai`` one server per base URL (they fail over to each other, so
-    each makes no retries of its own when there are several)."""
+    ``openai`` one server per base URL. With several, each retries a failed
+    call once at most (a keep-alive connection the server closed meanwhile
+    must not mark it down) before the gateway fails over to another."""
     if kind != "openai":
         backend = make_backend(kind, opts)
         return GatewayBackend(backend.label, [ModelServer(backend.label, backend)],
                               opts.gateway, metrics)
     urls = model_servers(opts)
-    retries = opts.openai_retries if len(urls) == 1 else 0
+    retries = opts.openai_retries if len(urls) == 1 else min(1, opts.openai_retries)
     servers = []
     for url in urls:
         backend = make_backend(kind, replace(opts, openai_base_url=url, openai_retries=retries))
