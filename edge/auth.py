@@ -1,5 +1,6 @@
 """Authentication: HS256 JWTs with claims ``sub``, ``name``, ``role``,
-``rooms`` and ``exp``.
+``rooms``, ``exp`` and the optional ``tier`` (the user's quota tier for the
+characters, docs/AGENTS.md).
 
 Roles (docs/PROTOCOL.md, "Roles"): the ``role`` claim is the user's role
 everywhere, ``viewer`` (the default) or ``agent``; ``host`` and ``moderator``
@@ -35,6 +36,7 @@ _NAME_MAX_BYTES = 64 * 4 + 3
 # Entries of the ``rooms`` claim: a platform grants a user the rooms it
 # hosts or moderates, not a catalogue (a pattern covers a family of rooms).
 MAX_ROOM_GRANTS = 32
+TIER_RE = re.compile(r"[a-z0-9_-]{0,32}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,9 @@ class Identity:
     # What the connect proxy attached to the user (docs/BACKEND.md): a map
     # obeying the value rule, shown with the user as ``info``; None: nothing.
     info: dict[str, Any] | None = None
+    # The ``tier`` claim: the user's quota tier for the characters
+    # (docs/AGENTS.md, "Quota tiers"); "" when the token has none.
+    tier: str = ""
 
     def public(self) -> dict[str, Any]:
         """How the wire shows this user outside any room (the ``welcome``'s
@@ -159,7 +164,10 @@ def verify_token(token: object, secret: str, now: float) -> Identity:
     if (not isinstance(name, str) or not 0 < len(name) <= 64
             or value_fault(name, _NAME_MAX_BYTES) is not None):
         raise Unauthorized("the token's name claim must be a string of 1..64 chars")
-    return Identity(user, name, role, float(exp), grants)
+    tier = claims.get("tier", "")
+    if not isinstance(tier, str) or not TIER_RE.match(tier):
+        raise Unauthorized("the token's tier claim must be 0..32 of [a-z0-9_-]")
+    return Identity(user, name, role, float(exp), grants, tier=tier)
 
 
 def role_everywhere(role: str) -> tuple[str, dict[str, str] | None]:

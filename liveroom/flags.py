@@ -32,7 +32,7 @@ from liveroom.agent_flags import (
     memory_limits,
     seat_limits,
 )
-from liveroom.gateway_flags import add_gateway_arguments, gateway_config
+from liveroom.gateway_flags import add_gateway_arguments, gateway_config, quota_tiers
 from liveroom.options import EventOptions, RoleOptions, ServeOptions
 from llm_agents.quota import QuotaLimits
 from llm_agents.service import BACKEND_CHOICES, AgentOptions
@@ -493,7 +493,8 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         openai_timeout=args.openai_timeout, openai_idle_timeout=args.openai_idle_timeout,
         openai_retries=args.openai_retries, breaker_threshold=args.breaker_threshold,
         breaker_reset=args.breaker_reset,
-        quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day),
+        quota=QuotaLimits(args.quota_room_per_day, args.quota_user_per_day,
+                          *quota_tiers(args)),
         word_delay=args.agent_word_delay, stale_after=args.agent_stale_after,
         cooldown=args.agent_cooldown, embedded_threads=args.embedded_threads,
         quota_redis=args.quota_redis, big_room_members=args.agent_big_room,

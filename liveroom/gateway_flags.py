@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
 
 from llm_agents.gateway_queue import GatewayConfig
+from llm_agents.quota import TierLimits
 
 # Bounds of the flags (docs/AGENTS.md): a typo must not build a queue of a
 # billion calls or a cap no server can take.
@@ -16,6 +21,9 @@ MAX_CONCURRENCY = 256
 MAX_QUEUE = 10_000
 MAX_WAIT_S = 600.0
 MAX_SERVERS = 16
+MAX_TIERS = 16
+_TIER_NAME = re.compile(r"[a-z0-9_-]{1,32}\Z")
+_TIER_FIELDS = ("tokens_per_day", "tokens_per_month", "requests_per_day", "requests_per_month")
 
 
 def _env(name: str, default: str) -> str:
@@ -44,6 +52,9 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model-health-interval", type=float,
                    default=_env("MODEL_HEALTH_INTERVAL", str(d.health_interval_s)),
                    help="seconds between two health probes of each model server (0.1..300)")
+    g.add_argument("--quota-tiers", type=Path, default=_env("QUOTA_TIERS", "") or None,
+                   help="a TOML file of user quota tiers (tokens and requests, per day and "
+                        "per month), picked by the token's tier claim")
 
 
 def gateway_config(args: argparse.Namespace) -> GatewayConfig:
@@ -67,3 +78,51 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(args.model_concurrency, args.model_queue, args.model_queue_wait,
                          args.model_short_at, args.model_short_factor,
                          args.model_health_interval)
+
+
+def load_tiers(path: Path) -> tuple[dict[str, TierLimits], str]:
+    """The tiers of a ``--quota-tiers`` file and the default tier's name;
+    SystemExit naming the file and the field that is wrong::
+
+        default = "free"
+        [tiers.free]
+        tokens_per_day = 20000
+        tokens_per_month = 200000
+        requests_per_day = 100
+        requests_per_month = 1000
+    """
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SystemExit(f"--quota-tiers {path}: {exc}") from None
+    tiers_doc = doc.get("tiers")
+    if not isinstance(tiers_doc, Mapping) or not 0 < len(tiers_doc) <= MAX_TIERS:
+        raise SystemExit(f"--quota-tiers {path}: [tiers.<name>] tables, 1..{MAX_TIERS}")
+    tiers: dict[str, TierLimits] = {}
+    for name, table in tiers_doc.items():
+        if not _TIER_NAME.match(name) or not isinstance(table, Mapping):
+            raise SystemExit(f"--quota-tiers {path}: tier {name!r}: a name of 1..32 of "
+                             "[a-z0-9_-] with a table of limits")
+        extra = set(table) - set(_TIER_FIELDS)
+        if extra:
+            raise SystemExit(f"--quota-tiers {path}: tier {name!r}: unknown {sorted(extra)}")
+        values = [table.get(f, 0) for f in _TIER_FIELDS]
+        for f, v in zip(_TIER_FIELDS, values, strict=True):
+            if type(v) is not int or not 0 <= v <= 10**12:
+                raise SystemExit(f"--quota-tiers {path}: tiers.{name}.{f}: an integer "
+                                 "0..10^12 (0: unlimited)")
+        tiers[name] = TierLimits(*values)
+    default = doc.get("default", next(iter(tiers)))
+    if default not in tiers:
+        raise SystemExit(f"--quota-tiers {path}: default {default!r} is not a tier")
+    return tiers, default
+
+
+def quota_tiers(args: argparse.Namespace) -> tuple[dict[str, TierLimits], str]:
+    """The tiers of ``--quota-tiers`` (none without it)."""
+    if args.quota_tiers is None:
+        return {}, ""
+    if getattr(args, "quota_redis", None) or getattr(args, "redis", None):
+        raise SystemExit("--quota-tiers: tiers are counted in this process's memory; "
+                         "not yet with the quotas in Redis")
+    return load_tiers(args.quota_tiers)

@@ -118,7 +118,8 @@ class Interactions:
         estimate = estimate_tokens(build_messages(agent.character, agent.window, trigger),
                                    agent.character.max_reply_tokens)
         # Raises QuotaExceeded (429) before anything is stored or run.
-        reservation = await agent.quota.reserve(room, ident.user, estimate, now)
+        reservation = await agent.quota.reserve(room, ident.user, estimate, now,
+                                                tier=ident.tier)
         await self.store.create({"id": iid, "room": room, "agent": name, "user": ident.user,
                                  "text": text, "status": "running", "created": now})
         task = asyncio.create_task(self._run(agent, iid, ident, text, reservation))

@@ -76,7 +76,10 @@ class RedisQuotaStore:
         if delta:
             await self._redis.eval(_ADJUST, 1, key, delta)
 
-    async def reserve(self, room: str, user: str, tokens: int, now: float) -> Reservation:
+    async def reserve(self, room: str, user: str, tokens: int, now: float,
+                      tier: str = "") -> Reservation:
+        # Tiers are kept in memory only (liveroom.gateway_flags refuses
+        # --quota-tiers with Redis): ``tier`` is accepted, not counted.
         day = day_of(now)
         lim = self.limits
         retry = round(seconds_to_next_day(now))

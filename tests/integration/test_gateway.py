@@ -7,14 +7,16 @@ interaction > ambient)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from tests.integration.test_agents_interactions import read_sse
-from tests.support import LiveServer, metric, next_reply, until
+from tests.support import JWT_SECRET, LiveServer, metric, next_reply, token, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,3 +123,46 @@ async def test_mention_goes_before_an_earlier_interaction(make_server, tmp_path:
     assert await status(http, srv, "bob", earlier) == "running"
     assert (await done_of(http, srv, "ann", holder))["status"] == "done"
     assert (await done_of(http, srv, "bob", earlier))["status"] == "done"
+
+
+TIERS = '''
+default = "free"
+[tiers.free]
+requests_per_day = 2
+[tiers.pro]
+requests_per_day = 100
+tokens_per_month = 1000000
+'''
+
+
+def tier_token(user: str, tier: object) -> str:
+    return str(jwt.encode({"sub": user, "name": user, "role": "viewer",
+                           "exp": int(time.time()) + 600, "tier": tier}, JWT_SECRET,
+                          algorithm="HS256"))
+
+
+async def test_quota_tiers_from_the_token_claim(make_server, tmp_path: Path, http) -> None:
+    (tmp_path / "tiers.toml").write_text(TIERS)
+    srv = slow_server(make_server, tmp_path, "--quota-tiers", str(tmp_path / "tiers.toml"),
+                      "--model-concurrency", "8")
+    url = f"{srv.url}/v1/rooms/demo/agents/slow/interactions"
+
+    async def post(tok: str) -> tuple[int, dict[str, Any]]:
+        async with http.post(url, json={"text": "hi"},
+                             headers={"Authorization": f"Bearer {tok}"}) as r:
+            return r.status, await r.json()
+
+    free, pro, nameless = tier_token("fay", "free"), tier_token("pat", "pro"), token("nia")
+    for tok in (free, free, pro, pro, pro, nameless, nameless):
+        assert (await post(tok))[0] == 202
+    code, body = await post(free)
+    assert code == 429 and body["code"] == "quota_exceeded", body
+    assert body["tier"] == "free" and body["unit"] == "requests" and body["period"] == "day"
+    # No claim: the default tier (free), two a day.
+    code, body = await post(nameless)
+    assert code == 429 and body["tier"] == "free"
+    assert (await post(pro))[0] == 202
+    # A claim that is not a tier name is refused like any bad token.
+    for bad in ("Gold!", "x" * 33, 7):
+        code, body = await post(tier_token("eve", bad))
+        assert code == 401 and body["code"] == "unauthorized", body
