@@ -26,12 +26,7 @@ from typing import Any
 
 from cdn.origin import CdnConfig
 from edge.config import EdgeConfig, HttpTimeouts
-from liveroom.agent_flags import (
-    add_memory_arguments,
-    add_seat_arguments,
-    memory_limits,
-    seat_limits,
-)
+from liveroom import agent_flags
 from liveroom.gateway_flags import add_gateway_arguments, gateway_config, quota_tiers
 from liveroom.options import EventOptions, RoleOptions, ServeOptions
 from llm_agents.quota import QuotaLimits
@@ -476,8 +471,8 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                         "0: forever")
     g.add_argument("--agent-cooldown", type=float, default=None,
                    help="override every character's cooldown_s (seconds)")
-    add_memory_arguments(g)
-    add_seat_arguments(g)
+    agent_flags.add_memory_arguments(g)
+    agent_flags.add_seat_arguments(g)
     add_gateway_arguments(parser)
 
 
@@ -500,5 +495,5 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         quota_redis=args.quota_redis, big_room_members=args.agent_big_room,
         big_room_delta_interval=args.agent_big_room_delta_interval,
         interaction_retention_days=args.interaction_retention_days,
-        memory=memory_limits(args), seat_limits=seat_limits(args),
+        memory=agent_flags.memory_limits(args), seat_limits=agent_flags.seat_limits(args),
         gateway=gateway_config(args))
