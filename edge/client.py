@@ -130,8 +130,16 @@ class LiveroomClient:
         else:
             await self.ws.send_str(data)
 
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next frame (a ``batch`` frame is unpacked into its frames)."""
+    @property
+    def buffered(self) -> int:
+        """Frames already read and not yet returned by ``recv`` (the rest of
+        a ``batch``): 0 after the last frame of a WebSocket message, where a
+        client checks the state invariant (PROTOCOL.md, "Using the versions")."""
+        return len(self._pending)
+
+    async def recv(self, timeout: float | None = 5.0) -> dict[str, Any]:
+        """The next frame (a ``batch`` frame is unpacked into its frames);
+        ``timeout`` None waits as long as the connection lasts."""
         if self._pending:
             return self._pending.popleft()
         msg = await self.ws.receive(timeout=timeout)

@@ -1,6 +1,6 @@
 """Client frames, built for our own clients: one builder per frame a client
-sends that they use (``edge/client.py``, the agents' in-process link and
-their edge client in ``llm_agents/``).
+sends that they use (``edge/client.py``, the Python SDK in ``clients/python``,
+the agents' in-process link and their edge client in ``llm_agents/``).
 
 The server side of these frames (decoding them and checking their fields)
 is ``wire.decode`` and ``edge/session.py``; ``wire.outgoing`` builds the
@@ -13,7 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wire.frames import ACTION, HELLO, JOIN, PEER, PROTOCOL_VERSION, STATE
+from wire.frames import (
+    ACTION,
+    HELLO,
+    JOIN,
+    LEAVE,
+    PEER,
+    PEER_ACK,
+    PING,
+    PROTOCOL_VERSION,
+    STATE,
+    SYNC,
+)
 
 
 def hello_request(token: str, inbox_cursor: int | None = None) -> dict[str, Any]:
@@ -36,8 +47,14 @@ def join_request(room: str, known: Mapping[str, int] | None = None,
     return frame
 
 
-def action_request(room: str, kind: str, body: Any) -> dict[str, Any]:
-    return {"type": ACTION, "room": room, "kind": kind, "body": body}
+def action_request(room: str, kind: str, body: Any,
+                   client_id: str | None = None) -> dict[str, Any]:
+    """An action (``client_id``: the sender's own id of it, echoed to the
+    room as ``client_id`` and the idempotency key of a proxied kind)."""
+    frame: dict[str, Any] = {"type": ACTION, "room": room, "kind": kind, "body": body}
+    if client_id is not None:
+        frame["id"] = client_id
+    return frame
 
 
 def state_request(room: str, section: str, value: Any,
@@ -47,6 +64,27 @@ def state_request(room: str, section: str, value: Any,
     if expect is not None:
         frame["expect"] = expect
     return frame
+
+
+def sync_request(room: str, known: Mapping[str, int] | None = None,
+                 epoch: str | None = None) -> dict[str, Any]:
+    """Ask for the sections that moved since ``known`` (of ``epoch``)."""
+    frame = join_request(room, known, epoch)
+    frame["type"] = SYNC
+    return frame
+
+
+def leave_request(room: str) -> dict[str, Any]:
+    return {"type": LEAVE, "room": room}
+
+
+def peer_ack_request(upto: int) -> dict[str, Any]:
+    """Every peer message up to seq ``upto`` is processed."""
+    return {"type": PEER_ACK, "upto": upto}
+
+
+def ping_request(t: Any = None) -> dict[str, Any]:
+    return {"type": PING, "t": t}
 
 
 def peer_request(to: str, body: Any, msg_id: str) -> dict[str, Any]:
