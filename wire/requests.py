@@ -18,6 +18,7 @@ from wire.frames import (
     HELLO,
     JOIN,
     LEAVE,
+    MODERATE,
     PEER,
     PEER_ACK,
     PING,
@@ -89,3 +90,16 @@ def ping_request(t: Any = None) -> dict[str, Any]:
 
 def peer_request(to: str, body: Any, msg_id: str) -> dict[str, Any]:
     return {"type": PEER, "to": to, "body": body, "id": msg_id}
+
+
+def moderate_request(room: str, op: str, user: str | None = None,
+                     action_id: str | None = None, seconds: float | None = None,
+                     reason: str | None = None) -> dict[str, Any]:
+    """A host's or moderator's op on a user of the room, or ``retract`` of
+    an action by its id (docs/MODERATION.md)."""
+    frame: dict[str, Any] = {"type": MODERATE, "room": room, "op": op}
+    for key, value in (("user", user), ("id", action_id), ("seconds", seconds),
+                       ("reason", reason)):
+        if value is not None:
+            frame[key] = value
+    return frame

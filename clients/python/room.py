@@ -23,8 +23,14 @@ from typing import Any, Protocol
 from clients.python.events import Emitter
 from clients.python.link import Link, LinkLost
 from clients.python.roomstate import RoomState, SeenIds
-from wire.frames import LEFT, SYNC
-from wire.requests import action_request, leave_request, state_request, sync_request
+from wire.frames import LEFT, MODERATED, SYNC
+from wire.requests import (
+    action_request,
+    leave_request,
+    moderate_request,
+    state_request,
+    sync_request,
+)
 
 
 class Owner(Protocol):
@@ -82,6 +88,16 @@ class Room(Emitter):
         """Write a section (``expect``: only if its partial is still this;
         a ``version_conflict`` comes back as the ``error`` event)."""
         await self._owner.send(state_request(self.name, section, value, expect))
+
+    async def moderate(self, op: str, user: str | None = None, action_id: str | None = None,
+                       seconds: float | None = None, reason: str | None = None,
+                       timeout: float = 10.0) -> dict[str, Any]:
+        """As a host or moderator of the room: ``ban``, ``unban``, ``mute``,
+        ``unmute``, ``kick`` a user or ``retract`` an action; the
+        ``moderated`` reply, or the ``error``."""
+        link = await self._owner.current_link()
+        return await link.request(moderate_request(self.name, op, user, action_id, seconds,
+                                                   reason), (MODERATED,), timeout)
 
     async def leave(self, timeout: float = 10.0) -> None:
         self._owner.forget(self.name)

@@ -55,9 +55,10 @@ class Viewer:
         room.on("resumed", lambda ok, why: self.resumes.append((ok, why)))
 
     @classmethod
-    async def join(cls, url: str, user: str, room: str, **kw: Any) -> Viewer:
-        client = await Client.connect(url, tokens(user), backoff=Backoff(0.05, 0.5), **FAST,
-                                      **kw)
+    async def join(cls, url: str, user: str, room: str, ttl: float = 3600.0,
+                   **kw: Any) -> Viewer:
+        client = await Client.connect(url, tokens(user, ttl), backoff=Backoff(0.05, 0.5),
+                                      **FAST, **kw)
         return cls(client, await client.join(room))
 
 
@@ -147,3 +148,73 @@ async def test_serve_sigkilled_and_restarted_every_client_converges_peers_exactl
         if writer is not None:
             await writer.close()
         srv.stop()
+
+
+async def test_token_renewed_before_expiry_without_a_drop_and_peers_once(
+        server: LiveServer) -> None:
+    """Tokens of 4 s: the client renews its connection (make before break)
+    several times; the application sees no disconnect, the room stays
+    joined, and peer messages sent all along arrive once each."""
+    room = "sdk-renew"
+    drops: list[Any] = []
+    viewer = await Viewer.join(server.ws_url, "renewer", room, ttl=4)
+    viewer.client.on("disconnect", drops.append)
+    sender = await Client.connect(server.ws_url, tokens("renew-sender"), **FAST)
+    try:
+        for k in range(40):
+            await sender.send_peer("renewer", {"k": k}, f"r{k}")
+            await asyncio.sleep(0.2)
+        assert viewer.client.connects >= 3, "renewed at least twice in 8 s"
+        assert drops == [], "a renewal is not a disconnect"
+        assert viewer.room.joined.is_set()
+        await until(lambda: len(viewer.peers) >= 40, 10, "every peer message")
+        await asyncio.sleep(0.3)
+        assert [p["body"]["k"] for p in viewer.peers] == list(range(40)), viewer.peers
+    finally:
+        await viewer.client.close()
+        await sender.close()
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+async def test_room_features_presence_history_retract_client_id_and_left_reasons(
+        tmp_path: Path, codec: str) -> None:
+    config = tmp_path / "rooms.toml"
+    config.write_text('[rooms."feat-*"]\nhistory = 10\npresence = true\n')
+    room = "feat-1"
+    with LiveServer(tmp_path / "data", "--rooms-config", str(config), "--no-agents",
+                    *ROOMY) as srv:
+        host = await Client.connect(srv.ws_url, tokens("h", rooms={room: "host"}),
+                                    codec=codec, **FAST)
+        v = await Viewer.join(srv.ws_url, "v", room, codec=codec)
+        v2: Viewer | None = None
+        try:
+            hroom = await host.join(room)
+            actions: list[dict[str, Any]] = []
+            v.room.on("action", actions.append)
+            await until(lambda: v.room.presence is not None and "h" in v.room.presence, 5,
+                        "the host in the viewer's presence list")
+            await hroom.send("comment", {"text": "first"}, client_id="c-1")
+            await until(lambda: actions, 5, "the comment")
+            assert actions[0]["client_id"] == "c-1" and actions[0]["body"] == {"text": "first"}
+            v2 = await Viewer.join(srv.ws_url, "v2", room, codec=codec)
+            assert [a["id"] for a in v2.room.history] == [actions[0]["id"]]
+            retracted: list[str] = []
+            v2.room.on("retract", retracted.append)
+            moderated = await hroom.moderate("retract", action_id=actions[0]["id"])
+            assert moderated["type"] == "moderated"
+            await until(lambda: retracted, 5, "the retract")
+            assert retracted == [actions[0]["id"]] and v2.room.history == []
+            lefts: list[dict[str, Any]] = []
+            v.room.on("left", lefts.append)
+            assert (await hroom.moderate("kick", user="v"))["type"] == "moderated"
+            await until(lambda: lefts, 5, "v kicked")
+            assert lefts[0]["reason"] == "kicked" and room not in v.client.rooms
+            assert (await hroom.moderate("ban", user="v2"))["type"] == "moderated"
+            await until(lambda: v2 is not None and v2.room.left is not None, 5, "v2 banned")
+            assert v2.room.left is not None and v2.room.left["reason"] == "banned"
+            assert v.client.connected and v2.client.connected  # only the room was left
+        finally:
+            await host.close()
+            await v.client.close()
+            if v2 is not None:
+                await v2.client.close()

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Top floor first. A folder on a floor may import any folder on a lower floor.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("liveroom", "examples"),  # the composition root and the CLI; the worked backend
-    ("llm_agents", "clients", "loadtest"),  # clients/ (the SDKs) is still to come
+    ("llm_agents", "clients", "loadtest"),  # clients/: the SDKs (clients/python)
     ("edge", "cdn"),
     ("room_router",),
     ("state_versions",),
