@@ -99,10 +99,12 @@ class Phase(enum.Enum):
 
 def may_write_section(identity: Identity, room: str, section: str) -> bool:
     """Hosts and moderators of the room write any of its sections; an agent
-    writes only the sections it owns: ``stage.<its user id>``."""
+    writes only the sections it owns: ``stage.<its user id>`` and its place
+    on the stage, ``positions.<its user id>`` (lossy, ``llm_agents.world``)."""
     if identity.role_in(room) in ELEVATED_ROLES:
         return True
-    return identity.role == "agent" and section == f"stage.{identity.user}"
+    return identity.role == "agent" and section in (f"stage.{identity.user}",
+                                                    f"positions.{identity.user}")
 
 
 def check_action_role(kind: str, role: str, ref: Any) -> None:

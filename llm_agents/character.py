@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_agents.acting import Acting, FieldError, parse_acting
+from llm_agents.world import WorldConfig, parse_world
 from wire.frames import CUSTOM_KIND_RE, SECTION_RE, USER_RE
 
 SHIPPED_DIR = Path(__file__).parent / "characters"
@@ -68,6 +70,10 @@ class Character:
     scripted: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     decline: str = "I need a short break, back soon!"
     source: str = ""
+    # What its replies may change on its stage (llm_agents.acting), if anything.
+    acting: Acting | None = None
+    # Its walk about the stage (llm_agents.world); None: it stands still.
+    world: WorldConfig | None = None
 
     @property
     def stage_section(self) -> str:
@@ -100,7 +106,7 @@ def parse_character(data: Mapping[str, Any], path: Path | str = "<character>") -
     p = Path(path)
     known = {"name", "display_name", "persona", "backend", "model", "cooldown_s",
              "max_reply_tokens", "max_reply_chars", "reacts", "owns", "stage", "scripted",
-             "decline"}
+             "decline", "acting", "world"}
     for key in data:
         if key not in known:
             raise CharacterError(p, key, "is not a character field")
@@ -146,11 +152,16 @@ def parse_character(data: Mapping[str, Any], path: Path | str = "<character>") -
             raise CharacterError(p, f"scripted.{key}", "must be a non-empty list of strings")
         scripted[key] = tuple(lines)
     decline = _get(data, "decline", str, p, "I need a short break, back soon!")
+    try:
+        acting = parse_acting(data["acting"], p) if "acting" in data else None
+        world = parse_world(data["world"], p) if "world" in data else None
+    except FieldError as err:
+        raise CharacterError(p, err.field, err.message) from None
     return Character(name=name, display_name=display, persona=persona.strip(),
                      backend=backend, model=model, cooldown_s=cooldown,
                      max_reply_tokens=max_tokens, max_reply_chars=max_chars, reacts=reacts,
                      owns=tuple(owns), stage=dict(stage), scripted=scripted, decline=decline,
-                     source=str(path))
+                     source=str(path), acting=acting, world=world)
 
 
 def _reacts(data: Mapping[str, Any], p: Path) -> Reacts:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from llm_agents.backends.base import ModelBackend, ReplyRequest, Usage
+from llm_agents.backends.base import Chunk, ModelBackend, ReplyRequest
 from llm_agents.gateway_queue import (
     GATEWAY_PRIORITY,
     NO_SERVER,
@@ -174,7 +174,7 @@ class GatewayBackend:
             raise
 
     # -- ModelBackend ----------------------------------------------------------
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[Chunk]:
         self._start_health()
         priority = GATEWAY_PRIORITY.get(request.trigger.kind, 0)
         pname = PRIORITY_NAMES[priority]

@@ -19,6 +19,10 @@ class AgentMetrics:
                               ["agent", "kind"], registry=r)
         self.dropped = Counter("liveroom_agent_triggers_dropped_total",
                                "Triggers dropped by the bounded queue", ["agent"], registry=r)
+        self.stage = Counter(
+            "liveroom_agent_stage_changes_total",
+            "Stage parts of replies: applied, or the reason they were refused",
+            ["agent", "outcome"], registry=r)
         self.first_token = Histogram(
             "liveroom_agent_first_token_seconds", "From the start of a reply to its first text",
             ["agent"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from llm_agents.acting import acting_hint
 from llm_agents.character import Character
 from llm_agents.memory import Recall, render
 from llm_agents.policy import (
@@ -88,7 +89,8 @@ def instruction(character: Character, trigger: Trigger) -> str:
 
 
 def build_messages(character: Character, window: ContextWindow, trigger: Trigger,
-                   recall: Recall | None = None) -> list[dict[str, str]]:
+                   recall: Recall | None = None, *, acting: bool = False
+                   ) -> list[dict[str, str]]:
     """The prompt: the persona, then what the character remembers of the
     viewer and the room (``llm_agents.memory``, bounded), the recent chat
     and the instruction."""
@@ -96,6 +98,10 @@ def build_messages(character: Character, window: ContextWindow, trigger: Trigger
     user = instruction(character, trigger)
     if context:
         user = f"Recent chat in the room:\n{context}\n\n{user}"
+    if acting and character.acting is not None:
+        # The structured reply's shape (llm_agents.acting): the schema binds
+        # the output, this line helps a small model fill it sensibly.
+        user = f"{user}\n{acting_hint(character.acting)}"
     remembered = render(recall)
     if remembered:
         user = f"{remembered}\n\n{user}"

@@ -19,10 +19,13 @@ sleeps until it is woken by a new trigger or the time the policy names
 3. streams the model's text as ``agent.delta`` actions (``reply_id``, ``i``,
    ``text``), coalesced to one action per ``delta_interval`` seconds so a
    fast model does not flood the room;
-4. ends with one ``agent.say`` (``reply_id``, the whole ``text``,
+4. a character that acts on the stage asks for a structured reply; its
+   stage part is validated and written to its stage after the words
+   (``llm_agents.staging``; a bad one is refused, the reply still goes);
+5. ends with one ``agent.say`` (``reply_id``, the whole ``text``,
    ``reply_to``, ``backend``), marked with ``error`` when the model failed
    and ``cancelled`` when the policy found the reply stale or preempted;
-5. settles the quota with the reported (or estimated) usage.
+6. settles the quota with the reported (or estimated) usage.
 
 The model call runs in its own task; the worker waits on it *and* on new
 triggers, so a higher-priority trigger cancels a reply in flight at once.
@@ -39,6 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_agents.acting import STAGE_TOKENS, StageChange
 from llm_agents.backends.base import ModelBackend, ReplyRequest, Usage
 from llm_agents.character import Character
 from llm_agents.link import RoomLink
@@ -57,6 +61,7 @@ from llm_agents.policy import (
 from llm_agents.prompt import ContextWindow, action_line, build_messages, estimate_tokens
 from llm_agents.quota import QuotaStore, Reservation
 from llm_agents.sentences import end_on_sentence
+from llm_agents.staging import Staging
 from wire.errors import LiveroomError, ModelUnavailable, QuotaExceeded, VersionConflict
 from wire.frames import AGENT_DELTA, AGENT_SAY
 
@@ -85,6 +90,7 @@ class ReplyOutcome:
     error: str | None = None
     cancelled: str | None = None
     error_message: str | None = None
+    stage: StageChange | None = None
 
 
 class RoomAgent:
@@ -114,6 +120,7 @@ class RoomAgent:
         self.members = 0  # the room's member count, from joined/online frames
         self.stage: dict[str, Any] = {"name": character.display_name, **character.stage,
                                       "speaking": False}
+        self.staging = Staging(character, room, self.link, self._set_stage, clock, metrics)
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +129,7 @@ class RoomAgent:
         self._worker = asyncio.create_task(self._run(), name=f"agent-{self.character.name}")
 
     async def stop(self) -> None:
+        await self.staging.stop()
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -145,6 +153,7 @@ class RoomAgent:
             count = frame.get("members" if ftype == "joined" else "count")
             if type(count) is int:
                 self.members = count
+                self.staging.on_members(count)
             return
         if ftype == "action" and frame.get("room") == self.room:
             if is_room_activity(frame, self.character):
@@ -153,6 +162,8 @@ class RoomAgent:
             if line is not None:
                 self.window.add(line)
             trigger = classify_action(self.character, frame, now)
+            if frame.get("kind") == "gift":
+                self.staging.on_gift()
         elif ftype == "state" and frame.get("room") == self.room:
             trigger = classify_state(self.character, frame, now)
         else:
@@ -198,7 +209,8 @@ class RoomAgent:
         self.policy.started(trigger, now)
         reply_id = uuid.uuid4().hex[:16]
         reply_to = dict(trigger.reply_to) if trigger.reply_to else None
-        messages = build_messages(character, self.window, trigger, await self._recall(trigger))
+        messages = build_messages(character, self.window, trigger, await self._recall(trigger),
+                                  acting=self.staging.schema is not None)
         try:
             reservation = await self.quota.reserve(
                 self.room, trigger.user, estimate_tokens(messages, character.max_reply_tokens),
@@ -223,7 +235,8 @@ class RoomAgent:
         # The reply's last chunk travels only in the agent.say that follows at
         # once with the whole text: one message fewer to every member.
         outcome = await self._generate(trigger, messages, reply_id, publish_delta,
-                                       reservation, watch=True, last_chunk=False)
+                                       reservation, watch=True, last_chunk=False,
+                                       schema=self.staging.schema)
         if not outcome.error and not outcome.cancelled and self._cut(outcome):
             # Not where the limit cut it (the say's text is what shows).
             outcome.text = end_on_sentence(outcome.text)
@@ -240,6 +253,8 @@ class RoomAgent:
             body["cancelled"] = outcome.cancelled
         self.link.publish(self.room, AGENT_SAY, body)
         self.replies += 1
+        if outcome.stage is not None and not outcome.cancelled:
+            await self.staging.apply(outcome.stage, self.stage)
         if not outcome.error and not outcome.cancelled:
             await self._remember(trigger, outcome.text)
         self._count("error" if outcome.error else "cancelled" if outcome.cancelled else "ok")
@@ -259,18 +274,20 @@ class RoomAgent:
 
     async def _generate(self, trigger: Trigger, messages: list[dict[str, str]], reply_id: str,
                         emit: Callable[[str], None], reservation: Reservation,
-                        watch: bool, last_chunk: bool = True) -> ReplyOutcome:
+                        watch: bool, last_chunk: bool = True,
+                        schema: Mapping[str, Any] | None = None) -> ReplyOutcome:
         """Run the model call in its own task; coalesce its text into
         ``emit`` calls (the text still pending at the end too, unless
         ``last_chunk`` is False); settle the quota. With ``watch`` the policy may
         cancel it (stale, preempted) whenever the agent is woken."""
         character = self.character
-        request = ReplyRequest(character, trigger, messages, character.max_reply_tokens,
-                               self._turn)
+        request = ReplyRequest(character, trigger, messages, character.max_reply_tokens
+                               + (STAGE_TOKENS if schema is not None else 0), self._turn, schema)
         self._turn += 1
         parts: list[str] = []
         pending: list[str] = []
-        state: dict[str, Any] = {"usage": None, "error": None, "message": None, "last": 0.0}
+        state: dict[str, Any] = {"usage": None, "error": None, "message": None, "last": 0.0,
+                                 "stage": None}
         limit = character.max_reply_chars
 
         def flush() -> None:
@@ -287,6 +304,9 @@ class RoomAgent:
                 async for item in self.backend.stream(request):
                     if isinstance(item, Usage):
                         state["usage"] = item
+                        continue
+                    if isinstance(item, StageChange):
+                        state["stage"] = item
                         continue
                     item = item[: max(0, limit - size)]
                     if not item:
@@ -346,7 +366,8 @@ class RoomAgent:
             await self.quota.settle(reservation, used)
         except Exception:
             log.exception("agent %s: quota settle failed", character.name)
-        return ReplyOutcome(reply_id, text, usage, state["error"], cancelled, state["message"])
+        return ReplyOutcome(reply_id, text, usage, state["error"], cancelled, state["message"],
+                            state["stage"])
 
     async def interact(self, interaction_id: str, user: str, user_name: str, text: str,
                        reservation: Reservation, emit: Callable[[str], None]) -> ReplyOutcome:
@@ -391,7 +412,7 @@ class RoomAgent:
                     self.character, trigger, messages, limits.summary_tokens)):
                 if isinstance(item, Usage):
                     used = item.total
-                else:
+                elif isinstance(item, str):
                     parts.append(item)
         except LiveroomError:
             parts.clear()
@@ -426,6 +447,12 @@ class AgentRuntime:
 
     def add(self, agent: RoomAgent) -> None:
         self.agents[(agent.room, agent.character.name)] = agent
+        agent.staging.room_agents = lambda: self._in_room(agent)
+
+    def _in_room(self, agent: RoomAgent) -> int:
+        """This process's characters in ``agent``'s room, ``agent`` counted."""
+        return len({a.character.name for a in self.agents.values() if a.room == agent.room}
+                   | {agent.character.name})
 
     def get(self, room: str, name: str) -> RoomAgent | None:
         return self.agents.get((room, name))

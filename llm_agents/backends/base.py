@@ -1,17 +1,22 @@
 """The one interface every model backend implements.
 
 ``stream(request)`` is an async iterator of text chunks (``str``) that ends
-with exactly one ``Usage``; a failure raises ``ModelUnavailable`` (from the
+with exactly one ``Usage``; when the request carries a ``schema`` (a
+character that acts on the stage, ``llm_agents.acting``) the backend asks for
+structured output, streams the reply's words as text all the same and
+yields the stage part once, as a ``StageChange`` (unvalidated: the runtime
+checks it), before the ``Usage``; a failure raises ``ModelUnavailable`` (from the
 one error hierarchy, ``wire.errors``). Cancelling the consumer closes the
 stream (the backend frees what it holds in ``finally``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from llm_agents.acting import StageChange
 from llm_agents.character import Character
 from llm_agents.policy import Trigger
 
@@ -36,6 +41,13 @@ class ReplyRequest:
     max_tokens: int
     # Which reply of this character this is (scripted lines rotate by it).
     turn: int = 0
+    # The JSON schema of a structured reply (llm_agents.acting.reply_schema),
+    # None for plain text.
+    schema: Mapping[str, Any] | None = None
+
+
+# What a backend's stream yields.
+Chunk = str | Usage | StageChange
 
 
 class ModelBackend(Protocol):
@@ -43,6 +55,6 @@ class ModelBackend(Protocol):
     # viewer knows a scripted character is not a model.
     label: str
 
-    def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]: ...
+    def stream(self, request: ReplyRequest) -> AsyncIterator[Chunk]: ...
 
     async def close(self) -> None: ...

@@ -6,7 +6,10 @@ a dependency we do not install). The model runs on one worker thread, never
 on the event loop: tokens cross to the loop with ``call_soon_threadsafe``,
 and a cancelled reply sets a flag the thread checks between tokens. One
 thread, one model: llama.cpp contexts are not for concurrent use, so replies
-of several characters take turns.
+of several characters take turns. A structured reply (``request.schema``)
+is constrained by llama.cpp's grammar from the JSON schema
+(``response_format`` ``json_object`` with a ``schema``) and read as the
+OpenAI backend reads it (``llm_agents.acting.ReplyJson``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from llm_agents.backends.base import ReplyRequest, Usage
+from llm_agents.acting import ReplyJson
+from llm_agents.backends.base import Chunk, ReplyRequest, Usage
 from llm_agents.prompt import CHARS_PER_TOKEN
 from wire.errors import ModelUnavailable
 
@@ -81,9 +85,14 @@ class EmbeddedBackend:
         try:
             llm = self._load()
             pieces = 0
+            structured = ReplyJson() if request.schema is not None else None
+            extra: dict[str, Any] = {}
+            if request.schema is not None:
+                extra["response_format"] = {"type": "json_object", "schema": request.schema}
             for chunk in llm.create_chat_completion(messages=request.messages, stream=True,
                                                     max_tokens=request.max_tokens,
-                                                    temperature=0.7, repeat_penalty=1.3):
+                                                    temperature=0.7, repeat_penalty=1.3,
+                                                    **extra):
                 if stop.is_set():
                     break
                 choices = chunk.get("choices") or []
@@ -91,7 +100,12 @@ class EmbeddedBackend:
                 text = delta.get("content")
                 if isinstance(text, str) and text:
                     pieces += 1
-                    put(text)
+                    if structured is not None:
+                        text = structured.feed(text)
+                    if text:
+                        put(text)
+            if structured is not None:
+                put(structured.stage())
             prompt = sum(len(m["content"]) for m in request.messages) // CHARS_PER_TOKEN
             # Each streamed chunk is one token of llama.cpp's.
             put(Usage(prompt, pieces, reported=False))
@@ -101,7 +115,7 @@ class EmbeddedBackend:
         finally:
             put(_DONE)
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()

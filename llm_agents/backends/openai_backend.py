@@ -7,6 +7,15 @@ vLLM (and llama.cpp's ``llama-server``) send it in a last chunk whose
 estimate, marked ``reported=False``. Servers differ in their first chunk
 (``content`` is ``""``, ``null`` or absent): all three mean "no text yet".
 
+Structured replies (a character that acts on the stage): the request's JSON
+schema goes as ``response_format`` ``{"type": "json_schema", ...}`` (the
+OpenAI API's, which vLLM and llama.cpp's ``llama-server`` take); a server
+that refuses that form with a 400 or 422 (llama-cpp-python's
+``llama_cpp.server`` knows only ``{"type": "json_object", "schema": ...}``)
+is asked again at once in that form, and this backend keeps to it. The
+reply's ``say`` streams as text (``llm_agents.acting.ReplyJson``); its
+``stage`` comes out once at the end as a ``StageChange``.
+
 Failures: a connect error, a server error, or no chunk for ``idle_timeout``
 seconds before the first text is retried ``retries`` times with exponential
 backoff (nothing reached the room yet); after text has streamed it is not
@@ -26,7 +35,8 @@ from typing import Any, cast
 import openai
 from openai import AsyncOpenAI
 
-from llm_agents.backends.base import ReplyRequest, Usage
+from llm_agents.acting import ReplyJson
+from llm_agents.backends.base import Chunk, ReplyRequest, Usage
 from llm_agents.prompt import CHARS_PER_TOKEN
 from plumbing.breaker import CircuitBreaker
 from wire.errors import ModelUnavailable
@@ -73,8 +83,17 @@ class OpenAIBackend:
         self.backoff = backoff
         self.breaker = breaker or CircuitBreaker()
         self._clock = clock
+        # How a JSON schema is asked for: "json_schema" (the OpenAI API's)
+        # until a server refuses it, then "json_object" with a "schema".
+        self.schema_style = "json_schema"
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+    def _response_format(self, schema: Any) -> dict[str, Any]:
+        if self.schema_style == "json_schema":
+            return {"type": "json_schema",
+                    "json_schema": {"name": "reply", "schema": schema, "strict": True}}
+        return {"type": "json_object", "schema": schema}
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[Chunk]:
         if not self.breaker.allow(self._clock()):
             raise ModelUnavailable("the model backend's circuit breaker is open",
                                    retry_after=round(self.breaker.retry_after(self._clock()), 3))
@@ -91,6 +110,14 @@ class OpenAIBackend:
             except Exception as exc:
                 # Anything: the client's errors, and the transport's own
                 # (a stream cut mid-body surfaces as the HTTP library's error).
+                if not produced and request.schema is not None \
+                        and self.schema_style == "json_schema" \
+                        and isinstance(exc, (openai.BadRequestError,
+                                             openai.UnprocessableEntityError)):
+                    log.info("the model server refused a json_schema response_format: "
+                             "asking with json_object and a schema from now on")
+                    self.schema_style = "json_object"
+                    continue
                 retry = not produced and attempt < self.retries and isinstance(exc, _RETRYABLE)
                 log.warning("model call failed (%s: %s)%s", type(exc).__name__, exc,
                             "; retrying" if retry else "")
@@ -101,12 +128,16 @@ class OpenAIBackend:
                 await asyncio.sleep(self.backoff * 2 ** attempt)
                 attempt += 1
 
-    async def _once(self, request: ReplyRequest) -> AsyncIterator[str | Usage]:
+    async def _once(self, request: ReplyRequest) -> AsyncIterator[Chunk]:
+        structured = ReplyJson() if request.schema is not None else None
+        extra: dict[str, Any] = {}
+        if request.schema is not None:
+            extra["response_format"] = self._response_format(request.schema)
         stream = await asyncio.wait_for(self._client.chat.completions.create(
             model=self.model or request.character.model or "default",
             messages=cast(Any, request.messages),
             max_tokens=request.max_tokens, stream=True,
-            stream_options={"include_usage": True}), self.idle_timeout)
+            stream_options={"include_usage": True}, **extra), self.idle_timeout)
         usage: Usage | None = None
         chars = 0
         pieces = 0
@@ -120,12 +151,21 @@ class OpenAIBackend:
                 text, u = parse_chunk(chunk.model_dump())
                 if u is not None:
                     usage = u
+                if structured is not None:
+                    pieces += 1 if text else 0
+                    text = structured.feed(text)
+                    if text:
+                        chars += len(text)
+                        yield text
+                    continue
                 if text:
                     chars += len(text)
                     pieces += 1
                     yield text
         finally:
             await stream.close()
+        if structured is not None:
+            yield structured.stage()
         if usage is None:
             prompt = sum(len(m["content"]) for m in request.messages) // CHARS_PER_TOKEN
             usage = Usage(prompt, max(pieces, chars // CHARS_PER_TOKEN), reported=False)
