@@ -10,8 +10,9 @@ estimate, marked ``reported=False``. Servers differ in their first chunk
 Structured replies (a character that acts on the stage): the request's JSON
 schema goes as ``response_format`` ``{"type": "json_schema", ...}`` (the
 OpenAI API's, which vLLM and llama.cpp's ``llama-server`` take); a server
-that refuses that form with a 400 or 422 (llama-cpp-python's
-``llama_cpp.server`` knows only ``{"type": "json_object", "schema": ...}``)
+that refuses that form (a 400 or 422; llama-cpp-python's ``llama_cpp.server``
+knows only ``{"type": "json_object", "schema": ...}`` and answers a 500
+naming ``response_format``)
 is asked again at once in that form, and this backend keeps to it. The
 reply's ``say`` streams as text (``llm_agents.acting.ReplyJson``); its
 ``stage`` comes out once at the end as a ``StageChange``.
@@ -66,6 +67,14 @@ _RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.Internal
               openai.RateLimitError, asyncio.TimeoutError)
 
 
+def _refused_format(exc: Exception) -> bool:
+    """Whether the server refused the request's ``json_schema`` form: a 400
+    or 422, or any error naming ``response_format`` (llama_cpp.server
+    answers its validation error with a 500)."""
+    return isinstance(exc, openai.APIStatusError) and (
+        exc.status_code in (400, 422) or "response_format" in str(exc))
+
+
 class OpenAIBackend:
     label = "openai"
 
@@ -111,9 +120,7 @@ class OpenAIBackend:
                 # Anything: the client's errors, and the transport's own
                 # (a stream cut mid-body surfaces as the HTTP library's error).
                 if not produced and request.schema is not None \
-                        and self.schema_style == "json_schema" \
-                        and isinstance(exc, (openai.BadRequestError,
-                                             openai.UnprocessableEntityError)):
+                        and self.schema_style == "json_schema" and _refused_format(exc):
                     log.info("the model server refused a json_schema response_format: "
                              "asking with json_object and a schema from now on")
                     self.schema_style = "json_object"
