@@ -134,15 +134,16 @@ def reply_schema(acting: Acting) -> dict[str, Any]:
                             for k, v in acting.fields.items()},
              "required": list(acting.fields), "additionalProperties": False}
     return {"type": "object",
-            "properties": {"stage": stage, "say": {"type": "string"}},
+            # Not empty: a small model otherwise settles for "say": "".
+            "properties": {"stage": stage, "say": {"type": "string", "minLength": 8}},
             "required": ["stage", "say"], "additionalProperties": False}
 
 
 def acting_hint(acting: Acting) -> str:
     """The line of the prompt that tells the model the shape of its answer."""
     options = "; ".join(f"{k}: one of {', '.join(v)}" for k, v in acting.fields.items())
-    return ('Answer in JSON: {"stage": {...}, "say": "your words"}. '
-            f"In stage choose {options}.")
+    return ('Answer in JSON with "stage" (how you look now) and "say" (what you say '
+            f'to the room). In "stage" choose {options}.')
 
 
 def validate_stage(acting: Acting, change: StageChange) -> dict[str, str]:

@@ -253,11 +253,11 @@ class RoomAgent:
             body["cancelled"] = outcome.cancelled
         self.link.publish(self.room, AGENT_SAY, body)
         self.replies += 1
+        self._count("error" if outcome.error else "cancelled" if outcome.cancelled else "ok")
         if outcome.stage is not None and not outcome.cancelled:
             await self.staging.apply(outcome.stage, self.stage)
         if not outcome.error and not outcome.cancelled:
             await self._remember(trigger, outcome.text)
-        self._count("error" if outcome.error else "cancelled" if outcome.cancelled else "ok")
         if outcome.text and not outcome.error:
             self.window.add(f"{character.display_name}: {outcome.text}")
         self.policy.finished(self.clock())

@@ -1003,6 +1003,7 @@
     $("state-version").textContent = `· state v${room.total}`;
     renderScoreboard(room.values.scoreboard);
     renderAgentStages(room.values);
+    renderWorld(room.values);
     refreshInput($("title-input"), typeof meta.title === "string" ? meta.title : "");
     refreshInput($("pinned-input"), pinText);
   }
@@ -1028,6 +1029,30 @@
     }
     box.replaceChildren(...chips);
     box.hidden = chips.length === 0;
+  }
+
+  /** The characters' places when a world is on (lossy sections
+   *  positions.<name>: x and y in 0..1, state idle/walk/react, facing). */
+  function renderWorld(values) {
+    const box = $("agent-world");
+    const dots = [];
+    for (const [section, value] of Object.entries(values).sort()) {
+      if (!section.startsWith("positions.") || !isObject(value)) continue;
+      const name = section.slice(10);
+      const x = Number(value.x), y = Number(value.y);
+      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      const stage = isObject(values[`stage.${name}`]) ? values[`stage.${name}`] : {};
+      const dot = el("span", "agent-dot", typeof stage.name === "string"
+        ? stage.name.split(" ")[0] : name);
+      dot.dataset.testid = `agent-pos-${name}`;
+      dot.dataset.state = typeof value.state === "string" ? value.state : "";
+      dot.style.left = `${Math.min(1, Math.max(0, x)) * 100}%`;
+      dot.style.bottom = `${Math.min(1, Math.max(0, y)) * 100}%`;
+      if (value.facing === -1) dot.classList.add("facing-left");
+      dots.push(dot);
+    }
+    box.replaceChildren(...dots);
+    box.hidden = dots.length === 0;
   }
 
   /** Show the current value in a host input unless the host is editing it. */
@@ -1129,6 +1154,7 @@
     $("state-version").textContent = "";
     $("scoreboard").replaceChildren();
     $("agent-stages").replaceChildren();
+    $("agent-world").replaceChildren();
     $("host-panel").hidden = true;
     $("room-view").dataset.joined = "false";
     for (const id of ["title-input", "pinned-input"]) {

@@ -228,7 +228,9 @@ async def mention(connect: object, srv: LiveServer, user: str, text: str) -> str
 
 
 def prompt_with(proxy: RecordingProxy, text: str) -> str:
-    found = [p for p in proxy.prompts() if text in p]
+    # Distinct prompts: an acting character's first call may be asked twice,
+    # the same prompt (llm_agents/acting.py: the json_schema form refused).
+    found = list(dict.fromkeys(p for p in proxy.prompts() if text in p))
     assert len(found) == 1, proxy.prompts()
     return found[0]
 

@@ -6,6 +6,7 @@ boundary, the walker. No event loop."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,7 @@ def test_walker_idles_walks_and_stops_at_its_target() -> None:
         if w.state == IDLE:
             break
     assert xs[-1] == target and w.state == IDLE
-    steps = [abs(b - a) for a, b in zip(xs, xs[1:], strict=False)]
+    steps = [abs(b - a) for a, b in pairwise(xs)]
     assert max(steps) <= 0.5 / 10 + 1e-9  # speed x period
 
 
