@@ -176,10 +176,13 @@ class EdgeNode:
         self.feed = RoomFeed(hub=self.hub, config=config, writer=self.writer,
                              monotonic=monotonic)
         # Room history (edge/history.py): kept by the stamping edge.
-        self.history = EdgeHistory(store=history or MemoryHistoryStore(),
+        # (``is None``, not ``or``: an empty memory store is falsy.)
+        self.history = EdgeHistory(store=history if history is not None else MemoryHistoryStore(),
                                    policies=self.policies, bus=bus, clock=clock,
                                    errlog=self.errlog, events=events)
-        self.presence = Presence(node_id=node_id, store=presence_store or MemoryPresenceStore(),
+        self.presence = Presence(node_id=node_id,
+                                 store=presence_store if presence_store is not None
+                                 else MemoryPresenceStore(),
                                  bus=bus, hub=self.hub, policies=self.policies,
                                  metrics=metrics, errlog=self.errlog, clock=clock,
                                  monotonic=monotonic, account=self.writer.account)

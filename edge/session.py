@@ -145,8 +145,11 @@ class Session:
         self._peer_limiter = peer_limiter
         # The rooms config in force (room_router/roomconfig.py) and the
         # slow-mode buckets (per user and room, shared by the node's sessions).
-        self._policies = policies or RoomPolicies()
-        self._slow_limiter = slow_limiter or RateLimiter(Rate(1.0, 1))
+        # (``is None``, not ``or``: an empty RateLimiter is falsy, and one
+        # made per session would cost every connection ~200 bytes.)
+        self._policies = policies if policies is not None else RoomPolicies()
+        self._slow_limiter = slow_limiter if slow_limiter is not None else \
+            RateLimiter(Rate(1.0, 1))
         # The connection's frame budget, from its first frame on.
         self._frames: TokenBucket | None = None
 
