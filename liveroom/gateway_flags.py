@@ -122,7 +122,4 @@ def quota_tiers(args: argparse.Namespace) -> tuple[dict[str, TierLimits], str]:
     """The tiers of ``--quota-tiers`` (none without it)."""
     if args.quota_tiers is None:
         return {}, ""
-    if getattr(args, "quota_redis", None) or getattr(args, "redis", None):
-        raise SystemExit("--quota-tiers: tiers are counted in this process's memory; "
-                         "not yet with the quotas in Redis")
     return load_tiers(args.quota_tiers)

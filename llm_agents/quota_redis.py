@@ -6,6 +6,14 @@ last touched:
     quota:{room:<room>}:<day>     tokens charged to a room today
     quota:{user:<user>}:<day>     tokens charged to a user today
 
+With tiers (``--quota-tiers``), a user's tier budget is four more counters
+in the user's slot, checked and taken together by one script:
+
+    quota:{user:<user>}:d<day>:t / :d<day>:r      tokens / requests today
+    quota:{user:<user>}:m<month>:t / :m<month>:r  tokens / requests this month
+
+(the day ones expire two days, the month ones 62 days after the last touch).
+
 The ``{…}`` hash tags keep every key in one slot per room or user, so a
 Redis Cluster works as well as one server. A reservation is one script per
 key (check the limit, then ``INCRBY``) so two processes cannot both take the
@@ -19,7 +27,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_agents.quota import QuotaLimits, Reservation, day_of, seconds_to_next_day
+from llm_agents.quota import (
+    QuotaLimits,
+    Reservation,
+    day_of,
+    month_of,
+    seconds_to_next_day,
+    seconds_to_next_month,
+)
 from wire.errors import QuotaExceeded
 
 TTL_S = 2 * 86400
@@ -52,6 +67,33 @@ return v
 """
 
 
+# KEYS: day tokens, day requests, month tokens, month requests (one slot);
+# ARGV[1] tokens, ARGV[2..5] the four limits (0: none), ARGV[6] day ttl,
+# ARGV[7] month ttl. Returns 0 when taken, else the 1-based index of the
+# first limit the call would break (nothing is taken then).
+_RESERVE_TIER = """
+local want = {tonumber(ARGV[1]), 1, tonumber(ARGV[1]), 1}
+for i = 1, 4 do
+  local limit = tonumber(ARGV[i + 1])
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if limit > 0 and used + want[i] > limit then
+    return i
+  end
+end
+for i = 1, 4 do
+  redis.call('INCRBY', KEYS[i], want[i])
+  redis.call('EXPIRE', KEYS[i], tonumber(i <= 2 and ARGV[6] or ARGV[7]))
+end
+return 0
+"""
+MONTH_TTL_S = 62 * 86400
+
+
+def tier_keys(user: str, day: int, month: int) -> list[str]:
+    base = f"quota:{{user:{user}}}"
+    return [f"{base}:d{day}:t", f"{base}:d{day}:r", f"{base}:m{month}:t", f"{base}:m{month}:r"]
+
+
 def room_key(room: str, day: int) -> str:
     return f"quota:{{room:{room}}}:{day}"
 
@@ -76,27 +118,61 @@ class RedisQuotaStore:
         if delta:
             await self._redis.eval(_ADJUST, 1, key, delta)
 
+    async def _reserve_tier(self, user: str, tier: str, tokens: int, now: float) -> None:
+        """Take one request and ``tokens`` of the tier's day and month
+        budgets, all or nothing; QuotaExceeded naming the limit broken."""
+        lim = self.limits.tiers[tier]
+        limits = (lim.tokens_per_day, lim.requests_per_day, lim.tokens_per_month,
+                  lim.requests_per_month)
+        broken = int(await self._redis.eval(
+            _RESERVE_TIER, 4, *tier_keys(user, day_of(now), month_of(now)), tokens, *limits,
+            TTL_S, MONTH_TTL_S))
+        if broken:
+            period = "day" if broken <= 2 else "month"
+            unit = "tokens" if broken % 2 else "requests"
+            limit = limits[broken - 1]
+            retry = seconds_to_next_day(now) if period == "day" else seconds_to_next_month(now)
+            raise QuotaExceeded(f"your {tier} tier's quota of {limit} {unit} a {period} "
+                                "is used up", scope="user", tier=tier, period=period,
+                                unit=unit, limit=limit, retry_after=round(retry))
+
     async def reserve(self, room: str, user: str, tokens: int, now: float,
                       tier: str = "") -> Reservation:
-        # Tiers are kept in memory only (liveroom.gateway_flags refuses
-        # --quota-tiers with Redis): ``tier`` is accepted, not counted.
         day = day_of(now)
         lim = self.limits
+        tier = lim.tier_of(tier) if user else ""
         retry = round(seconds_to_next_day(now))
+        if tier:
+            # The tier first: a refusal there leaves nothing to give back.
+            await self._reserve_tier(user, tier, tokens, now)
         if not await self._reserve_one(room_key(room, day), tokens, lim.room_per_day):
+            if tier:
+                await self._give_back_tier(user, day, month_of(now), tokens)
             raise QuotaExceeded(f"the room's token quota of {lim.room_per_day} a day is used up",
                                 scope="room", limit=lim.room_per_day, retry_after=retry)
-        if user and not await self._reserve_one(user_key(user, day), tokens, lim.user_per_day):
+        # The user's day counter is kept for every user (``used``); a tier
+        # replaces the flat user limit (as in the memory store).
+        user_limit = 0 if tier else lim.user_per_day
+        if user and not await self._reserve_one(user_key(user, day), tokens, user_limit):
             await self._adjust(room_key(room, day), -tokens)
             raise QuotaExceeded(f"your token quota of {lim.user_per_day} a day is used up",
                                 scope="user", limit=lim.user_per_day, retry_after=retry)
-        return Reservation(room, user, day, tokens)
+        return Reservation(room, user, day, tokens, tier, month_of(now))
+
+    async def _give_back_tier(self, user: str, day: int, month: int, tokens: int) -> None:
+        for key, n in zip(tier_keys(user, day, month), (tokens, 1, tokens, 1), strict=True):
+            await self._adjust(key, -n)
 
     async def settle(self, reservation: Reservation, used: int) -> None:
         delta = used - reservation.tokens
-        await self._adjust(room_key(reservation.room, reservation.day), delta)
-        if reservation.user:
-            await self._adjust(user_key(reservation.user, reservation.day), delta)
+        r = reservation
+        await self._adjust(room_key(r.room, r.day), delta)
+        if r.user:
+            await self._adjust(user_key(r.user, r.day), delta)
+        if r.tier:
+            day_t, _, month_t, _ = tier_keys(r.user, r.day, r.month)
+            await self._adjust(day_t, delta)
+            await self._adjust(month_t, delta)
 
     async def used(self, room: str, user: str, now: float) -> tuple[int, int]:
         day = day_of(now)

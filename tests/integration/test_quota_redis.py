@@ -111,3 +111,43 @@ async def test_serve_keeps_its_quotas_in_redis(redis_url: str, client: aioredis.
     keys = {k.decode() for k in await client.keys("quota:*")}
     assert any(k.startswith("quota:{user:rhea}:") for k in keys), keys
     assert any(k.startswith("quota:{room:demo}:") for k in keys), keys
+
+
+async def test_tiers_in_redis_answer_like_the_memory_store(client: aioredis.Redis) -> None:
+    """Tier budgets (tokens and requests, per day and per month) counted in
+    Redis, refused with the same fields as the memory store, across the
+    turn of a day that is not the turn of the month."""
+    import calendar
+
+    from llm_agents.quota import TierLimits
+
+    now = calendar.timegm((2026, 3, 30, 23, 0, 0, 0, 0, 0))
+    tiers = {"free": TierLimits(tokens_per_day=100, requests_per_day=2, tokens_per_month=150,
+                                requests_per_month=100),
+             "pro": TierLimits(tokens_per_day=1000)}
+    limits = QuotaLimits(0, 10, tiers, "free")
+
+    async def run(store: object) -> list[object]:
+        out: list[object] = []
+        for user, tokens, at, tier in (("ann", 10, now, ""), ("ann", 10, now, "free"),
+                                       ("ann", 10, now, "gold"), ("bob", 500, now, "pro"),
+                                       ("cid", 90, now, ""), ("cid", 30, now, ""),
+                                       ("cid", 60, now + 2 * 3600, "")):
+            try:
+                r = await store.reserve("room", user, tokens, at, tier)  # type: ignore[attr-defined]
+                if user == "cid" and tokens == 90:
+                    await store.settle(r, 80)  # type: ignore[attr-defined]
+                out.append(("ok", r.tier))
+            except QuotaExceeded as err:
+                out.append({k: err.extra[k] for k in ("tier", "period", "unit", "limit")})
+        return out
+
+    redis_answers = await run(RedisQuotaStore(client, limits))
+    assert redis_answers == await run(MemoryQuotaStore(limits))
+    assert redis_answers[2] == {"tier": "free", "period": "day", "unit": "requests", "limit": 2}
+    assert redis_answers[3] == ("ok", "pro")
+    assert redis_answers[5] == {"tier": "free", "period": "day", "unit": "tokens", "limit": 100}
+    # The next day, the month's 150 tokens: 80 + 60 fit, the day is new.
+    assert redis_answers[6] == ("ok", "free")
+    refused = await run(RedisQuotaStore(client, limits))  # the same day again: all spent
+    assert refused[0] == {"tier": "free", "period": "day", "unit": "requests", "limit": 2}
