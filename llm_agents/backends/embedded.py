@@ -7,18 +7,22 @@ on the event loop: tokens cross to the loop with ``call_soon_threadsafe``,
 and a cancelled reply sets a flag the thread checks between tokens. One
 thread, one model: llama.cpp contexts are not for concurrent use, so replies
 of several characters take turns. A structured reply (``request.schema``)
-is constrained by llama.cpp's grammar from the JSON schema
-(``response_format`` ``json_object`` with a ``schema``) and read as the
-OpenAI backend reads it (``llm_agents.acting.ReplyJson``).
+is constrained by llama.cpp's grammar, compiled from the JSON schema once
+per schema (``_grammar``) and read as the OpenAI backend reads it
+(``llm_agents.acting.ReplyJson``). Compiled here rather than through
+``response_format``: llama-cpp-python silently falls back to a free JSON
+grammar when a schema does not compile, and a reply then need not follow it;
+here such a schema fails the reply, loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,8 @@ class EmbeddedBackend:
         self.n_ctx = n_ctx
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         self._llm: Any = None
+        # The compiled grammar of each schema seen (a character's, so few).
+        self._grammars: dict[str, Any] = {}
 
     def _load(self) -> Any:
         if self._llm is None:
@@ -77,6 +83,18 @@ class EmbeddedBackend:
             self._llm = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx,
                               n_threads=self.threads, verbose=False)
         return self._llm
+
+    def _grammar(self, schema: Mapping[str, Any]) -> Any:
+        """The llama.cpp grammar of ``schema`` (its GBNF text, reusable
+        across calls); raises if llama-cpp-python cannot translate it."""
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+            self._grammars[key] = grammar
+        return grammar
 
     async def warm_up(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._load)
@@ -88,7 +106,7 @@ class EmbeddedBackend:
             structured = ReplyJson() if request.schema is not None else None
             extra: dict[str, Any] = {}
             if request.schema is not None:
-                extra["response_format"] = {"type": "json_object", "schema": request.schema}
+                extra["grammar"] = self._grammar(request.schema)
             for chunk in llm.create_chat_completion(messages=request.messages, stream=True,
                                                     max_tokens=request.max_tokens,
                                                     temperature=0.7, repeat_penalty=1.3,
