@@ -47,8 +47,9 @@ and publisher processes in ``loadtest.fanout_clients``, the server processes
 in ``loadtest.servers`` (the peer itself in ``loadtest.socketio_peer``), the
 /proc readings and CPU pinning in ``loadtest.procstat``, the ``--find-max``
 search in ``loadtest.maxrate``, the arithmetic of the figures in
-``loadtest.benchstats``; this module holds one run and the command
-line.
+``loadtest.benchstats``, the characters of ``--compare-agent-rooms`` (an
+agents process seated in other rooms) in ``loadtest.seated_agents``; this
+module holds one run and the command line.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from loadtest.procstat import (
     raise_nofile,
     rss_bytes,
 )
+from loadtest.seated_agents import SeatedAgents
 from loadtest.servers import ServerProcess, start_liveroom, start_socketio
 from loadtest.socketio_peer import serve_socketio
 from loadtest.wsclient import JSON, LIVEROOM, MSGPACK, SOCKETIO, STATE_SECTION
@@ -351,6 +353,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="characters talking continuously in the room (loadtest/characters)")
     p.add_argument("--compare-agents", type=int, default=0, metavar="N",
                    help="run without characters, then with N, and give the p99 ratio")
+    p.add_argument("--compare-agent-rooms", type=int, default=0, metavar="N",
+                   help="run without, then with a liveroom agents process seating quinn in N "
+                        "other rooms of the server (loadtest/seated_agents.py); the p99 ratio")
+    p.add_argument("--agent-trigger-rate", type=float, default=10.0,
+                   help="with --compare-agent-rooms: mentions a second over those rooms")
     p.add_argument("--agent-backend", default="scripted",
                    choices=("scripted", "openai", "embedded"))
     p.add_argument("--agent-word-delay", type=float, default=0.012)
@@ -408,16 +415,23 @@ def main(argv: list[str] | None = None) -> int:
             target = Target(LIVEROOM, u.hostname or "127.0.0.1", u.port or 80,
                             u.path or "/ws", args.server_pid)
             results[LIVEROOM] = run_one(args, target, secret, server_cpus, client_cpus)
-        elif args.compare_agents:
+        elif args.compare_agents or args.compare_agent_rooms:
             for key, n in (("without_agents", 0), ("with_agents", args.compare_agents)):
                 args.agents = n
                 srv = start_liveroom(args, f"{data_dir}/{key}", DEFAULT_SECRET, server_cpus)
+                seated = SeatedAgents(args, srv.port, f"{data_dir}/{key}-agents", DEFAULT_SECRET,
+                                      client_cpus) if key == "with_agents" and \
+                    args.compare_agent_rooms else None
                 try:
                     target = Target(LIVEROOM, "127.0.0.1", srv.port, "/ws", srv.pid)
+                    if seated is not None:
+                        seated.start()
                     results[key] = run_one(args, target, DEFAULT_SECRET, server_cpus,
                                            client_cpus)
                     results[key]["agents"] = n
                 finally:
+                    if seated is not None:
+                        results.setdefault(key, {})["seated"] = seated.stop()
                     srv.stop()
         else:
             srv = start_liveroom(args, data_dir, DEFAULT_SECRET, server_cpus)
@@ -435,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[SOCKETIO] = run_one(args, target, "", server_cpus, client_cpus)
             finally:
                 srv.stop()
-    if args.compare_agents:
+    if args.compare_agents or args.compare_agent_rooms:
         base, loaded = results["without_agents"], results["with_agents"]
         out: dict[str, Any] = {
             **results, "agent_backend": args.agent_backend,

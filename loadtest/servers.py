@@ -101,6 +101,10 @@ def start_liveroom(args: argparse.Namespace, data_dir: str, secret: str,
            "--frame-rate", "1e9", "--frame-burst", "1000000000",
            "--outbound-budget", str(args.outbound_budget)]
     cmd += agent_args(args)
+    if getattr(args, "compare_agent_rooms", 0):
+        # Each seat of loadtest.seated_agents is one connection of the
+        # character's user: past the per-user cap (32) its rooms would stay empty.
+        cmd += ["--max-conns-per-user", str(args.compare_agent_rooms + 32)]
     return ServerProcess(cmd, env, cpus).start()
 
 

@@ -76,3 +76,17 @@ def test_state_mode_reports_latest_wins() -> None:
     # Latest-wins: no probe ever went back to an older value, all end on the last.
     assert st["regressions"] == 0
     assert st["probes_ending_on_last"] == st["probes"]
+
+
+def test_compare_agent_rooms_runs_both_and_the_ratio() -> None:
+    """--compare-agent-rooms: a liveroom agents process seats quinn in other
+    rooms over the seats API and is triggered while the room is measured."""
+    r = run_bench("--viewers", "100", "--rate", "5000", "--duration", "1",
+                  "--warmup", "0.2", "--drain", "1", "--compare-agent-rooms", "10",
+                  "--agent-trigger-rate", "10", timeout=120)
+    check_result(r["without_agents"], "liveroom", 100)
+    check_result(r["with_agents"], "liveroom", 100)
+    seated = r["with_agents"]["seated"]
+    assert seated["agent_rooms"] == 10 and seated["agent_rooms_answered"] == 10
+    assert seated["triggers"] > 0 and seated["agent_replies_per_s"] > 0
+    assert r["ratio_p99_latency"] > 0
