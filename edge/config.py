@@ -66,6 +66,10 @@ class EdgeConfig:
     # Authenticated connections of one user on one edge: a token is not a
     # licence to hold thousands of sockets (each costs ~5 KB and a descriptor).
     max_conns_per_user: int = 32
+    # The same for a character (role ``agent``, minted server-side): one
+    # connection per room it is seated in, and one agents process serves
+    # many rooms, so its bound is the seats' (llm_agents/seats.py).
+    max_conns_per_agent: int = 10_000
     max_comment_chars: int = 500
     # Actions per user per room; peer messages per user.
     action_rate: Rate = field(default_factory=lambda: Rate(per_second=5.0, burst=20))

@@ -49,10 +49,12 @@ class Hello:
     async def authenticate(self, conn: Conn, session: Session, cmd: Authenticate) -> None:
         ident = cmd.identity
         held = self._conns_of.get(ident.user, 0)
-        if held >= self.config.max_conns_per_user:
+        cap = self.config.max_conns_per_agent if ident.role == "agent" else \
+            self.config.max_conns_per_user
+        if held >= cap:
             err = TooManyConnections(
                 f"user {ident.user!r} holds {held} connections on this edge, the maximum",
-                ref=cmd.ref, limit=self.config.max_conns_per_user)
+                ref=cmd.ref, limit=cap)
             self.writer.send_error(conn, err)
             self.writer.close(conn, CloseCode.TOO_MANY_CONNECTIONS, err.message)
             return

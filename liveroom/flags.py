@@ -85,6 +85,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("--max-conns-per-user", "MAX_CONNS_PER_USER", "max_conns_per_user", int,
           "authenticated connections of one user on this edge; one more is refused at "
           "hello (too_many_connections, close 4004)"),
+    Limit("--max-conns-per-agent", "MAX_CONNS_PER_AGENT", "max_conns_per_agent", int),
     Limit("--action-rate", "ACTION_RATE", "action_rate.per_second", float,
           "actions per second per user per room"),
     Limit("--action-burst", "ACTION_BURST", "action_rate.burst", int),

@@ -79,3 +79,27 @@ async def test_racing_hellos_of_one_user_cannot_pass_the_cap(
     finally:
         for c in ok:
             await c.close()
+
+
+async def test_a_character_holds_a_connection_per_seated_room_past_the_user_cap(
+        make_server: Callable[..., LiveServer], http: aiohttp.ClientSession) -> None:
+    """A character (role agent) is seated in many rooms, one connection each:
+    its bound is --max-conns-per-agent, not the viewers' --max-conns-per-user."""
+    srv = make_server("--max-conns-per-user", str(CAP), "--max-conns-per-agent", "6")
+    bot = uid("bot")
+    held = [await LiveroomClient.connect(srv.ws_url, srv.token(bot, "agent"), session=http)
+            for _ in range(6)]
+    try:
+        for i, c in enumerate(held):
+            assert (await c.join(f"seat-{i}"))["type"] == "joined"
+        err = await refused(srv, srv.token(bot, "agent"), http)
+        assert (err["code"], err["limit"], err["close"]) == ("too_many_connections", 6, 4004)
+        viewer = uid("viewer")  # the viewers' cap is unchanged
+        mine = [await LiveroomClient.connect(srv.ws_url, srv.token(viewer), session=http)
+                for _ in range(CAP)]
+        assert (await refused(srv, srv.token(viewer), http))["limit"] == CAP
+        for c in mine:
+            await c.close()
+    finally:
+        for c in held:
+            await c.close()
