@@ -1,0 +1,5 @@
+/** liveroom-client: the JavaScript SDK of liveroom (docs/PROTOCOL.md). */
+export { connect, Client, tokenExpiry, closeAdvice } from './client.js';
+export { Room } from './room.js';
+export { RoomState } from './state.js';
+export { Emitter } from './emitter.js';
