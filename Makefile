@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint unit integration e2e stress fuzz system-deps loadtest clean llm
+.PHONY: run test lint unit integration e2e stress fuzz system-deps loadtest clean llm js
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash .ci/system-deps.sh venv
@@ -63,8 +63,14 @@ FUZZ_SEED ?= 1
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m loadtest.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
-## Install the test dependencies (PyPI and Debian) and run the whole suite.
-test: $(VENV)/.installed-test $(VENV)/.installed-llm system-deps lint
+## The JavaScript SDK (clients/js): npm ci from the committed lock file, then its tests
+## (node --test) against a real `liveroom serve --dev` run by this venv's Python.
+js: $(VENV)/.installed-test
+	@command -v npm >/dev/null 2>&1 || bash .ci/system-deps.sh node
+	cd clients/js && npm ci --no-audit --no-fund && PYTHON=$(abspath $(BIN))/python npm test
+
+## Install the test dependencies (PyPI, Debian, npm) and run the whole suite.
+test: $(VENV)/.installed-test $(VENV)/.installed-llm system-deps lint js
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 ## Load test: Locust headless for 60 s against a local `liveroom serve --dev`, then its summary

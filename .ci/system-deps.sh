@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, installed only when missing.
-# `system-deps.sh venv` installs just what `python3 -m venv` needs.
+# `system-deps.sh venv` installs just what `python3 -m venv` needs, `node` node and npm.
 set -euo pipefail
 need=()
 if [ "${1:-}" = venv ]; then
   need+=(python3-venv)
+elif [ "${1:-}" = node ]; then
+  # The JavaScript SDK's tests (clients/js, `make js`): node (18 or later) and npm.
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
 elif [ "${1:-}" = llm ]; then
   # Compiling llama-cpp-python (the characters' embedded model).
   command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -22,6 +26,9 @@ else
     || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+  # The JavaScript SDK's tests (clients/js).
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""

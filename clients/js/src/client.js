@@ -120,7 +120,7 @@ export class Client extends Emitter {
     this.#closed = true;
     this.#wake?.();
     for (const t of this.#timers) clearTimeout(t);
-    for (const room of this.rooms.values()) room._disconnected();
+    for (const room of this.rooms.values()) room._stop();
     this.#conn?.ws.close(1000);
     this.#setStatus('closed');
   }

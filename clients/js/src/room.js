@@ -110,6 +110,12 @@ export class Room extends Emitter {
     if (this.stateMode === 'push' && !this.state.consistent()) this.sync();
   }
 
+  /** The client closed for good: stop polling. */
+  _stop() {
+    this.joined = false;
+    this.#stopPolling();
+  }
+
   /** The connection went away: the next one rejoins. */
   _disconnected() {
     this.joined = false;
