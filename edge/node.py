@@ -190,6 +190,7 @@ class EdgeNode:
                            deliver=self.writer.deliver, reply=self.writer.reply,
                            account=self.writer.account,
                            opened=self._room_opened, emptied=self._room_emptied,
+                           settled=bus.settled,
                            history=self.history.for_join, presence=self.presence)
         # The backend hooks (edge/proxies.py; --backend-url).
         self.proxies = Proxies(hooks, max_comment_chars=config.max_comment_chars,

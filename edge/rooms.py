@@ -36,6 +36,9 @@ from wire.outgoing import (
 from wire.urls import head_url
 
 
+async def _nothing() -> None:
+    return None
+
 class Rooms:
     def __init__(self, *, config: EdgeConfig, store: StateStore, hub: Hub,
                  monotonic: Callable[[], float],
@@ -43,6 +46,7 @@ class Rooms:
                  reply: Callable[[Conn, dict[str, Any]], None],
                  account: Callable[[FanoutResult, float], None],
                  opened: Callable[[str], None], emptied: Callable[[str], None],
+                 settled: Callable[[], Awaitable[None]] | None = None,
                  history: Callable[[str], Awaitable[list[dict[str, Any]]] | None] | None = None,
                  presence: Presence | None = None) -> None:
         self.config = config
@@ -53,6 +57,8 @@ class Rooms:
         self._reply = reply
         self._account = account
         self._opened = opened
+        # The bus's ``settled`` (room_router/bus.py): None in tests without one.
+        self._settled = settled or _nothing
         self._emptied = emptied
         # A room's kept actions for ``joined`` (edge/history.py): None for a
         # room that keeps none.
@@ -76,6 +82,9 @@ class Rooms:
                 return 0
         if self.hub.join(conn, room):
             self._opened(room)
+            # The room's subscription in place before ``joined``: what is
+            # published after the answer reaches the member (bounded wait).
+            await self._settled()
         self.update_state_mode(room)
         presence = None
         if member is not None and self._presence is not None:

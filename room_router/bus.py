@@ -50,6 +50,11 @@ class Bus(Protocol):
 
     def subscribe(self, subject: str, handler: Handler) -> Subscription: ...
 
+    async def settled(self) -> None:
+        """Return once the subscriptions made so far are in place at the
+        broker (best effort, bounded): a member told ``joined`` then gets
+        what is published after. Never raises."""
+
 
 class _MemorySubscription:
     __slots__ = ("_bus", "handler", "subject")
@@ -79,6 +84,9 @@ class MemoryBus:
         # Copy-on-write so that a handler may (un)subscribe during publish.
         self._subs[subject] = [*self._subs.get(subject, ()), sub]
         return sub
+
+    async def settled(self) -> None:
+        """In one process a subscription is in place at once."""
 
     def _remove(self, sub: _MemorySubscription) -> None:
         subs = [s for s in self._subs.get(sub.subject, ()) if s is not sub]

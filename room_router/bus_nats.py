@@ -115,7 +115,7 @@ class BusMetrics:
         r = registry or CollectorRegistry()
         self.events = Counter("liveroom_bus_events_total",
                               "Bus connection events (disconnected, reconnected, error, "
-                              "slow_consumer)", ["event"], registry=r)
+                              "slow_consumer, settle_timeout)", ["event"], registry=r)
         self.dropped = Counter("liveroom_bus_dropped_total",
                                "Publishes dropped because the outgoing backlog was full",
                                registry=r)
@@ -350,6 +350,16 @@ class NatsBus:
         self._enqueue(("mark", mark))
         await asyncio.wait_for(mark, timeout)
         await self._nc.flush(timeout=max(0.1, deadline - loop.time()))  # type: ignore[arg-type]
+
+    async def settled(self, timeout: float = 1.0) -> None:
+        """The queued subscriptions sent and the server's PONG back (the
+        server has them). Best effort, at most ``timeout``: a slow or
+        reconnecting bus delays no join longer than that. In a NATS cluster
+        the other servers learn of the interest a moment later still."""
+        try:
+            await self.flush(timeout)
+        except Exception:
+            self.metrics.events.labels("settle_timeout").inc()
 
     async def close(self) -> None:
         if self._closed:
