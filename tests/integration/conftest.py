@@ -9,6 +9,8 @@ import pytest
 
 from edge.client import LiveroomClient
 from storage.redis_conn import RedisClient, open_redis
+from tests.llm_recorder import RecordingProxy
+from tests.llm_server import LlamaServer
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
 from tests.support import LiveServer
@@ -83,3 +85,25 @@ async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
 async def dsn(pg: PgServer) -> str:
     """A new, empty database on the session's PostgreSQL (tests/conftest.py)."""
     return await pg.create_database()
+
+
+# --------------------------------------------------------------------------
+# A real OpenAI-compatible model server (tests/llm_server.py: llama.cpp's
+# server over the embedded SmolLM2), one for the session: loading the model
+# is the slow part. A test that stops or kills a server starts its own.
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def llama() -> Iterator[LlamaServer]:
+    srv = LlamaServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+async def proxy(llama: LlamaServer) -> AsyncIterator[RecordingProxy]:
+    """The session's model server behind a proxy that records each request."""
+    p = await RecordingProxy(llama.base_url).start()
+    yield p
+    await p.stop()

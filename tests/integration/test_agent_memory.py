@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from llm_agents.memory_service import AgentMemory
 from llm_agents.memory_sqlite import SqliteMemoryStore
 from llm_agents.policy import MENTION, Trigger
 from tests.llm_recorder import RecordingProxy
-from tests.llm_server import MODEL_ALIAS, LlamaServer
+from tests.llm_server import MODEL_ALIAS
 from tests.support import LiveServer, next_reply, until
 
 pytestmark = pytest.mark.timeout(240)
@@ -194,20 +193,6 @@ async def test_a_seated_character_summarises_through_its_backend(
 
 
 # -- acceptance: memory survives a restart and is in the prompt ------------
-@pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaServer]:
-    srv = LlamaServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def proxy(llama: LlamaServer) -> AsyncIterator[RecordingProxy]:
-    p = await RecordingProxy(llama.base_url).start()
-    yield p
-    await p.stop()
 
 
 def serve(data_dir: Path, proxy: RecordingProxy) -> LiveServer:

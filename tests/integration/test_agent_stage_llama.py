@@ -9,7 +9,6 @@ alone reads a structured stream into words and one stage part."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from llm_agents.policy import GIFT, Trigger
 from llm_agents.prompt import ContextWindow, build_messages
 from tests.integration.test_agent_stage import stage_value
 from tests.llm_recorder import RecordingProxy
-from tests.llm_server import MODEL_ALIAS, LlamaServer
+from tests.llm_server import MODEL_ALIAS
 from tests.support import LiveServer, metric, next_reply
 
 REPLY_TIMEOUT = 90.0
@@ -30,20 +29,6 @@ REPLY_TIMEOUT = 90.0
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaServer]:
-    srv = LlamaServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def proxy(llama: LlamaServer) -> AsyncIterator[RecordingProxy]:
-    p = await RecordingProxy(llama.base_url).start()
-    yield p
-    await p.stop()
 
 
 async def test_backend_streams_words_and_one_stage_part(proxy: RecordingProxy) -> None:
