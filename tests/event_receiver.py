@@ -44,7 +44,11 @@ def read_events(out: Path) -> list[dict[str, Any]]:
     """Every event the receiver acknowledged, in arrival order (duplicates kept)."""
     if not out.exists():
         return []
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    text = out.read_text()
+    # The receiver may be writing a line as we read: only whole lines count
+    # (a torn last line is read again next time).
+    lines = text.split("\n")[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def main() -> None:
