@@ -1,8 +1,12 @@
 """The HTTP attacker: every route of the edge (dev token, publish action,
 write state, the CDN GETs, the characters' routes, health, metrics, QUIC
-info, static files, unknown paths) with random and mutated bodies, methods,
-headers and path parameters, and now and then raw bytes on a TCP connection
-instead of a request (``raw_tcp``)."""
+info, static files, unknown paths, and the backend API of
+loadtest/fuzz/api_requests.py: moderation, presence, history, retract, room
+info and listing, peer messages, the rooms config, seats) with random and
+mutated bodies (and bodies past the size bound), methods, headers (with
+and without the backend key), path parameters and queries, and now and then
+raw bytes on a TCP connection instead of a request (``raw_tcp``). At the
+end, ``unseat`` takes back the seats the fuzzers took."""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ import asyncio
 import contextlib
 import json
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from loadtest.fuzz.api_requests import api_request, path_part
 from loadtest.fuzz.attack import Fuzz
 from loadtest.fuzz.payloads import (
     KINDS,
@@ -33,17 +39,26 @@ from wire.codecs import JSON
 DOCUMENTED_5XX = {"unavailable", "model_unavailable"}
 
 
-def _path_part(rng: random.Random, pool: list[str]) -> str:
-    if rng.random() < 0.8:
-        return rng.choice(pool)
-    return quote(str(nasty(rng))[:200], safe="", errors="surrogatepass")
+def http_request(rng: random.Random, api_key: str | None, user_token: str,
+                 action_ids: Mapping[str, Sequence[str]] | None = None
+                 ) -> tuple[str, str, str, dict[str, str], bytes | None]:
+    """(route, method, path, headers, body) of one fuzzed request: half of
+    them to the backend API (``api_request``; ``route`` names it for the
+    report), half to the other routes (``route`` is ``""``)."""
+    route = ""
+    if rng.random() < 0.5:
+        route, (method, path, body) = api_request(rng, action_ids or {})
+        if body is None and rng.random() < 0.5:
+            return (route, *_shaped(rng, api_key, user_token, method, path, None,
+                                    bodyless=True))
+    else:
+        method, path, body = _edge_route(rng)
+    return (route, *_shaped(rng, api_key, user_token, method, path, body))
 
 
-def http_request(rng: random.Random, api_key: str | None, user_token: str
-                 ) -> tuple[str, str, dict[str, str], bytes | None]:
-    """(method, path, headers, body) of one fuzzed request."""
-    room = _path_part(rng, [*ROOMS, "demo"])
-    section = _path_part(rng, SECTIONS)
+def _edge_route(rng: random.Random) -> tuple[str, str, Any]:
+    room = path_part(rng, [*ROOMS, "demo"])
+    section = path_part(rng, SECTIONS)
     num = str(rng.choice([0, 1, 2, 5, -1, 2**70, "x", ""]))
     epoch = rng.choice(["", "0123456789abcdef", "zz", "%00"])
     routes: list[tuple[str, str, Any]] = [
@@ -56,14 +71,21 @@ def http_request(rng: random.Random, api_key: str | None, user_token: str
         ("GET", f"/v1/rooms/{room}/sections/{section}/v/{num}?e={epoch}", None),
         ("GET", f"/v1/rooms/{room}/snapshots/{num}?e={epoch}", None),
         ("GET", f"/v1/rooms/{room}/agents", None),
-        ("POST", f"/v1/rooms/{room}/agents/{_path_part(rng, ['quinn', 'x'])}/interactions",
+        ("POST", f"/v1/rooms/{room}/agents/{path_part(rng, ['quinn', 'x'])}/interactions",
          {"text": "hello?"}),
-        ("GET", f"/v1/interactions/{_path_part(rng, ['0' * 32, 'x'])}", None),
+        ("GET", f"/v1/interactions/{path_part(rng, ['0' * 32, 'x'])}", None),
         ("GET", rng.choice(["/healthz", "/metrics", "/v1/quic", "/", "/static/app.js",
                             "/static/../pyproject.toml", "/v1/route", "/nope", "/ws"]), None),
         ("GET", "/" + quote(str(nasty(rng))[:300], safe="/", errors="surrogatepass"), None),
     ]
-    method, path, body = rng.choice(routes)
+    return rng.choice(routes)
+
+
+def _shaped(rng: random.Random, api_key: str | None, user_token: str, method: str, path: str,
+            body: Any, bodyless: bool = False) -> tuple[str, str, dict[str, str], bytes | None]:
+    """The request with its method now and then changed, its headers (the
+    backend key, a user's token, a bad one or none) and its body shaped:
+    honest, mutated, random bytes, past the size bound, byte-mutated."""
     if rng.random() < 0.1:
         method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
     headers: dict[str, str] = {}
@@ -82,14 +104,20 @@ def http_request(rng: random.Random, api_key: str | None, user_token: str
     if rng.random() < 0.2:
         headers["Accept-Encoding"] = rng.choice(["gzip", "br", "identity;q=0", "gzip;q=x"])
     data: bytes | None = None
-    if method in ("POST", "PUT", "PATCH"):
+    if bodyless:
+        return method, path, headers, None
+    if method in ("POST", "PUT", "PATCH") or (method == "DELETE" and body is not None):
         shape = rng.random()
         if body is None or shape < 0.15:
             data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
         elif shape < 0.6:
             data = encode(mutate(rng, body), JSON)
+        elif shape < 0.65:
+            data = b"x" * rng.choice([65536, 70_000, 300_000, 1_100_000])
         elif shape < 0.7:
-            data = b"x" * rng.choice([65536, 70_000, 300_000])
+            # Well-formed and around the 64 KiB bound: under it, at it, past it.
+            pad = {"pad": "x" * rng.choice([60_000, 65_400, 65_536, 70_000])}
+            data = encode({**body, **pad} if isinstance(body, dict) else pad, JSON)
         else:
             data = encode(body, JSON)
         if rng.random() < 0.2:
@@ -108,12 +136,15 @@ async def http_worker(fz: Fuzz, index: int) -> None:
             if rng.random() < 0.03:
                 await raw_tcp(fz, rng)
                 continue
-            method, path, headers, data = http_request(rng, fz.server.api_key, user_token)
+            route, method, path, headers, data = http_request(
+                rng, fz.server.api_key, user_token, fz.action_ids)
             try:
                 async with http.request(method, fz.server.url + path, headers=headers,
                                         data=data, allow_redirects=False) as r:
                     body = await r.read()
                     fz.stats.http[str(r.status)] += 1
+                    if route:
+                        fz.stats.api[f"{route} {r.status}"] += 1
                     if r.status >= 500:
                         code = _code_of(body)
                         if not (r.status == 503 and code in DOCUMENTED_5XX):
@@ -137,6 +168,26 @@ def _code_of(body: bytes) -> str | None:
     except ValueError:
         return None
     return got.get("code") if isinstance(got, dict) else None
+
+
+async def unseat(fz: Fuzz, http: aiohttp.ClientSession) -> None:
+    """Take back every seat the fuzzers took (the seat routes name only the
+    fuzz rooms): each seated character holds a connection, which the run's
+    connection count must not see as a leak."""
+    if not fz.server.api_key:
+        return
+    headers = {"Authorization": f"Bearer {fz.server.api_key}"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    for room in ROOMS:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with http.get(f"{fz.server.url}/v1/rooms/{room}/agents", headers=headers,
+                                timeout=timeout) as r:
+                seats = (await r.json()).get("seats", []) if r.status == 200 else []
+            for seat in seats:
+                async with http.delete(f"{fz.server.url}/v1/rooms/{room}/agents/"
+                                       f"{seat['character']}", headers=headers,
+                                       timeout=timeout) as r:
+                    await r.read()
 
 
 async def raw_tcp(fz: Fuzz, rng: random.Random) -> None:

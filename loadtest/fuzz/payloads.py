@@ -26,7 +26,11 @@ ROOMS = [f"fz-{i}" for i in range(8)]
 SECTIONS = ["meta", "pinned", "board", "stage", "positions", "s1", "s2", "s3"]
 USERS = [f"fz-u{i}" for i in range(32)]
 KINDS = ["comment", "gift", "like", "poll.vote", "agent.say", "system.notice", "x"]
-FRAME_TYPES = ["hello", "join", "leave", "action", "state", "sync", "peer", "peer_ack", "ping"]
+FRAME_TYPES = ["hello", "join", "leave", "action", "state", "sync", "peer", "peer_ack", "ping",
+               "moderate"]
+# The moderate frame's ops, and some that are not (the API's, a typo).
+MODERATE_OPS = ["ban", "unban", "mute", "unmute", "kick", "retract"]
+NOT_OPS = ["disconnect", "close", "Ban", "", "ban ", "unkick"]
 MAX_FRAME = 65536  # the server's default max_frame_bytes (frames above it are refused)
 
 
@@ -92,9 +96,41 @@ def honest_value(rng: random.Random) -> Any:
                        {"x": {"y": [rng.random()]}}])
 
 
-def valid_frame(rng: random.Random, *, hello_token: str | None = None) -> dict[str, Any]:
-    """A well-formed client frame about the fuzz rooms and users."""
-    ftype = "hello" if hello_token else rng.choice(FRAME_TYPES[1:])
+def client_id(rng: random.Random) -> Any:
+    """An action's own ``id``: mostly a good one (1..64 of the user id
+    characters), now and then one at or past the bound or of other characters."""
+    if rng.random() < 0.85:
+        return f"c-{rng.randrange(10**6)}"
+    return rng.choice(["x" * 64, "x" * 65, "", "a b", "é", "id/../x", "\x00", 7, None])
+
+
+def moderate_frame(rng: random.Random, room: str, *, users: list[str] | None = None,
+                   action_ids: list[str] | None = None) -> dict[str, Any]:
+    """A well-formed ``moderate`` frame (or one with an op that is not one):
+    ``users`` are the targets (the fuzz users by default), ``action_ids``
+    the ids a retract may name (ids the fuzzers saw, else made up)."""
+    op = rng.choice(MODERATE_OPS) if rng.random() < 0.95 else rng.choice(NOT_OPS)
+    f: dict[str, Any] = {"type": "moderate", "room": room, "op": op}
+    if op == "retract":
+        f["id"] = rng.choice(action_ids) if action_ids and rng.random() < 0.7 \
+            else rng.choice([f"{rng.randrange(16**12):012x}-{rng.randrange(99)}", "x" * 64])
+    else:
+        f["user"] = rng.choice(users or USERS)
+    if op in ("ban", "mute") and rng.random() < 0.8:
+        # Mostly short, so the fuzz users come back; 366 days is the bound.
+        f["seconds"] = rng.choice([1, 2, 5, 30, 31_622_400])
+    if rng.random() < 0.5:
+        f["reason"] = rng.choice(["spam", "", "x" * 200, "é" * 50])
+    if rng.random() < 0.5:
+        f["ref"] = rng.randrange(10**6)
+    return f
+
+
+def valid_frame(rng: random.Random, *, hello_token: str | None = None,
+                ftype: str | None = None) -> dict[str, Any]:
+    """A well-formed client frame about the fuzz rooms and users (of type
+    ``ftype``, else of any type)."""
+    ftype = "hello" if hello_token else ftype or rng.choice(FRAME_TYPES[1:])
     room = rng.choice(ROOMS)
     f: dict[str, Any] = {"type": ftype}
     if rng.random() < 0.5:
@@ -113,6 +149,8 @@ def valid_frame(rng: random.Random, *, hello_token: str | None = None) -> dict[s
         body: Any = {"comment": {"text": "fuzz"}, "gift": {"gift": "rose", "count": 2},
                      "like": None}.get(kind, honest_value(rng))
         f.update(room=room, kind=kind, body=body)
+        if rng.random() < 0.5:
+            f["id"] = client_id(rng)
     elif ftype == "state":
         f.update(room=room, section=rng.choice(SECTIONS), value=honest_value(rng))
         if rng.random() < 0.3:
@@ -123,6 +161,8 @@ def valid_frame(rng: random.Random, *, hello_token: str | None = None) -> dict[s
         f["upto"] = rng.randrange(1, 10**4)
     elif ftype == "ping":
         f["t"] = rng.random()
+    elif ftype == "moderate":
+        f.update(moderate_frame(rng, room))
     return f
 
 
@@ -140,7 +180,8 @@ def mutate(rng: random.Random, f: dict[str, Any]) -> dict[Any, Any]:
         elif op == 3:
             out[rng.choice(["type", "room", "kind", "body", "value", "section", "known",
                             "epoch", "to", "id", "upto", "t", "ref", "expect", "v", "token",
-                            "inbox_cursor", "zzz"])] = nasty(rng)
+                            "inbox_cursor", "op", "user", "seconds", "reason",
+                            "zzz"])] = nasty(rng)
         else:
             out["type"] = rng.choice([*FRAME_TYPES, "batch", "welcome", "Join", "", 5, None])
     return out

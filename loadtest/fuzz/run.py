@@ -10,17 +10,27 @@ import asyncio
 import contextlib
 import multiprocessing
 import secrets
+import time
 from typing import Any
 
 import aiohttp
 
+from edge.auth import mint_token
 from loadtest.fuzz.attack import Fuzz, Stats
 from loadtest.fuzz.canary import CanarySpec, canary_process
-from loadtest.fuzz.http_attacker import http_worker
+from loadtest.fuzz.http_attacker import http_worker, unseat
 from loadtest.fuzz.target import Server, alive, leaks, metric
 from loadtest.fuzz.ws_attacker import ws_worker
 from loadtest.fuzz.wt_attacker import wt_worker
 from loadtest.procstat import Usage, cpu_seconds
+
+
+async def canary_token(fz: Fuzz, user: str, rooms: dict[str, str] | None) -> str:
+    """The canary's token: host of its own room only (the fuzzers' grants
+    never name it, see loadtest/fuzz/tokens.py)."""
+    if fz.server.secret:
+        return mint_token(fz.server.secret, user, user, "viewer", time.time(), 86400, rooms)
+    return await fz.dev_token(user, "viewer", rooms)
 
 
 async def run(args: argparse.Namespace, server: Server) -> dict[str, Any]:
@@ -37,9 +47,10 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, Any]:
                         info = await r.json()
                         server.quic_port, server.cert_sha256 = info["port"], info["cert_sha256"]
         room = f"canary-{secrets.token_hex(6)}"
+        fz.canary_room, fz.canary_users = room, ("canary-sender", "canary-receiver")
         spec = CanarySpec(server.ws_url, server.wt_url, server.cert_sha256,
-                          await fz.token("canary-sender", "host"),
-                          await fz.token("canary-receiver"), room,
+                          await canary_token(fz, "canary-sender", {room: "host"}),
+                          await canary_token(fz, "canary-receiver", None), room,
                           args.canary_interval, args.canary_deadline)
         ctx = multiprocessing.get_context("spawn")
         pipe, child_pipe = ctx.Pipe()
@@ -83,10 +94,12 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             if not t.cancelled() and t.exception() is not None:
                 stats.fail(f"a fuzz worker failed: {t.exception()!r}")
 
-        # The fuzzers are gone: the server's connections come back to the
-        # canary's; then what it holds is compared with the warm-up.
+        # The fuzzers are gone (and the seats they took, each a connection,
+        # with them): the server's connections come back to the canary's;
+        # then what it holds is compared with the warm-up.
         connections_end = None
         if not down:
+            await unseat(fz, http)
             deadline = loop.time() + 15
             while loop.time() < deadline:
                 connections_end = await metric(http, server.url, "liveroom_connections")
@@ -125,8 +138,11 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "attacks": dict(sorted(stats.attacks.items())),
         "connections": dict(stats.connections),
         "errors_by_code": dict(stats.errors.most_common()),
+        "replies_by_type": dict(stats.replies.most_common()),
+        "token_profiles": dict(sorted(stats.tokens.items())),
         "closes_by_code": dict(sorted(stats.closes.items())),
         "http_by_status": dict(sorted(stats.http.items())),
+        "api_by_route": dict(sorted(stats.api.items())),
         "http_client_errors": stats.examples,
         "canary": canary_summary,
         "server": {

@@ -20,6 +20,47 @@ import aiohttp
 from loadtest.procstat import Usage, usage
 from loadtest.servers import ServerProcess
 
+# The fuzz server's rooms config: every feature of a room policy on in some
+# fuzz rooms (presence, a small presence cap, history, slow mode, kinds, a
+# private room, a section bound, a room action rate; exact ids and a
+# pattern), none in others (fz-0, fz-1, fz-7: the hot path without them).
+# The canary's room (canary-<hex>) matches no entry: the defaults.
+ROOMS_CONFIG = """\
+[default]
+
+[rooms."demo"]
+presence = true
+
+[rooms."fz-2"]
+presence = true
+history = 50
+
+[rooms."fz-3"]
+history = 20
+history_kinds = ["comment", "gift", "like", "x"]
+slow_mode = 1.0
+kinds = ["comment", "gift", "like", "poll.vote"]
+
+[rooms."fz-4"]
+private = true
+presence = true
+presence_cap = 3
+history = 10
+
+[rooms."fz-5*"]
+presence = true
+presence_cap = 2
+history = 5
+history_ttl = 5.0
+slow_mode = 0.5
+
+[rooms."fz-6"]
+kinds = ["comment", "x"]
+max_sections = 3
+action_rate = 2.0
+action_burst = 4
+"""
+
 _QUIC = re.compile(r"quic listening on udp://([\d.]+):(\d+)/wt \(certificate sha256 ([0-9a-f]+)")
 
 
@@ -47,8 +88,12 @@ class Server:
                "LIVEROOM_AGENT_BACKEND": "scripted",
                # The canary sends 10 actions a second; the default is 5.
                "LIVEROOM_ACTION_RATE": "20", "LIVEROOM_ACTION_BURST": "40"}
+        rooms_config = os.path.join(self._data_dir.name, "rooms.toml")
+        with open(rooms_config, "w") as f:
+            f.write(ROOMS_CONFIG)
         cmd = [sys.executable, "-m", "liveroom.cli", "serve", "--dev", "--host", "127.0.0.1",
-               "--port", "0", "--quic-port", "0", "--data-dir", self._data_dir.name]
+               "--port", "0", "--quic-port", "0", "--data-dir", self._data_dir.name,
+               "--rooms-config", rooms_config]
         self._log_file = open(log_path, "w") if log_path else None
         self.process = ServerProcess(cmd, env, None, on_line=self._line)
         try:

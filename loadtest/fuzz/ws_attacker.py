@@ -14,7 +14,16 @@ from urllib.parse import urlsplit
 import msgpack
 
 from loadtest.fuzz.attack import Fuzz
-from loadtest.fuzz.payloads import MAX_FRAME, ROOMS, USERS, encode, mutate, payload, valid_frame
+from loadtest.fuzz.payloads import (
+    MAX_FRAME,
+    ROOMS,
+    USERS,
+    encode,
+    moderate_frame,
+    mutate,
+    payload,
+    valid_frame,
+)
 from loadtest.raw_ws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWebSocket, frame
 from wire.codecs import JSON, MSGPACK
 
@@ -49,8 +58,9 @@ async def ws_worker(fz: Fuzz, index: int) -> None:
     while not fz.stop.is_set():
         codec = rng.choice([MSGPACK, JSON])
         key = f"ws/{codec}"
-        role = rng.choice(["viewer", "viewer", "host"])
-        token = await fz.token(rng.choice(USERS), role)
+        profile = fz.profile(rng)
+        fz.stats.tokens[profile] += 1
+        token = await fz.token(rng.choice(USERS), profile)
         try:
             ws = await RawWebSocket.connect(host, port, timeout=10)
         except (OSError, TimeoutError) as exc:
@@ -63,8 +73,11 @@ async def ws_worker(fz: Fuzz, index: int) -> None:
             hello = valid_frame(rng, hello_token=token)
             send = encode(mutate(rng, hello) if rng.random() < 0.05 else hello, codec)
             _ws_send(ws, codec, send)
-            for room in rng.sample(ROOMS, rng.randrange(1, 4)):
+            joined = rng.sample(ROOMS, rng.randrange(1, 4))
+            for room in joined:
                 _ws_send(ws, codec, encode({"type": "join", "room": room}, codec))
+            if fz.canary_room and rng.random() < 0.03:
+                await moderate_canary(fz, rng, ws, codec)
             for _ in range(rng.randrange(20, 400)):
                 if fz.stop.is_set() or ws.close_code is not None:
                     break
@@ -74,7 +87,11 @@ async def ws_worker(fz: Fuzz, index: int) -> None:
                     fz.stats.attacks[f"ws/{name}"] += 1
                     ws.send_raw(raw)
                     break
-                f = valid_frame(rng)
+                if pick > 0.98:
+                    for f in fz.burst(rng, joined):
+                        _ws_send(ws, codec, encode(f, codec))
+                        fz.stats.frames[key] += 1
+                f = fz.frame(rng, joined)
                 if pick < 0.8:
                     f = mutate(rng, f)
                 _ws_send(ws, codec, payload(rng, codec, f))
@@ -88,6 +105,32 @@ async def ws_worker(fz: Fuzz, index: int) -> None:
             ws.abort()
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+
+
+async def moderate_canary(fz: Fuzz, rng: random.Random, ws: RawWebSocket, codec: str) -> None:
+    """Try to moderate the canary: join its room (as a viewer there: no
+    fuzz token holds a grant for it) and ban, mute, kick the canary's users
+    and retract its actions, and the same in a fuzz room the token may
+    moderate. Each must be refused (or, in the fuzz room, touch only that
+    room): a ``moderated`` or ``retract`` in the canary's room is a failure
+    (``Fuzz.count_frame``), and the canary counts anything it loses. Only
+    ``join``, ``moderate`` and ``leave`` go to the canary's room: an action
+    there would be a foreign action for the canary."""
+    fz.stats.attacks["ws/moderate_canary"] += 1
+    room = fz.canary_room
+    users = list(fz.canary_users)
+    _ws_send(ws, codec, encode({"type": "join", "room": room}, codec))
+    await asyncio.sleep(0.25)  # the canary's next actions, and their ids
+    for _ in range(rng.randrange(3, 12)):
+        target = room if rng.random() < 0.7 else rng.choice(ROOMS)
+        # A retract names one of the canary's own actions when one was seen.
+        f = moderate_frame(rng, target, users=users,
+                           action_ids=list(fz.action_ids.get(room, ())))
+        _ws_send(ws, codec, encode(f, codec))
+        fz.stats.frames[f"ws/{codec}"] += 1
+        await ws.drain()
+        await fz.pause(rng)
+    _ws_send(ws, codec, encode({"type": "leave", "room": room}, codec))
 
 
 def _ws_send(ws: RawWebSocket, codec: str, data: bytes) -> None:

@@ -42,7 +42,9 @@ async def wt_worker(fz: Fuzz, index: int) -> None:
     while not fz.stop.is_set():
         codec = rng.choice([MSGPACK, JSON])
         key = f"wt/{codec}"
-        token = await fz.token(rng.choice(USERS), rng.choice(["viewer", "host"]))
+        profile = fz.profile(rng)
+        fz.stats.tokens[profile] += 1
+        token = await fz.token(rng.choice(USERS), profile)
         try:
             c = await LiveroomClient.open(wt_url, codec=codec, cert_sha256=fz.server.cert_sha256)
         except (OSError, TimeoutError, ConnectionError) as exc:
@@ -61,7 +63,8 @@ async def wt_worker(fz: Fuzz, index: int) -> None:
         try:
             hello = valid_frame(rng, hello_token=token)
             await send(encode(mutate(rng, hello) if rng.random() < 0.05 else hello, codec))
-            for room in rng.sample(ROOMS, rng.randrange(1, 4)):
+            joined = rng.sample(ROOMS, rng.randrange(1, 4))
+            for room in joined:
                 await send(encode({"type": "join", "room": room}, codec))
             for _ in range(rng.randrange(20, 400)):
                 if fz.stop.is_set() or wt.closed:
@@ -72,7 +75,11 @@ async def wt_worker(fz: Fuzz, index: int) -> None:
                     fz.stats.attacks[f"wt/{name}"] += 1
                     wt.send_stream(raw, end=name == "cut_off")
                     break
-                f = valid_frame(rng)
+                if pick > 0.98:
+                    for f in fz.burst(rng, joined):
+                        await send(encode(f, codec))
+                        fz.stats.frames[key] += 1
+                f = fz.frame(rng, joined)
                 if pick < 0.8:
                     f = mutate(rng, f)
                 await send(payload(rng, codec, f))
