@@ -330,26 +330,33 @@ class RoomAgent:
         state["last"] = self.clock()
         task = asyncio.create_task(consume())
         cancelled: str | None = None
-        while not task.done():
-            if not watch:
-                await asyncio.wait({task})
-                break
-            self._wake.clear()
-            waiter = asyncio.create_task(self._wake.wait())
-            deadline = trigger.at + self.config.policy.stale_after_s - self.clock()
-            await asyncio.wait({task, waiter}, timeout=max(0.01, deadline),
-                               return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if task.done():
-                break
-            cancelled = self.policy.should_cancel(self.clock())
-            if cancelled:
-                task.cancel()
+        # asyncio.wait cancels nothing it waits for: cancelled itself (the agent
+        # unseated), the waiter and the model call must not stay pending.
+        try:
+            while not task.done():
+                if not watch:
+                    await asyncio.wait({task})
+                    break
+                self._wake.clear()
+                waiter = asyncio.create_task(self._wake.wait())
+                deadline = trigger.at + self.config.policy.stale_after_s - self.clock()
                 try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                break
+                    await asyncio.wait({task, waiter}, timeout=max(0.01, deadline),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if task.done():
+                    break
+                cancelled = self.policy.should_cancel(self.clock())
+                if cancelled:
+                    task.cancel()
+                    try:
+                        await task
+                    except asyncio.CancelledError:
+                        pass
+                    break
+        finally:
+            task.cancel()
         if watch:
             # Triggers that came in while we watched must wake the worker.
             self._wake.set()
