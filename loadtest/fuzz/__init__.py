@@ -6,6 +6,8 @@ prints one JSON line on stdout (the summary) and exits 0 when nothing failed,
 1 when something did (the summary's ``failures`` say what), 2 on bad usage.
 
 Where it lives: ``payloads`` (the frames, nasty values and mutations, pure),
+``tokens`` (the tokens' claims: rooms grants and tiers, good and bad, pure),
+``api_requests`` (the backend API's requests, pure),
 ``ws_attacker``, ``wt_attacker`` and ``http_attacker`` (the workers, sharing
 ``attack.Fuzz``), ``canary``, ``target`` (the server process, its health and
 leak checks), ``run`` (one run and its JSON report) and ``cli`` (the flags).
@@ -14,7 +16,10 @@ Theory of operation
 -------------------
 Without ``--url`` the fuzzer starts its own ``liveroom serve --dev`` on a
 free port (QUIC on, a throw-away data directory, scripted characters) and
-reads its TCP and QUIC ports from the log; with ``--url`` it attacks that
+reads its TCP and QUIC ports from the log; its ``--rooms-config`` (``target.
+ROOMS_CONFIG``) turns on presence, history, slow mode, kinds, a private room
+and a section bound in some fuzz rooms, so those paths are attacked too;
+with ``--url`` it attacks that
 server (tokens from ``POST /v1/dev/token``, so it must run ``--dev``; the
 backend API key from ``--api-key``/``LIVEROOM_API_KEY``; the QUIC port from
 ``GET /v1/quic``; RSS and descriptors only with ``--pid``).
@@ -23,7 +28,10 @@ Attackers, all at once for ``--seconds``:
 
 - WebSocket workers (``--ws-workers``): raw sockets (loadtest/raw_ws.py),
   each connection a valid ``hello`` (or, now and then, a mutated one) with a
-  viewer or host token, then a few hundred frames: mostly *structure-aware
+  token of a ``tokens`` profile (grants in some fuzz rooms, never the
+  canary's; a tier; one in twenty refused), then a few hundred frames
+  (``moderate`` with every op, actions with a client ``id``, bursts of
+  honest actions into a joined room among them): mostly *structure-aware
   mutations* of valid frames (a field dropped, retyped, replaced by a nasty
   value: nested past the depth limit or past the parser, over the size
   limits, integers past 64 bits, NaN, lone surrogates, msgpack bin and ext
@@ -40,15 +48,21 @@ Attackers, all at once for ``--seconds``:
   stream, bytes that are no frame at all;
 - HTTP workers (``--http-workers``): every route of the edge (dev token,
   publish action, write state, the CDN GETs, the characters' routes, health,
-  metrics, QUIC info, static files, unknown paths) with random and mutated
-  bodies, methods, headers and path parameters, and now and then raw bytes
-  on a TCP connection instead of a request.
+  metrics, QUIC info, static files, unknown paths, and the backend API:
+  moderation, presence, history, retract, room info and listing, peer
+  messages, the rooms config, seats) with random and mutated bodies (and
+  bodies past the size bound), methods, headers (with and without the
+  backend key) and path parameters, and now and then raw bytes on a TCP
+  connection instead of a request.
 
 Fuzzed frames name only the fuzz rooms and users (small fixed pools, so the
 state a fuzzer may legitimately leave behind is bounded: a leak is growth
-beyond that). The canary room is never named: a *cross-room effect* is
+beyond that). No fuzzed frame names the canary room: a *cross-room effect* is
 anything the canary sees that its own sender did not send, or anything it
-does not see.
+does not see. A few fuzz connections do join the canary's room, to try
+to moderate its users (``ws_attacker.moderate_canary``): they send nothing
+there but ``join``, ``moderate`` and ``leave``, and a ``moderated`` or
+``retract`` in the canary's room is a failure.
 
 The canary: two honest members of their own room, a host over WebSocket
 (msgpack) and a viewer over WebTransport (JSON) when QUIC is on; the host
