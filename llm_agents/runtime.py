@@ -66,6 +66,7 @@ from wire.errors import LiveroomError, ModelUnavailable, QuotaExceeded, VersionC
 from wire.frames import AGENT_DELTA, AGENT_SAY
 
 log = logging.getLogger("liveroom.agents")
+refused_log = logging.getLogger("liveroom.agents.refused")  # rate-limited: plumbing/ratelog.py
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
@@ -442,7 +443,8 @@ class RoomAgent:
             except VersionConflict:
                 continue
             except LiveroomError as err:
-                log.warning("agent %s: stage write refused: %s", self.character.name, err)
+                refused_log.warning("agent %s: stage write refused: %s",
+                                    self.character.name, err)
                 return
 
 

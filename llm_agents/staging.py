@@ -33,7 +33,8 @@ from llm_agents.metrics import AgentMetrics
 from llm_agents.world import START_X, Walker
 from wire.errors import LiveroomError
 
-log = logging.getLogger("liveroom.agents")
+# Refusals a room or a model can cause at will: rate-limited (plumbing/ratelog.py).
+refused_log = logging.getLogger("liveroom.agents.refused")
 
 
 class Staging:
@@ -70,8 +71,8 @@ class Staging:
         except StageRefused as err:
             self.refused += 1
             self._count(err.reason)
-            log.warning("agent %s: stage part refused (%s): %s", self.character.name,
-                        err.reason, err)
+            refused_log.warning("agent %s: stage part refused (%s): %s",
+                                self.character.name, err.reason, err)
             return
         changes = {k: v for k, v in fields.items() if current.get(k) != v}
         self.applied += 1
@@ -120,8 +121,8 @@ class Staging:
                     self.writes += 1
                 except LiveroomError as err:
                     if not failed:
-                        log.warning("agent %s: positions write refused: %s",
-                                    self.character.name, err)
+                        refused_log.warning("agent %s: positions write refused: %s",
+                                            self.character.name, err)
                     failed = True
             # The next step one period after the last one's start, never
             # sooner: a slow write makes the tick slower, not faster.

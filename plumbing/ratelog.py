@@ -143,8 +143,10 @@ class RateLimitFilter(logging.Filter):
 
 # Loggers of the libraries under the edge that a client can make write a
 # line per request or connection (liveroom.cli installs the filter on them).
+# ``liveroom.agents.refused``: a character's writes the edge refused (a
+# host can make a room refuse them: a section cap, a kind).
 CLIENT_DRIVEN_LOGGERS: Final = ("aiohttp.server", "aiohttp.web", "aiohttp.websocket",
-                                "asyncio", "quic")
+                                "asyncio", "quic", "liveroom.agents.refused")
 
 
 def limit_client_driven_logs(limiter: LogLimiter | None = None) -> RateLimitFilter:

@@ -109,3 +109,17 @@ def test_the_client_driven_loggers_get_the_filter() -> None:
     finally:
         for name in CLIENT_DRIVEN_LOGGERS:
             logging.getLogger(name).removeFilter(flt)
+
+
+def test_a_characters_refused_writes_are_rate_limited() -> None:
+    """A host can make a room refuse every stage write of a character (a
+    section cap): those lines go through the same budget as the libraries'."""
+    import logging
+
+    from plumbing.ratelog import CLIENT_DRIVEN_LOGGERS
+
+    assert "liveroom.agents.refused" in CLIENT_DRIVEN_LOGGERS
+    from llm_agents import runtime, staging
+
+    assert runtime.refused_log.name == staging.refused_log.name == "liveroom.agents.refused"
+    assert logging.getLogger("liveroom.agents.refused") is runtime.refused_log
