@@ -57,15 +57,19 @@ class LoggedProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
         self._ready = threading.Event()
+        self._up = False
 
     def start(self, cmd: list[str], env: dict[str, str], timeout: float) -> None:
         """Start ``cmd`` and return once it is ready (else stop it, RuntimeError)."""
         self._ready.clear()
+        self._up = False
         self.log = []
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
+        # Set by the ready line, or by the end of stderr (the process exited
+        # first: a usage error is known at once, not after ``timeout``).
+        if not self._ready.wait(timeout) or not self._up:
             self.stop()
             raise RuntimeError(f"{self.what} did not start:\n" + "".join(self.log))
 
@@ -74,7 +78,9 @@ class LoggedProcess:
         for line in proc.stderr:
             self.log.append(line)
             if self._is_ready(line):
+                self._up = True
                 self._ready.set()
+        self._ready.set()  # stderr ended: the process is gone
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
