@@ -357,7 +357,10 @@ class NatsBus:
         reconnecting bus delays no join longer than that. In a NATS cluster
         the other servers learn of the interest a moment later still."""
         try:
-            await self.flush(timeout)
+            # The whole of it under the bound: nats-py's own flush can wait
+            # on its pending buffer before its timeout starts (a connection
+            # that is reconnecting), which once held a join for minutes.
+            await asyncio.wait_for(self.flush(timeout), timeout)
         except Exception:
             self.metrics.events.labels("settle_timeout").inc()
 
