@@ -51,9 +51,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from edge.batch import Batch, Outgoing, latest_state_only
 from wire.close_codes import CloseCode
 from wire.codecs import JSON, Variant
-from wire.encoded import Encoded, batch_of
+from wire.encoded import Encoded
 from wire.frames import Priority
 
 if TYPE_CHECKING:
@@ -61,13 +62,30 @@ if TYPE_CHECKING:
 
 
 class Sink(Protocol):
-    """The transport end of one client connection, as the core needs it."""
+    """The transport end of one client connection, as the core needs it.
+
+    A sink over a byte stream whose frames go out unchanged (WebSocket) may
+    also have a ``stream`` attribute (see ``Stream``): the hub's write loop
+    then calls the stream itself while the connection is keeping up."""
 
     def write(self, data: bytes) -> None: ...
 
     def buffered(self) -> int: ...
 
     def close(self, code: int, reason: str) -> None: ...
+
+
+class Stream(Protocol):
+    """What the write loop's fast path calls: an asyncio transport's three
+    methods (C methods under uvloop). ``write(frame)`` must be what the
+    sink's ``write(frame)`` does when the stream is not closing, and
+    ``get_write_buffer_size`` what its ``buffered`` returns."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,70 +108,6 @@ class Budget:
     def sheds(self, priority: Priority, buffered: int) -> bool:
         """True when a message of ``priority`` is to be dropped at ``buffered``."""
         return priority < self.floor(buffered)
-
-
-class Outgoing(Protocol):
-    """What a connection is handed: one message (``Encoded``) or a ``Batch``."""
-
-    def frame_from(self, floor: Priority, variant: Variant) -> bytes | None: ...
-
-
-def latest_state_only(messages: list[Encoded]) -> list[Encoded]:
-    """Latest wins: of several changes of one state section in one tick, only
-    the last is sent. Safe because ``total == sum(partials)`` holds after the
-    whole frame, so a client sees no gap for versions it skipped (a 30 Hz
-    ``stage`` costs one state frame per tick however many changes it had)."""
-    last: dict[object, int] = {}
-    for i, m in enumerate(messages):
-        obj = m.obj
-        if obj.get("type") == "state":
-            last[(obj.get("room"), obj.get("section"))] = i
-    if len(last) == sum(1 for m in messages if m.obj.get("type") == "state"):
-        return messages  # no section changed twice
-    keep = set(last.values())
-    return [m for i, m in enumerate(messages)
-            if m.obj.get("type") != "state" or i in keep]
-
-
-class Batch:
-    """The messages of one coalescing tick. ``frame_from`` gives the one frame
-    for a shedding floor and a wire variant, built on first use and shared by
-    every connection at that floor and variant. ``shed`` counts the messages
-    left out of the frames handed out (one per message per connection), for
-    the metric of shed actions: a batch written in part is still a write."""
-
-    __slots__ = ("_frames", "_shed", "messages", "shed")
-
-    def __init__(self, messages: list[Encoded]) -> None:
-        self.messages = messages
-        self._frames: dict[tuple[Priority, Variant], bytes | None] = {}
-        self._shed: dict[Priority, int] = {}
-        self.shed = 0
-
-    def frame_from(self, floor: Priority, variant: Variant) -> bytes | None:
-        if floor is not Priority.LIKE:
-            # Under backpressure only (the common path pays one comparison).
-            self.shed += self._shed_at(floor)
-        key = (floor, variant)
-        try:
-            return self._frames[key]
-        except KeyError:
-            pass
-        kept = [m for m in self.messages if m.priority >= floor]
-        if not kept:
-            frame = None
-        elif len(kept) == 1:
-            frame = kept[0].frame(variant)
-        else:
-            frame = batch_of(kept, variant)
-        self._frames[key] = frame
-        return frame
-
-    def _shed_at(self, floor: Priority) -> int:
-        n = self._shed.get(floor)
-        if n is None:
-            n = self._shed[floor] = sum(1 for m in self.messages if m.priority < floor)
-        return n
 
 
 class Verdict(enum.Enum):
@@ -184,6 +138,7 @@ class Conn:
         "role",
         "rooms",
         "sink",
+        "stream",
         "user",
         "variant",
     )
@@ -191,6 +146,8 @@ class Conn:
     def __init__(self, cid: int, sink: Sink, budget: Budget) -> None:
         self.cid = cid
         self.sink = sink
+        # The sink's byte stream, for the hub's fast path (None: none).
+        self.stream: Stream | None = getattr(sink, "stream", None)
         self.budget = budget
         self.variant = JSON
         self.user = ""
@@ -461,20 +418,60 @@ class Hub:
         """One synchronous loop over the members, the same bytes for every
         member of a variant and floor, no awaiting.
 
+        The fast path: a member whose sink has a ``stream`` and who keeps up
+        (under a quarter of its budget unsent, not in a grace period) takes
+        the full frame of its variant straight from the stream's C methods,
+        with the bookkeeping ``Conn.deliver`` would do and none of its Python
+        calls (the per-delivery cost at moderate rates, where nothing
+        coalesces: docs/BENCHMARKS.md). Everyone else goes through
+        ``Conn.deliver``, which decides about shedding and closing.
+
         Failure isolation: whatever goes wrong here stays in this room's
         frame. A sink that raises closes its own connection (FAILED, inside
-        ``Conn.deliver``); a frame that cannot be built (an encoder error,
-        which the value rule at decode leaves no room for) ends this loop:
-        the members not yet written do not get it, and the error is returned
-        for the caller to count and log. Never raised: a raise would leave the
-        hub's other queued rooms unflushed. One ``try`` around the loop,
-        which costs nothing until it raises."""
+        ``Conn.deliver`` or here, the same way); a frame that cannot be built
+        (an encoder error, which the value rule at decode leaves no room
+        for) ends this loop: the members not yet written do not get it, and
+        the error is returned for the caller to count and log. Never raised:
+        a raise would leave the hub's other queued rooms unflushed. One
+        ``try`` around the loop, which costs nothing until it raises."""
         result = FanoutResult()
+        sent = 0
+        frame_variant: Variant | None = None
+        frame: bytes | None = None
+        full = Priority.LIKE
         try:
             for conn in local.members:
+                stream = conn.stream
+                if stream is not None and conn.over_since is None and not conn.closed:
+                    try:
+                        buffered = stream.get_write_buffer_size()
+                    except Exception as exc:
+                        conn._failed(exc)
+                        result.failed.append(conn)
+                        continue
+                    if buffered < conn.budget.bytes >> 2:
+                        variant = conn.variant
+                        if variant is not frame_variant:
+                            # An encoder error raises from here: the room's, below.
+                            frame = out.frame_from(full, variant)
+                            frame_variant = variant
+                        if frame is None:
+                            conn.last_buffered = buffered
+                            result.dropped += 1
+                            continue
+                        try:
+                            if not stream.is_closing():
+                                stream.write(frame)
+                            conn.last_buffered = stream.get_write_buffer_size()
+                        except Exception as exc:
+                            conn._failed(exc)
+                            result.failed.append(conn)
+                            continue
+                        sent += 1
+                        continue
                 verdict = conn.deliver(out, now)
                 if verdict is Verdict.SENT:
-                    result.sent += 1
+                    sent += 1
                 elif verdict is Verdict.DROPPED:
                     result.dropped += 1
                 elif verdict is Verdict.CLOSED:
@@ -485,6 +482,7 @@ class Hub:
                     result.failed.append(conn)
         except Exception as exc:
             result.errors.append(FanoutError(local.room, "encode", exc))
+        result.sent = sent
         return result
 
     def online_changes(self, elsewhere: Mapping[str, int] | None = None

@@ -38,10 +38,13 @@ _CLOSE_LINGER_S = 5.0
 
 
 class WsSink:
-    __slots__ = ("_loop", "transport")
+    __slots__ = ("_loop", "stream", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
+        # The hub's fast path writes pre-framed bytes to it directly
+        # (edge.fanout.Stream): ``write`` below is exactly that.
+        self.stream = transport
         self._loop = loop
 
     def write(self, data: bytes) -> None:

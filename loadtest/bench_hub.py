@@ -77,13 +77,16 @@ class Tally:
 
 
 class FakeSink:
-    """A transport end that reads everything at once: nothing stays unsent."""
+    """A transport end that reads everything at once: nothing stays unsent.
+    It is its own ``stream`` (edge.fanout.Stream), as a WebSocket sink is, so
+    the hub takes its fast path as it does for real connections."""
 
-    __slots__ = ("pending", "tally")
+    __slots__ = ("pending", "stream", "tally")
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
         self.pending = 0
+        self.stream = self
 
     def write(self, data: bytes) -> None:
         tally = self.tally
@@ -94,6 +97,12 @@ class FakeSink:
 
     def buffered(self) -> int:
         return self.pending
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending
+
+    def is_closing(self) -> bool:
+        return False
 
     def close(self, code: int, reason: str) -> None:
         pass

@@ -8,7 +8,8 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.fanout import Batch, Budget, Conn, FanoutResult, Hub
+from edge.batch import Batch
+from edge.fanout import Budget, Conn, FanoutResult, Hub
 from tests.unit.test_fanout import FakeSink
 from tests.unit.test_protocol import parse_ws_frame
 from wire.codecs import JSON, MSGPACK

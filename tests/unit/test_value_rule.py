@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.fanout import Batch
+from edge.batch import Batch
 from tests.support import nested, pack
 from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK
 from wire.decode import (

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.batch import Batch
 from edge.certs import dev_cert, make_dev_cert
-from edge.fanout import Batch, Budget, Conn
+from edge.fanout import Budget, Conn
 from edge.wt_framing import FrameReader, FrameTooBig, split_records
 from wire.codecs import JSON, MSGPACK, WT_JSON, WT_MSGPACK, codec_of
 from wire.decode import decode_frame
