@@ -4,13 +4,21 @@
  * with backoff and jitter, every joined room resumed with its versions and
  * epoch, peer messages handed to the application exactly once (the inbox
  * cursor) and acknowledged, outgoing peer messages retried until stored.
- * docs/PROTOCOL.md is the reference for every frame used here.
+ * Over WebTransport when the runtime has it and a WebTransport URL is given
+ * (falling back to the WebSocket when a session cannot be opened), else over
+ * the WebSocket; `redirect` frames are followed. docs/PROTOCOL.md is the
+ * reference for every frame used here.
  */
 import { Emitter } from './emitter.js';
-import { codecFor, decodeMessage } from './codec.js';
+import { checkCodec, decodeMessage, loadCodec } from './codec.js';
 import { Room } from './room.js';
+import { WebTransportSocket } from './webtransport.js';
 
 const OPEN = 1;
+/** Redirects followed in a row before backing off and asking `url` again
+ * (views of the live groups may differ for a heartbeat, docs/PROTOCOL.md). */
+export const MAX_REDIRECTS = 4;
+const TRANSPORTS = ['auto', 'webtransport', 'websocket'];
 
 /** Connect to `url` (ws://host:port/ws, or a function returning it) and keep connected. */
 export function connect(url, options) {
@@ -41,8 +49,7 @@ export function closeAdvice(code) {
 export class Client extends Emitter {
   #url;
   #options;
-  #codec;
-  #WebSocket;
+  #codecName;
   #conn = null;
   #closed = false;
   #nextRef = 1;
@@ -52,6 +59,9 @@ export class Client extends Emitter {
   #timers = new Set();
   #wake = null;
   #lastUrl = null;
+  #redirect = null; // the URL a redirect named, for the next connection
+  #redirectHops = 0; // redirects followed since a room was last joined
+  #wtFailed = false; // a WebTransport session could not be opened: WebSocket from then on
 
   constructor(url, options = {}) {
     super();
@@ -59,11 +69,19 @@ export class Client extends Emitter {
     this.#url = url;
     this.#options = {
       minDelay: 250, maxDelay: 10000, openTimeout: 10000, pingInterval: 25000,
-      refreshLead: null, ...options,
+      refreshLead: null, transport: 'auto', webtransportTimeout: 5000, ...options,
     };
-    this.#codec = codecFor(options.codec);
-    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (!this.#WebSocket) throw new TypeError('liveroom-client: no WebSocket; pass options.WebSocket');
+    this.#codecName = checkCodec(options.codec);
+    if (!TRANSPORTS.includes(this.#options.transport)) {
+      throw new TypeError(`liveroom-client: transport must be one of ${TRANSPORTS.join(', ')}`);
+    }
+    if (this.#options.transport !== 'webtransport' && !(options.WebSocket ?? globalThis.WebSocket)) {
+      throw new TypeError('liveroom-client: no WebSocket; pass options.WebSocket');
+    }
+    /** 'websocket' | 'webtransport' | null: the transport of the connection in use */
+    this.transport = null;
+    /** datagrams received (lossy state over WebTransport) */
+    this.datagrams = 0;
     /** 'connecting' | 'open' | 'closed' */
     this.status = 'connecting';
     /** the user of the last welcome: {id, name, role} */
@@ -134,7 +152,7 @@ export class Client extends Emitter {
   _send(frame) {
     const conn = this.#conn;
     if (!conn?.ready || conn.ws.readyState !== OPEN) return false;
-    conn.ws.send(this.#codec.encode(frame));
+    conn.ws.send(conn.codec.encode(frame));
     return true;
   }
 
@@ -191,6 +209,12 @@ export class Client extends Emitter {
       if (this.#closed) return;
       this.#lost(conn);
       this.emit('disconnected', close);
+      if (conn.redirected) {
+        // Straight to the URL the redirect named; after too many in a row,
+        // back off and ask `url` again.
+        await this.#sleep(this.#redirect ? 0 : this.#backoff(attempt++));
+        continue;
+      }
       if (!conn.dead && closeAdvice(close.code) === 'give_up') return this.#giveUp(close);
       await this.#sleep(closeAdvice(close.code) === 'renew_token' ? 0 : this.#backoff(attempt++));
     }
@@ -199,11 +223,32 @@ export class Client extends Emitter {
   /** Open a connection and say hello; resolves with it after `welcome`. */
   async #open() {
     const token = await this.#options.getToken();
-    const url = typeof this.#url === 'function' ? await this.#url() : this.#url;
+    const codec = await loadCodec(this.#codecName);
+    const redirected = this.#redirect;
+    this.#redirect = null;
+    const url = redirected ?? (typeof this.#url === 'function' ? await this.#url() : this.#url);
     this.#lastUrl = url;
-    const ws = new this.#WebSocket(url);
-    ws.binaryType = 'arraybuffer';
-    const conn = { ws, token, ready: false, welcome: null, dead: false, lastHeard: Date.now(), ackUpto: 0 };
+    // A redirect names a WebSocket URL: the other edge's QUIC endpoint is not known.
+    const wt = redirected ? null : await this.#webTransportTarget();
+    let ws = null;
+    if (wt) {
+      try {
+        ws = new WebTransportSocket(wt.url, { serverCertificateHashes: wt.serverCertificateHashes,
+          openTimeout: this.#options.webtransportTimeout, WebTransport: this.#options.WebTransport });
+      } catch (err) {
+        if (this.#options.transport === 'webtransport') throw err;
+        this.#fallBack(err);
+      }
+    }
+    if (!ws) {
+      // Looked up now, not at construction: a page may wrap window.WebSocket.
+      const WS = this.#options.WebSocket ?? globalThis.WebSocket;
+      ws = new WS(url);
+      ws.binaryType = 'arraybuffer';
+    }
+    const transport = ws instanceof WebTransportSocket ? 'webtransport' : 'websocket';
+    const conn = { ws, token, codec, transport, ready: false, welcome: null, dead: false,
+      lastHeard: Date.now(), ackUpto: 0 };
     let welcomed;
     const welcome = new Promise((resolve) => { welcomed = resolve; });
     conn.onWelcome = welcomed;
@@ -213,9 +258,9 @@ export class Client extends Emitter {
     ws.onerror = () => {};
     ws.onopen = () => {
       const hello = { type: 'hello', token, v: 1, inbox_cursor: this.inboxCursor };
-      ws.send(this.#codec.encode(hello));
+      ws.send(codec.encode(hello));
     };
-    ws.onmessage = (ev) => this.#onMessage(conn, ev.data);
+    ws.onmessage = (ev) => this.#onMessage(conn, ev.data, ev.datagram === true);
     let timer;
     const timeout = new Promise((resolve) => {
       timer = setTimeout(() => resolve(null), this.#options.openTimeout);
@@ -224,6 +269,11 @@ export class Client extends Emitter {
     clearTimeout(timer);
     if (first === null || !conn.welcome) {
       ws.close();
+      if (transport === 'webtransport' && !ws.opened && this.#options.transport === 'auto') {
+        // No session at all (no UDP, a blocked port, a refused certificate).
+        this.#fallBack(new Error(`liveroom-client: WebTransport did not open (${first?.reason ?? 'timeout'})`));
+        return this.#open();
+      }
       const failure = new Error(`liveroom-client: no welcome (${first ? `close ${first.code} ${first.reason}` : 'timeout'})`);
       failure.code = first?.code;
       throw failure;
@@ -232,10 +282,32 @@ export class Client extends Emitter {
     return conn;
   }
 
+  /** The WebTransport URL (and certificate hashes) to try, or null for the WebSocket. */
+  async #webTransportTarget() {
+    const { transport, webtransportUrl, serverCertificateHashes } = this.#options;
+    if (transport === 'websocket' || !webtransportUrl) return null;
+    if (transport === 'auto' && (this.#wtFailed || typeof (this.#options.WebTransport ?? globalThis.WebTransport) !== 'function')) {
+      return null;
+    }
+    let target = typeof webtransportUrl === 'function' ? await webtransportUrl() : webtransportUrl;
+    if (!target) {
+      if (transport === 'webtransport') throw new Error('liveroom-client: no WebTransport URL');
+      return null;
+    }
+    if (typeof target === 'string') target = { url: target };
+    return { url: target.url, serverCertificateHashes: target.serverCertificateHashes ?? serverCertificateHashes };
+  }
+
+  #fallBack(err) {
+    this.#wtFailed = true;
+    this.emit('transport_fallback', err);
+  }
+
   /** Make `conn` the connection: rejoin every room, resend unstored peer messages. */
   #adopt(conn) {
     this.#conn = conn;
     this.user = conn.welcome.user;
+    this.transport = conn.transport;
     this.#setStatus('open');
     for (const room of this.rooms.values()) {
       room._disconnected();
@@ -265,7 +337,7 @@ export class Client extends Emitter {
   #sendJoin(conn, room) {
     const ref = this._ref();
     this.#pending.set(ref, { join: room });
-    conn.ws.send(this.#codec.encode({ ...room._joinFrame(), ref }));
+    conn.ws.send(conn.codec.encode({ ...room._joinFrame(), ref }));
   }
 
   /** Reconnect on a fresh token before this one expires, then close the old connection. */
@@ -316,11 +388,12 @@ export class Client extends Emitter {
 
   // -- incoming frames ---------------------------------------------------
 
-  #onMessage(conn, data) {
+  #onMessage(conn, data, datagram) {
     conn.lastHeard = Date.now();
+    if (datagram) this.datagrams += 1;
     let frame;
     try {
-      frame = decodeMessage(data);
+      frame = decodeMessage(data, conn.transport === 'webtransport');
     } catch (err) {
       return this.emit('error', err);
     }
@@ -343,7 +416,8 @@ export class Client extends Emitter {
       case 'peer_ack': return this.#onPeerAck(frame);
       case 'inbox': return this.emit('inbox', frame);
       case 'error': return this.#onError(frame);
-      case 'redirect': return this.emit('redirect', frame);
+      case 'redirect': return this.#onRedirect(conn, frame);
+      case 'joined': this.#redirectHops = 0; break;
       default: break;
     }
     const waiting = frame.ref !== undefined ? this.#pending.get(frame.ref) : undefined;
@@ -377,9 +451,25 @@ export class Client extends Emitter {
       target.ackScheduled = false;
       if (target.ws.readyState === OPEN && this.inboxCursor > target.ackUpto) {
         target.ackUpto = this.inboxCursor;
-        target.ws.send(this.#codec.encode({ type: 'peer_ack', upto: this.inboxCursor }));
+        target.ws.send(target.codec.encode({ type: 'peer_ack', upto: this.inboxCursor }));
       }
     }, 0);
+  }
+
+  /**
+   * This edge does not serve a room (docs/PROTOCOL.md, "redirect"): connect
+   * to the URL it names and rejoin every room there with its versions.
+   */
+  #onRedirect(conn, frame) {
+    if (frame.ref !== undefined) this.#pending.delete(frame.ref);
+    this.emit('redirect', frame);
+    const url = frame.url ?? frame.urls?.[0];
+    if (typeof url !== 'string' || conn !== this.#conn || conn.redirected) return;
+    this.#redirectHops += 1;
+    this.#redirect = this.#redirectHops <= MAX_REDIRECTS ? url : null;
+    if (!this.#redirect) this.#redirectHops = 0;
+    conn.redirected = true;
+    conn.ws.close(1000, 'redirected');
   }
 
   #onPeerAck(frame) {
@@ -400,6 +490,8 @@ export class Client extends Emitter {
     const room = frame.room !== undefined ? this.rooms.get(frame.room) : undefined;
     if (room) room.emit('error', errorOf(frame));
     else this.emit('server_error', errorOf(frame));
+    // A refused write whose versions were behind: fetch what changed.
+    if (room?.joined && frame.advice === 'resync') room.sync();
   }
 
   #peerFailed(frame, entry) {
