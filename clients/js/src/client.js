@@ -12,38 +12,21 @@
 import { Emitter } from './emitter.js';
 import { checkCodec, decodeMessage, loadCodec } from './codec.js';
 import { Room } from './room.js';
-import { WebTransportSocket } from './webtransport.js';
+import { checkTransport, openSocket, webTransportTarget } from './transport.js';
+import { closeAdvice, errorOf, randomId, tokenExpiry } from './policy.js';
+
+export { closeAdvice, tokenExpiry };
 
 const OPEN = 1;
 /** Redirects followed in a row before backing off and asking `url` again
  * (views of the live groups may differ for a heartbeat, docs/PROTOCOL.md). */
 export const MAX_REDIRECTS = 4;
-const TRANSPORTS = ['auto', 'webtransport', 'websocket'];
 
 /** Connect to `url` (ws://host:port/ws, or a function returning it) and keep connected. */
 export function connect(url, options) {
   const client = new Client(url, options);
   client.start();
   return client;
-}
-
-/** The `exp` claim of a JWT in milliseconds, or null if it cannot be read. */
-export function tokenExpiry(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const json = typeof atob === 'function' ? atob(part) : Buffer.from(part, 'base64').toString('binary');
-    const exp = JSON.parse(json).exp;
-    return typeof exp === 'number' ? exp * 1000 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** What a close code asks of the client (docs/PROTOCOL.md, "Close codes"). */
-export function closeAdvice(code) {
-  if (code === 1000 || (code >= 4000 && code < 4100)) return 'give_up';
-  if (code >= 4200 && code < 4300) return 'renew_token';
-  return 'reconnect';
 }
 
 export class Client extends Emitter {
@@ -72,12 +55,7 @@ export class Client extends Emitter {
       refreshLead: null, transport: 'auto', webtransportTimeout: 5000, ...options,
     };
     this.#codecName = checkCodec(options.codec);
-    if (!TRANSPORTS.includes(this.#options.transport)) {
-      throw new TypeError(`liveroom-client: transport must be one of ${TRANSPORTS.join(', ')}`);
-    }
-    if (this.#options.transport !== 'webtransport' && !(options.WebSocket ?? globalThis.WebSocket)) {
-      throw new TypeError('liveroom-client: no WebSocket; pass options.WebSocket');
-    }
+    checkTransport(this.#options);
     /** 'websocket' | 'webtransport' | null: the transport of the connection in use */
     this.transport = null;
     /** datagrams received (lossy state over WebTransport) */
@@ -229,24 +207,8 @@ export class Client extends Emitter {
     const url = redirected ?? (typeof this.#url === 'function' ? await this.#url() : this.#url);
     this.#lastUrl = url;
     // A redirect names a WebSocket URL: the other edge's QUIC endpoint is not known.
-    const wt = redirected ? null : await this.#webTransportTarget();
-    let ws = null;
-    if (wt) {
-      try {
-        ws = new WebTransportSocket(wt.url, { serverCertificateHashes: wt.serverCertificateHashes,
-          openTimeout: this.#options.webtransportTimeout, WebTransport: this.#options.WebTransport });
-      } catch (err) {
-        if (this.#options.transport === 'webtransport') throw err;
-        this.#fallBack(err);
-      }
-    }
-    if (!ws) {
-      // Looked up now, not at construction: a page may wrap window.WebSocket.
-      const WS = this.#options.WebSocket ?? globalThis.WebSocket;
-      ws = new WS(url);
-      ws.binaryType = 'arraybuffer';
-    }
-    const transport = ws instanceof WebTransportSocket ? 'webtransport' : 'websocket';
+    const wt = redirected ? null : await webTransportTarget(this.#options, this.#wtFailed);
+    const { ws, transport } = openSocket(this.#options, url, wt, (err) => this.#fallBack(err));
     const conn = { ws, token, codec, transport, ready: false, welcome: null, dead: false,
       lastHeard: Date.now(), ackUpto: 0 };
     let welcomed;
@@ -280,22 +242,6 @@ export class Client extends Emitter {
     }
     conn.ready = true;
     return conn;
-  }
-
-  /** The WebTransport URL (and certificate hashes) to try, or null for the WebSocket. */
-  async #webTransportTarget() {
-    const { transport, webtransportUrl, serverCertificateHashes } = this.#options;
-    if (transport === 'websocket' || !webtransportUrl) return null;
-    if (transport === 'auto' && (this.#wtFailed || typeof (this.#options.WebTransport ?? globalThis.WebTransport) !== 'function')) {
-      return null;
-    }
-    let target = typeof webtransportUrl === 'function' ? await webtransportUrl() : webtransportUrl;
-    if (!target) {
-      if (transport === 'webtransport') throw new Error('liveroom-client: no WebTransport URL');
-      return null;
-    }
-    if (typeof target === 'string') target = { url: target };
-    return { url: target.url, serverCertificateHashes: target.serverCertificateHashes ?? serverCertificateHashes };
   }
 
   #fallBack(err) {
@@ -542,15 +488,4 @@ export class Client extends Emitter {
     const t = setTimeout(() => { this.#timers.delete(t); fn(); }, ms);
     this.#timers.add(t);
   }
-}
-
-/** An Error carrying the error frame's fields (code, advice, retry_after…). */
-function errorOf(frame) {
-  return Object.assign(new Error(frame.message ?? frame.code), frame);
-}
-
-function randomId() {
-  const c = globalThis.crypto;
-  if (c?.randomUUID) return c.randomUUID();
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
