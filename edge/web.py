@@ -44,6 +44,10 @@ from wire.incoming import action_body
 log = logging.getLogger("liveroom.http")
 
 STATIC_DIR = Path(__file__).parent / "static"
+# The JavaScript SDK (clients/js/src, npm package liveroom-client) that the demo
+# page imports as ES modules from /sdk/. Beside edge/ in the checkout and, as
+# package data of `clients`, in an installed wheel.
+SDK_DIR = Path(__file__).resolve().parent.parent / "clients" / "js" / "src"
 MAX_API_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -215,6 +219,10 @@ def build_app(node: EdgeNode, *, jwt_secret: str, api_key: str | None,
     app[QUIC_KEY] = {}  # filled in when the QUIC edge has started (GET /v1/quic)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)
+    if SDK_DIR.is_dir():
+        app.router.add_static("/sdk/", SDK_DIR)
+    else:
+        log.warning("the JavaScript SDK is not at %s: the demo page will not work", SDK_DIR)
     app.router.add_get("/ws", handle_ws)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
