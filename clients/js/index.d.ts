@@ -109,10 +109,33 @@ export interface ClientEvents {
   peer: PeerMessage;
   cursor: number;
   inbox: { recovered: boolean; cursor: number; upto: number; reason?: string };
-  redirect: Record<string, unknown>;
+  redirect: Redirect;
+  /** A WebTransport session could not be opened: the WebSocket from now on. */
+  transport_fallback: Error;
   server_error: LiveroomError;
   error: unknown;
 }
+
+/** A `redirect` frame (distributed deployment): the client reconnects to `url` and rejoins. */
+export interface Redirect {
+  type: 'redirect';
+  room: string;
+  url: string;
+  urls?: string[];
+  reason: 'not_owner' | 'moved';
+  ref?: number;
+}
+
+/** Where to open a WebTransport session; hashes pin a development certificate. */
+export interface WebTransportTarget {
+  url: string;
+  /** SHA-256 of the certificate: hex strings or `{algorithm: 'sha-256', value}`. */
+  serverCertificateHashes?: CertificateHash[];
+}
+
+export type CertificateHash = string | { algorithm?: 'sha-256'; value: string | Uint8Array | ArrayBuffer };
+
+export type Transport = 'websocket' | 'webtransport';
 
 export interface ConnectOptions {
   /** A fresh token (JWT) for each connection; called again before the last one expires. */
@@ -134,6 +157,25 @@ export interface ConnectOptions {
   openTimeout?: number;
   /** The HTTP origin of the polling state mode (default: the WebSocket URL's). */
   httpUrl?: string;
+  /**
+   * 'auto' (default): WebTransport when the runtime has it and `webtransportUrl` gives a URL,
+   * the WebSocket otherwise and after a session failed to open; 'webtransport': only it;
+   * 'websocket': only it.
+   */
+  transport?: 'auto' | Transport;
+  /**
+   * The WebTransport URL (https://host:port/wt), or a function asked on every connect that
+   * returns one, a target with certificate hashes, or null for the WebSocket this time
+   * (`() => quicOffer(location.href)` reads a dev edge's GET /v1/quic).
+   */
+  webtransportUrl?: string | WebTransportTarget
+    | (() => string | WebTransportTarget | null | Promise<string | WebTransportTarget | null>);
+  /** Certificate hashes for a `webtransportUrl` given as a string. */
+  serverCertificateHashes?: CertificateHash[];
+  /** How long a WebTransport session may take to open before the fallback, ms (5000). */
+  webtransportTimeout?: number;
+  /** The WebTransport class. Default: globalThis.WebTransport. */
+  WebTransport?: unknown;
 }
 
 export declare class Client extends Emitter<ClientEvents> {
@@ -142,6 +184,10 @@ export declare class Client extends Emitter<ClientEvents> {
   user: User | null;
   readonly rooms: Map<string, Room>;
   inboxCursor: number;
+  /** The transport of the connection in use (null before the first one). */
+  transport: Transport | null;
+  /** Datagrams received (lossy state over WebTransport). */
+  datagrams: number;
   start(): void;
   join(room: string): Promise<Room>;
   sendPeer(to: string, body: unknown, options?: { id?: string }): Promise<PeerAck>;
@@ -152,3 +198,27 @@ export declare class Client extends Emitter<ClientEvents> {
 export declare function connect(url: string | (() => string | Promise<string>), options: ConnectOptions): Client;
 export declare function tokenExpiry(token: string): number | null;
 export declare function closeAdvice(code: number): 'give_up' | 'renew_token' | 'reconnect';
+
+/** Redirects followed in a row before backing off and asking `url` again. */
+export declare const MAX_REDIRECTS: number;
+
+/** Where a liveroom edge's QUIC endpoint is, from its GET /v1/quic; null when QUIC is off. */
+export declare function quicOffer(base: string | URL): Promise<WebTransportTarget | null>;
+
+/** Reassembles a WebTransport stream's pieces into frames (4-byte big-endian length + payload). */
+export declare class FrameReader {
+  constructor(limit?: number);
+  feed(chunk: Uint8Array): Uint8Array[];
+  readonly pending: number;
+}
+
+/** A WebTransport session with the WebSocket interface the Client uses. */
+export declare class WebTransportSocket {
+  constructor(url: string, options?: { serverCertificateHashes?: CertificateHash[]; openTimeout?: number; WebTransport?: unknown });
+  readonly kind: 'webtransport';
+  readyState: number;
+  /** Whether the session ever opened. */
+  opened: boolean;
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
