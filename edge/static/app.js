@@ -22,8 +22,9 @@ const ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 5000;
 const ELEVATED = new Set(["host", "moderator"]);
-// A token is renewed this long before it expires (on the next connect).
-const TOKEN_MARGIN_MS = 60000;
+// A token this close to its expiry is replaced by a fresh one on the next connect (the
+// SDK reconnects on a fresh token up to 60 s before the expiry).
+const TOKEN_MARGIN_MS = 120000;
 
 const params = new URLSearchParams(location.search);
 

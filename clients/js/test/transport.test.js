@@ -8,8 +8,9 @@
  * - the fallback to the WebSocket when a session cannot be opened;
  * - `redirect`: a router in front (a `ws` server of this test: the real one
  *   redirects only in the distributed deployment) sends the client to the
- *   real server, which it then joins with its versions; and a router that
- *   redirects for ever is followed MAX_REDIRECTS times, then `url` is asked again.
+ *   real server, which it then joins with its versions; a room that moved
+ *   (`moved`, after `joined`) is rejoined there; and a router that redirects
+ *   for ever is followed MAX_REDIRECTS times, then `url` is asked again.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -137,8 +138,12 @@ test('a WebTransport session that cannot open falls back to the WebSocket', asyn
   assert.equal(fallbacks.length, 1);
 });
 
-/** A router in front of the real server: welcome, then `redirect(join)` for every join. */
-async function router(redirect) {
+/**
+ * A router in front of the real server: welcome, then `redirect(join)` for
+ * every join; with `moved`, the join is answered `joined` and the redirect
+ * (`moved`, no ref) follows.
+ */
+async function router(redirect, { moved = false } = {}) {
   const { WebSocketServer } = await import('ws');
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await new Promise((r) => wss.once('listening', r));
@@ -149,6 +154,11 @@ async function router(redirect) {
       if (frame.type === 'hello') {
         stats.hellos += 1;
         sock.send(JSON.stringify({ type: 'welcome', user: { id: 'u', name: 'u', role: 'viewer' }, codec: 'json' }));
+      } else if (frame.type === 'join' && moved) {
+        sock.send(JSON.stringify({ type: 'joined', room: frame.room, ref: frame.ref, epoch: 'router',
+          total: 0, versions: {}, sections: [], members: 1 }));
+        const url = redirect(frame);
+        setTimeout(() => sock.send(JSON.stringify({ type: 'redirect', room: frame.room, url, urls: [url], reason: 'moved' })), 50);
       } else if (frame.type === 'join') {
         const url = redirect(frame);
         sock.send(JSON.stringify({ type: 'redirect', room: frame.room, url, urls: [url], reason: 'not_owner', ref: frame.ref }));
@@ -173,6 +183,21 @@ test('a redirect is followed: the room is joined where it names', async () => {
   assert.equal(redirects[0].reason, 'not_owner');
   await until(() => r.state.get('title') === 'at the owner', 'the state of the owner');
   assert.equal(c.user.id, 'rd-viewer'); // welcomed by the real server
+});
+
+test('a room that moved: its members reconnect where the redirect says and rejoin', async () => {
+  const front = await router(() => server.wsUrl, { moved: true });
+  const room = 'moved-room';
+  const host = open(server.wsUrl, 'mv-host', { rooms: { [room]: 'host' } });
+  (await host.join(room)).write('title', 'at the new owner');
+  const c = open(front.url, 'mv-viewer');
+  const reasons = [];
+  c.on('redirect', (r) => reasons.push(r.reason));
+  const r = await c.join(room); // joined at the router first
+  await until(() => r.state.get('title') === 'at the new owner', 'the state where the room moved');
+  assert.deepEqual(reasons, ['moved']);
+  assert.equal(c.user.id, 'mv-viewer');
+  assert.equal(c.status, 'open');
 });
 
 test('redirects in a loop are followed a few times, then the url is asked again', async () => {
