@@ -53,6 +53,12 @@ class ClientSpec:
     cpus: frozenset[int] | None
     role: str = "viewer"
     state: bool = False  # publish state changes of section STATE_SECTION, not actions
+    # The viewers' global indices when not ``first .. first + count - 1``
+    # (loadtest.bench_cluster: the viewers the router sent to one edge).
+    indices: tuple[int, ...] = ()
+
+    def viewer_ids(self) -> range | tuple[int, ...]:
+        return self.indices or range(self.first, self.first + self.count)
 
 
 def _token(spec: ClientSpec, index: int) -> str:
@@ -121,7 +127,7 @@ async def _viewers_main(spec: ClientSpec, pipe: Connection) -> None:
     tick()
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
     results = await asyncio.gather(
-        *(_open(spec, spec.first + i, stats, sem) for i in range(spec.count)),
+        *(_open(spec, i, stats, sem) for i in spec.viewer_ids()),
         return_exceptions=True)
     clients = [r for r in results if isinstance(r, WsClient)]
     errors = [repr(r) for r in results if not isinstance(r, WsClient)]
