@@ -118,10 +118,11 @@ def _spawn(ctx: Any, spec: ClientSpec, publisher: bool) -> tuple[Any, Any]:
     return p, parent_end
 
 
-def run_one(args: argparse.Namespace, edges: int, data_dir: Path) -> dict[str, Any]:
-    """One run with ``edges`` edges: start the cluster, load it, measure."""
-    lay = layout(edges, os.sched_getaffinity(0), args.server_cpus, args.client_cpus,
-                 args.bus_cpus)
+def run_one(args: argparse.Namespace, edges: int, available: set[int],
+            data_dir: Path) -> dict[str, Any]:
+    """One run with ``edges`` edges on ``available`` CPUs (read once, before
+    any run pinned this process): start the cluster, load it, measure."""
+    lay = layout(edges, available, args.server_cpus, args.client_cpus, args.bus_cpus)
     pin(lay.client_cpus)  # the parent and its children stay on the client cores
     cluster = BenchCluster(lay.edge_cpus, lay.infra_cpus, data_dir, SECRET)
     cluster.start(args)
@@ -209,13 +210,20 @@ def _measure(args: argparse.Namespace, cluster: BenchCluster, lay: Layout,
     server_cpu = sum(per_proc.values())
     edge_cpu = sum(v for k, v in per_proc.items() if k.startswith("edge-"))
 
-    def busy(i: int) -> float:
-        (b0, _, tot0), (b1, _, tot1) = ticks0[i], ticks1[i]
-        return (b1 - b0) / (tot1 - tot0) if tot1 > tot0 else 0.0
+    def busy(i: int, col: int = 0) -> float:
+        """Share of side ``i``'s cores busy (col 0) or in softirq (col 1)."""
+        a, b = ticks0[i], ticks1[i]
+        return (b[col] - a[col]) / (b[2] - a[2]) if b[2] > a[2] else 0.0
 
     n_client = len(lay.client_cpus) if lay.client_cpus else (os.cpu_count() or 1)
     client_cpu = (ccpu1 - ccpu0) / wall / n_client
     edge_sat = [per_proc[f"edge-{i}"] > SATURATED for i in range(n)]
+    # What else ran on the server cores (other processes of the machine; the
+    # clients too when they share them): figures with much of it are noise.
+    ours = server_cpu + (client_cpu * n_client if lay.shared_cores else 0.0)
+    other = max(0.0, (busy(0) - busy(0, 1)) * len(server_set) - ours) / len(server_set)
+    if other > 0.1:
+        log.warning("%d edges: other processes used %.0f%% of the server cores", n, 100 * other)
     return {
         "edges": n, "viewers": viewers, "viewers_joined": joined,
         "viewers_per_edge": [len(ids) for ids in placed], "client_processes": len(outs),
@@ -248,6 +256,7 @@ def _measure(args: argparse.Namespace, cluster: BenchCluster, lay: Layout,
         "bus_share": round(per_proc["nats-server"] / server_cpu, 3) if server_cpu else None,
         "client_cpu": round(client_cpu, 3),
         "server_core_busy": round(busy(0), 3),
+        "server_core_other": round(other, 3),
         "client_core_busy": round(busy(1), 3),
         "edge_saturated": edge_sat,
         "server_saturated": any(edge_sat) or busy(0) > SATURATED,
@@ -300,7 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coalesce-window", type=float, default=0.005)
     p.add_argument("--outbound-budget", type=int, default=64 << 20,
                    help="each edge's per-connection budget; big, so that nothing is shed")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="the roles' heartbeat (s)")
+    p.add_argument("--heartbeat", type=float, default=2.0,
+                   help="the roles' heartbeat (s; 2 as deployed: each beat re-writes every "
+                        "connection of an edge into Redis)")
     p.add_argument("--clients", type=int, default=0,
                    help="viewer processes (default: one per client CPU, at least one per edge)")
     p.add_argument("--codec", choices=(JSON, MSGPACK), default=JSON)
@@ -326,10 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"need 1 <= --viewers <= {MAX_VIEWERS}, --rate > 0 and "
                          "0 < --duration <= 60")
     raise_nofile(args.viewers + 1024)
+    available = os.sched_getaffinity(0)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         for n in counts:
-            r = run_one(args, n, Path(tmp) / f"n{n}-{len(runs)}")
+            r = run_one(args, n, available, Path(tmp) / f"n{n}-{len(runs)}")
             if r["shared_cores"]:
                 log.warning("%d edges: the clients share cores with the servers; the "
                             "figures cannot show scaling", n)
