@@ -123,13 +123,14 @@ def run_one(args: argparse.Namespace, edges: int, available: set[int],
     """One run with ``edges`` edges on ``available`` CPUs (read once, before
     any run pinned this process): start the cluster, load it, measure."""
     lay = layout(edges, available, args.server_cpus, args.client_cpus, args.bus_cpus)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pin(lay.client_cpus)  # the parent and its children stay on the client cores
     cluster = BenchCluster(lay.edge_cpus, lay.infra_cpus, data_dir, SECRET)
     cluster.start(args)
     try:
         cluster.flag_spread()
         placed = cluster.route_viewers(args.viewers)
-        return _measure(args, cluster, lay, placed)
+        return {**_measure(args, cluster, lay, placed), "started_utc": started}
     finally:
         gone = cluster.exited()
         cluster.stop()
