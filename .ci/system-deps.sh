@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, installed only when missing.
-# `system-deps.sh venv` installs just what `python3 -m venv` needs, `node` node and npm.
+# `system-deps.sh venv` installs just what `python3 -m venv` needs, `node` node and npm,
+# `nchan` nginx with the nchan module (the fan-out benchmark's `--peer nchan`).
+# Optional packages may fail to install without failing the script: the tests that
+# need them are skipped (with the reason) when they are absent.
 set -euo pipefail
 need=()
-if [ "${1:-}" = venv ]; then
+optional=()
+nchan_module=/usr/lib/nginx/modules/ngx_nchan_module.so
+if [ "${1:-}" = nchan ]; then
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+  [ -e "$nchan_module" ] || need+=(libnginx-mod-nchan)
+elif [ "${1:-}" = venv ]; then
   need+=(python3-venv)
 elif [ "${1:-}" = node ]; then
   # The JavaScript SDK's tests (clients/js, `make js`): node (18 or later) and npm.
@@ -17,6 +25,9 @@ else
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+  # Optional: nchan, the peer of loadtest/bench_fanout.py (`--peer nchan`);
+  # tests/integration/test_bench_smoke.py skips its nchan run without it.
+  [ -e "$nchan_module" ] || optional+=(libnginx-mod-nchan)
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
   # The distributed stores' integration tests start their own servers:
   # PostgreSQL (initdb + postgres, tests/pgserver.py) and Redis standalone and
@@ -30,9 +41,16 @@ else
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
+[ ${#need[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "installing Debian packages: ${need[*]}" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+$sudo apt-get update -qq || [ ${#need[@]} -eq 0 ]  # optional only: go on offline
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+  echo "installing optional Debian packages: ${optional[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${optional[@]}" >/dev/null \
+    || echo "optional packages not installed (${optional[*]}): their tests will be skipped" >&2
+fi

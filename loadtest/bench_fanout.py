@@ -62,13 +62,13 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from loadtest import maxrate
 from loadtest.benchstats import finite, gained_between, percentile, ratio
+from loadtest.fanout_args import parser
 from loadtest.fanout_clients import Clients, ClientSpec, client_process, recv, stop_clients
 from loadtest.procstat import (
     core_ticks,
@@ -80,9 +80,9 @@ from loadtest.procstat import (
     rss_bytes,
 )
 from loadtest.seated_agents import SeatedAgents
-from loadtest.servers import ServerProcess, start_liveroom, start_socketio
+from loadtest.servers import SERVER_PATHS, start_liveroom, start_server
 from loadtest.socketio_peer import serve_socketio
-from loadtest.wsclient import JSON, LIVEROOM, MSGPACK, SOCKETIO, STATE_SECTION
+from loadtest.wsclient import JSON, LIVEROOM, SOCKETIO, STATE_SECTION
 
 log = logging.getLogger("liveroom.bench")
 
@@ -102,6 +102,7 @@ class Target:
     port: int
     path: str
     pid: int | None  # the server's, when known: CPU and RSS readings
+    publish_path: str | None = None  # the publisher's, when not ``path`` (nchan)
 
 
 def run_one(args: argparse.Namespace, target: Target, secret: str,
@@ -148,7 +149,8 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         time.sleep(0.3)  # let the server settle (and free the handshakes' garbage)
         rss_after = rss_bytes(target.pid) if target.pid else 0
 
-        pub_spec = ClientSpec(target.mode, target.host, target.port, target.path, codec,
+        pub_spec = ClientSpec(target.mode, target.host, target.port,
+                              target.publish_path or target.path, codec,
                               secret, 0, 1, 0, cpus, role="host", state=bool(args.state_hz))
         parent_end, child_end = ctx.Pipe()
         p = ctx.Process(target=client_process, args=(pub_spec, child_end, True), daemon=True)
@@ -308,69 +310,10 @@ def _cpu_snapshot(pids: dict[str, Any]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------
-# Command line
+# Command line (its flags: loadtest.fanout_args)
 # --------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    cpus = sorted(os.sched_getaffinity(0))
-    server_default = str(cpus[0])
-    client_default = ",".join(str(c) for c in cpus[1:]) or server_default
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_fanout",
-                                description="Fan-out benchmark: prints one JSON line.")
-    p.add_argument("--viewers", type=int, default=1000, help="viewer connections")
-    p.add_argument("--rate", type=float, default=50_000.0,
-                   help="offered deliveries per second (messages/s x viewers)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds (max 60)")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds published before")
-    p.add_argument("--drain", type=float, default=2.0,
-                   help="at most this many seconds to wait for late deliveries")
-    p.add_argument("--coalesce-window", type=float, default=0.005)
-    p.add_argument("--outbound-budget", type=int, default=64 << 20,
-                   help="the edge's per-connection budget; big, so that nothing is shed")
-    p.add_argument("--clients", type=int, default=1, help="viewer processes")
-    p.add_argument("--codec", choices=(JSON, MSGPACK), default=JSON,
-                   help="the viewers' wire variant (the socket.io peer always uses JSON)")
-    p.add_argument("--payload-bytes", type=int, default=100,
-                   help="padding in each message body")
-    p.add_argument("--url", help="attach to a running edge (ws://host:port/ws) instead of "
-                                 "starting one; tokens use $LIVEROOM_JWT_SECRET")
-    p.add_argument("--server-pid", type=int,
-                   help="with --url: the edge's pid, for its CPU and RSS")
-    p.add_argument("--state-hz", type=float, default=0.0,
-                   help="publish changes of the room's 'stage' section at this rate instead of "
-                        "actions (latest-wins state; --rate is then ignored)")
-    p.add_argument("--find-max", action="store_true",
-                   help="search for the highest offered rate kept up with (loss <= 0.1%% and "
-                        "p99 <= --max-p99): from --rate up by x1.4 per trial, then one step "
-                        "back by x1.15; prints the trials and the best")
-    p.add_argument("--max-p99", type=float, default=100.0,
-                   help="ms; with --find-max, the latency a kept-up run may not exceed")
-    p.add_argument("--peer-rate", type=float,
-                   help="with --find-max and --peer: the peer's first offered rate "
-                        "(default: --rate / 10)")
-    p.add_argument("--peer", choices=(SOCKETIO,),
-                   help="also run the same load against this server, and give the ratio")
-    p.add_argument("--agents", type=int, default=0,
-                   help="characters talking continuously in the room (loadtest/characters)")
-    p.add_argument("--compare-agents", type=int, default=0, metavar="N",
-                   help="run without characters, then with N, and give the p99 ratio")
-    p.add_argument("--compare-agent-rooms", type=int, default=0, metavar="N",
-                   help="run without, then with a liveroom agents process seating quinn in N "
-                        "other rooms of the server (loadtest/seated_agents.py); the p99 ratio")
-    p.add_argument("--agent-trigger-rate", type=float, default=10.0,
-                   help="with --compare-agent-rooms: mentions a second over those rooms")
-    p.add_argument("--agent-backend", default="scripted",
-                   choices=("scripted", "openai", "embedded"))
-    p.add_argument("--agent-word-delay", type=float, default=0.012)
-    p.add_argument("--agent-openai-url", help="with --agent-backend openai")
-    p.add_argument("--server-cpu", default=server_default, help="CPU(s) for the server")
-    p.add_argument("--client-cpu", default=client_default,
-                   help="CPU(s) for the viewer and publisher processes")
-    p.add_argument("--serve-socketio", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.serve_socketio is not None:
@@ -378,8 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.find_max and (args.state_hz or args.url):
         raise SystemExit("--find-max starts its own servers and measures actions")
-    if args.state_hz and args.peer:
-        raise SystemExit("--state-hz measures liveroom's state path: no --peer")
+    if args.state_hz and (args.peer or args.server != LIVEROOM):
+        raise SystemExit("--state-hz measures liveroom's state path: no --peer or --server")
+    if args.server != LIVEROOM and (args.url or args.agents or args.compare_agents
+                                    or args.compare_agent_rooms):
+        raise SystemExit("--url and the agent flags measure liveroom: no --server")
+    if args.peer == args.server:
+        raise SystemExit("--peer must differ from --server")
     if args.viewers < 1 or args.rate <= 0 or not 0 < args.duration <= 60:
         raise SystemExit("need --viewers >= 1, --rate > 0 and 0 < --duration <= 60")
     raise_nofile(args.viewers + 1024)
@@ -393,18 +341,15 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("server and clients share CPUs %s", sorted(server_cpus & client_cpus))
     pin(client_cpus)  # the parent and its children stay off the server's core
 
+    modes = [args.server] + ([args.peer] if args.peer else [])
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as data_dir:
         if args.find_max:
-            found: dict[str, Any] = {LIVEROOM: find_max(args, lambda: start_liveroom(
-                args, data_dir, DEFAULT_SECRET, server_cpus), LIVEROOM, "/ws",
-                DEFAULT_SECRET, server_cpus, client_cpus)}
-            if args.peer == SOCKETIO:
-                found[SOCKETIO] = find_max(args, lambda: start_socketio(server_cpus), SOCKETIO,
-                                         "/socket.io/?EIO=4&transport=websocket", "",
-                                         server_cpus, client_cpus)
-                found["ratio_max"] = ratio(found[LIVEROOM]["max_kept_up_per_s"],
-                                            found[SOCKETIO]["max_kept_up_per_s"])
+            found: dict[str, Any] = {m: find_max(args, m, data_dir, server_cpus, client_cpus)
+                                     for m in modes}
+            if args.peer:
+                found["ratio_max"] = ratio(found[args.server]["max_kept_up_per_s"],
+                                           found[args.peer]["max_kept_up_per_s"])
             print(json.dumps(finite(found), allow_nan=False), flush=True)
             return 0
         if args.url:
@@ -415,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             target = Target(LIVEROOM, u.hostname or "127.0.0.1", u.port or 80,
                             u.path or "/ws", args.server_pid)
             results[LIVEROOM] = run_one(args, target, secret, server_cpus, client_cpus)
+            modes = modes[1:]
         elif args.compare_agents or args.compare_agent_rooms:
+            modes = modes[1:]
             for key, n in (("without_agents", 0), ("with_agents", args.compare_agents)):
                 args.agents = n
                 srv = start_liveroom(args, f"{data_dir}/{key}", DEFAULT_SECRET, server_cpus)
@@ -433,22 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                     if seated is not None:
                         results.setdefault(key, {})["seated"] = seated.stop()
                     srv.stop()
-        else:
-            srv = start_liveroom(args, data_dir, DEFAULT_SECRET, server_cpus)
-            try:
-                target = Target(LIVEROOM, "127.0.0.1", srv.port, "/ws", srv.pid)
-                results[LIVEROOM] = run_one(args, target, DEFAULT_SECRET, server_cpus, client_cpus)
-                results[LIVEROOM]["agents"] = args.agents
-            finally:
-                srv.stop()
-        if args.peer == SOCKETIO:
-            srv = start_socketio(server_cpus)
-            try:
-                target = Target(SOCKETIO, "127.0.0.1", srv.port,
-                                "/socket.io/?EIO=4&transport=websocket", srv.pid)
-                results[SOCKETIO] = run_one(args, target, "", server_cpus, client_cpus)
-            finally:
-                srv.stop()
+        for mode in modes:
+            results[mode] = measure(args, mode, data_dir, server_cpus, client_cpus)
     if args.compare_agents or args.compare_agent_rooms:
         base, loaded = results["without_agents"], results["with_agents"]
         out: dict[str, Any] = {
@@ -460,10 +393,10 @@ def main(argv: list[str] | None = None) -> int:
                 (loaded["delivered_all_per_s"] - loaded["delivered_per_s"])
                 / max(1, loaded["viewers_joined"]), 1)}
     elif args.peer is None:
-        out = results[LIVEROOM]
+        out = results[args.server]
     else:
-        ours, theirs = results[LIVEROOM], results[SOCKETIO]
-        out = {LIVEROOM: ours, SOCKETIO: theirs,
+        ours, theirs = results[args.server], results[args.peer]
+        out = {args.server: ours, args.peer: theirs,
                "ratio_delivered": ratio(ours["delivered_per_s"], theirs["delivered_per_s"]),
                "ratio_server_cpu_per_delivery": ratio(theirs["server_us_per_delivery"],
                                                        ours["server_us_per_delivery"]),
@@ -473,21 +406,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def find_max(args: argparse.Namespace, start: Callable[[], ServerProcess], mode: str,
-             path: str, secret: str, server_cpus: set[int] | None,
+def measure(args: argparse.Namespace, mode: str, data_dir: str, server_cpus: set[int] | None,
+            client_cpus: set[int] | None) -> dict[str, Any]:
+    """One run against a fresh server of ``mode`` (``loadtest.servers``)."""
+    srv = start_server(mode, args, data_dir, DEFAULT_SECRET, server_cpus)
+    try:
+        view_path, publish_path = SERVER_PATHS[mode]
+        target = Target(mode, "127.0.0.1", srv.port, view_path, srv.pid, publish_path)
+        result = run_one(args, target, DEFAULT_SECRET, server_cpus, client_cpus)
+        if mode == LIVEROOM:
+            result["agents"] = args.agents
+        return result
+    finally:
+        srv.stop()
+
+
+def find_max(args: argparse.Namespace, mode: str, data_dir: str, server_cpus: set[int] | None,
              client_cpus: set[int] | None) -> dict[str, Any]:
     """The highest offered rate one server keeps up with (``loadtest.maxrate``).
-    A fresh server per trial, so no trial inherits another's backlog."""
+    A fresh server per trial, so no trial inherits another's backlog. A peer
+    starts at ``--peer-rate`` (python-socketio: ``--rate`` / 10 by default)."""
     def trial_at(rate: float) -> dict[str, Any]:
-        srv = start()
-        try:
-            target = Target(mode, "127.0.0.1", srv.port, path, srv.pid)
-            return run_one(argparse.Namespace(**{**vars(args), "rate": rate}), target, secret,
-                           server_cpus, client_cpus)
-        finally:
-            srv.stop()
+        return measure(argparse.Namespace(**{**vars(args), "rate": rate}), mode, data_dir,
+                       server_cpus, client_cpus)
 
-    first = args.rate if mode == LIVEROOM else (args.peer_rate or args.rate / 10)
+    first = args.rate if mode == args.server else \
+        (args.peer_rate or (args.rate / 10 if mode == SOCKETIO else args.rate))
     return {"server": mode, "viewers": args.viewers,
             **maxrate.find_max(trial_at, first, args.max_p99)}
 

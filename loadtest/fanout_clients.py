@@ -7,12 +7,15 @@ keeps a timeline of its cumulative counters (every 20 ms, so the parent
 reads the deliveries inside the measured window without a round trip),
 answers ``("count",)`` during the drain, and sends its result on
 ``("stop",)``. The publisher joins the room as a host and, on ``("go",
-...)``, sends at a fixed rate, open loop: it never waits for the server.
+...)``, sends at a fixed rate, open loop: it never waits for the server
+(to nchan it POSTs over one keep-alive HTTP connection instead,
+``loadtest.nchan_peer.HttpPublisher``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
@@ -22,9 +25,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from loadtest.nchan_peer import HttpPublisher, publish_request
 from loadtest.procstat import install_uvloop, pin, raise_nofile
 from loadtest.wsclient import (
     LIVEROOM,
+    NCHAN,
     ROOM,
     STATE_SECTION,
     Stats,
@@ -34,6 +39,8 @@ from loadtest.wsclient import (
     upgrade_request,
 )
 
+# The sender nchan's messages carry, like the socket.io peer's.
+SENDER = {"id": "pub0", "name": "pub0", "role": "host"}
 # Connection attempts in flight per viewer process (the edge's listen backlog
 # is aiohttp's default, 128).
 CONNECT_CONCURRENCY = 64
@@ -71,18 +78,22 @@ def _token(spec: ClientSpec, index: int) -> str:
 
 
 async def _open(spec: ClientSpec, index: int, stats: Stats,
-                sem: asyncio.Semaphore) -> WsClient:
+                sem: asyncio.Semaphore) -> WsClient | HttpPublisher:
     loop = asyncio.get_running_loop()
     joined: asyncio.Future[None] = loop.create_future()
     probe = spec.probe_stride > 0 and index % spec.probe_stride == 0
     request = upgrade_request(spec.host, spec.port, spec.path)
     token = _token(spec, index)
+
+    def protocol() -> WsClient | HttpPublisher:
+        if spec.mode == NCHAN and spec.role != "viewer":
+            return HttpPublisher(joined)
+        return WsClient(spec.mode, spec.codec, request, token, probe, stats, joined)
+
     async with sem:
         for attempt in range(3):
             try:
-                _, proto = await loop.create_connection(
-                    lambda: WsClient(spec.mode, spec.codec, request, token, probe, stats,
-                                     joined), spec.host, spec.port)
+                _, proto = await loop.create_connection(protocol, spec.host, spec.port)
                 break
             except OSError:
                 if attempt == 2:
@@ -185,11 +196,16 @@ def _action_frame(spec: ClientSpec, kind: str, body: dict[str, Any]) -> bytes:
     if spec.mode == LIVEROOM:
         return encode_liveroom({"type": "action", "room": ROOM, "kind": kind, "body": body},
                                spec.codec)
+    if spec.mode == NCHAN:
+        # nchan sends the body as it is: the object liveroom would deliver.
+        return publish_request(spec.host, spec.port, spec.path, json.dumps(
+            {"type": "action", "room": ROOM, "kind": kind, "body": body, "from": SENDER,
+             "seq": body["s"], "ts": body["t"]}, separators=(",", ":")).encode())
     return encode_socketio_event("action", {"room": ROOM, "kind": kind, "body": body})
 
 
-async def _publish(client: WsClient, spec: ClientSpec, t_start: float, t0: float, t1: float,
-                   msg_rate: float, pad: str) -> dict[str, Any]:
+async def _publish(client: WsClient | HttpPublisher, spec: ClientSpec, t_start: float,
+                   t0: float, t1: float, msg_rate: float, pad: str) -> dict[str, Any]:
     """Send ``msg_rate`` messages per second from ``t_start`` to ``t1``: kind
     ``warm`` before ``t0``, ``bench`` after. Each 1 ms tick sends what is due
     in one write, so a late tick catches up instead of lowering the rate."""

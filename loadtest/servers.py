@@ -2,7 +2,9 @@
 on port 0 with the benchmark's limits lifted, or the python-socketio peer
 (``loadtest.socketio_peer``, started through ``bench_fanout``'s hidden
 ``--serve-socketio`` flag), each pinned to the server's CPUs; the port is
-read from the server's "listening on" log line."""
+read from the server's "listening on" log line. The nchan peer (nginx, on a
+free port of its config) is ``loadtest.nchan_peer.NchanServer``;
+``start_server`` starts any of the three."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from loadtest.wsclient import ROOM
+from loadtest.nchan_peer import PUB_PATH, SUB_PATH, NchanServer
+from loadtest.wsclient import LIVEROOM, NCHAN, ROOM, SOCKETIO
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
@@ -133,3 +137,33 @@ def start_socketio(cpus: set[int] | None) -> ServerProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "loadtest.bench_fanout", "--serve-socketio", "0"]
     return ServerProcess(cmd, env, cpus).start()
+
+
+class Server(Protocol):
+    """What a benchmark needs of a started server."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def stop(self) -> int | None: ...
+
+
+# Per server: the viewers' path, and the publisher's when it differs.
+SERVER_PATHS: dict[str, tuple[str, str | None]] = {
+    LIVEROOM: ("/ws", None),
+    SOCKETIO: ("/socket.io/?EIO=4&transport=websocket", None),
+    NCHAN: (SUB_PATH, PUB_PATH),
+}
+
+
+def start_server(mode: str, args: argparse.Namespace, data_dir: str, secret: str,
+                 cpus: set[int] | None) -> Server:
+    """A fresh server of ``mode`` for one run of ``bench_fanout``."""
+    if mode == LIVEROOM:
+        return start_liveroom(args, data_dir, secret, cpus)
+    if mode == SOCKETIO:
+        return start_socketio(cpus)
+    return NchanServer(cpus, args.rate / args.viewers).start()

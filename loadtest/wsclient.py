@@ -4,8 +4,9 @@ limit what they measure.
 
 It makes the HTTP upgrade by hand, masks its frames (RFC 6455 5.3), and
 parses the server's unmasked frames incrementally. Setup (the upgrade, then
-hello/join, or the Engine.IO v4 / Socket.IO v5 handshake of the peer) takes
-the slow road; once joined, ``data_received`` only walks frame headers and
+hello/join, or the Engine.IO v4 / Socket.IO v5 handshake of the socket.io
+peer; nchan's subscriber is subscribed by the upgrade alone) takes the slow
+road; once joined, ``data_received`` only walks frame headers and
 counts a marker with one ``bytes.count`` over the complete frames of each
 read, so a ``batch`` frame counts as its messages. Probe connections also
 decode every frame and sample the latency (``body.t`` is the publisher's
@@ -25,9 +26,10 @@ from typing import Any, cast
 import msgpack
 
 ROOM = "bench"
-# The servers a run may target: ours, and the python-socketio peer.
+# The servers a run may target: ours, the python-socketio peer, the nchan peer.
 LIVEROOM = "liveroom"
 SOCKETIO = "python-socketio"
+NCHAN = "nchan"
 # The viewers' wire variants.
 JSON = "json"
 MSGPACK = "msgpack"
@@ -264,6 +266,10 @@ class WsClient(asyncio.Protocol):
                 self._fail(f"upgrade refused: {status.decode(errors='replace')}")
                 return b""
             data = data[end + 4:]
+            if self.mode == NCHAN:  # subscribed: nchan sends the messages, nothing else
+                self.phase = _JOINED
+                self.joined.set_result(None)
+                return data
             if self.mode == LIVEROOM:
                 self.send(encode_liveroom({"type": "hello", "token": self.token, "v": 1},
                                           self.codec)

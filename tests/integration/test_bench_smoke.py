@@ -10,6 +10,9 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
+from loadtest.nchan_peer import MISSING, find_nchan
 from tests.support import REPO
 
 LATENCY_KEYS = ("p50", "p90", "p99", "p99.9", "max")
@@ -90,3 +93,17 @@ def test_compare_agent_rooms_runs_both_and_the_ratio() -> None:
     assert seated["agent_rooms"] == 10 and seated["agent_rooms_answered"] == 10
     assert seated["triggers"] > 0 and seated["agent_replies_per_s"] > 0
     assert r["ratio_p99_latency"] > 0
+
+
+@pytest.mark.skipif(find_nchan() is None,
+                    reason="optional in make test: " + MISSING)
+def test_nchan_peer_side_by_side() -> None:
+    """--peer nchan: nginx + nchan on the same core, viewers over WebSocket,
+    the publisher over pipelined HTTP POSTs; both sides counted alike."""
+    r = run_bench("--viewers", "50", "--rate", "2500", "--duration", "1",
+                  "--warmup", "0.2", "--drain", "1", "--peer", "nchan", timeout=90)
+    check_result(r["liveroom"], "liveroom", 50)
+    check_result(r["nchan"], "nchan", 50)
+    assert r["nchan"]["loss"] == 0.0
+    assert r["nchan"]["messages_per_frame"] == 1.0  # one text frame per message
+    assert r["ratio_delivered"] > 0
