@@ -2,6 +2,8 @@
 
     python -m loadtest.bench_fanout --viewers 1000 --rate 50000 --duration 5
     python -m loadtest.bench_fanout --viewers 1000 --rate 50000 --peer python-socketio
+    python -m loadtest.bench_fanout --viewers 1000 --rate 50000 --peer nchan
+    python -m loadtest.side_by_side       # issue 18's table, liveroom and nchan, alternating
 
 prints one JSON line on stdout (logs go to stderr).
 
@@ -41,10 +43,23 @@ then knows which side limited the figures.
 server (aiohttp + uvloop, ``loadtest.socketio_peer``), pinned to the same
 core, one after the other; the viewers then speak Engine.IO v4 / Socket.IO v5
 over WebSocket and the server emits the same action object to the room.
+``--peer nchan`` does the same with nginx + nchan (Debian's ``nginx`` and
+``libnginx-mod-nchan``, ``loadtest.nchan_peer``): one worker on the server's
+core, whose CPU and RSS are read; viewers subscribe over WebSocket, the
+publisher POSTs the action object over pipelined keep-alive HTTP/1.1 and
+nchan sends it as it is, one text frame per message. ``--server`` measures
+one of the three alone (``loadtest.side_by_side`` runs each side so).
+
+server_us_per_delivery is the server process's CPU (user + system, all its
+threads; nchan: its worker) over the measured window divided by the
+deliveries counted in that window. On loopback the system part includes the
+kernel's TCP work for the receiving side too (most of a send's cost), so it
+follows the machine's syscall cost: compare servers measured in the same run.
 
 Where the pieces live: the raw client in ``loadtest.wsclient``, the viewer
 and publisher processes in ``loadtest.fanout_clients``, the server processes
-in ``loadtest.servers`` (the peer itself in ``loadtest.socketio_peer``), the
+in ``loadtest.servers`` (the peers themselves in ``loadtest.socketio_peer`` and
+``loadtest.nchan_peer``), the flags in ``loadtest.fanout_args``, the
 /proc readings and CPU pinning in ``loadtest.procstat``, the ``--find-max``
 search in ``loadtest.maxrate``, the arithmetic of the figures in
 ``loadtest.benchstats``, the characters of ``--compare-agent-rooms`` (an
