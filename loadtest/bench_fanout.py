@@ -93,6 +93,7 @@ from loadtest.procstat import (
     pin,
     raise_nofile,
     rss_bytes,
+    write_calls,
 )
 from loadtest.seated_agents import SeatedAgents
 from loadtest.servers import SERVER_PATHS, start_liveroom, start_server
@@ -296,6 +297,11 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         if target.pid else None,
         "server_us_per_delivery": round((cpu1["server"] - cpu0["server"]) * 1e6 / in_window, 3)
         if target.pid and in_window else None,
+        # write()/writev() calls per delivery: under 1 when the server (or,
+        # for nchan, the kernel's full socket buffers) merged frames per call.
+        "server_writes_per_delivery": round(
+            (cpu1["server_writes"] - cpu0["server_writes"]) / in_window, 3)
+        if target.pid and in_window else None,
         "client_cpu": round(client_cpu, 3),
         "client_cpu_cores": n_client_cores,
         "publisher_cpu": round((cpu1["publisher"] - cpu0["publisher"]) / wall, 3),
@@ -319,6 +325,7 @@ def _cpu_snapshot(pids: dict[str, Any]) -> dict[str, float]:
     return {
         "server": server_user + server_sys,
         "server_sys": server_sys,
+        "server_writes": write_calls(pids["server"]) if pids["server"] else 0,
         "publisher": pub,
         "clients": pub + sum(cpu_seconds(pid) for pid in pids["viewers"]),
     }

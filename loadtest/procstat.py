@@ -76,6 +76,20 @@ def core_ticks(cpus: set[int] | None) -> tuple[int, int, int]:
     return busy, soft, total
 
 
+def write_calls(pid: int) -> int:
+    """Write-class syscalls (write, writev) ``pid`` made so far (syscw of
+    /proc/<pid>/io; socket sends through sendmsg are not in it); 0 if gone
+    or unreadable."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("syscw:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rss_bytes(pid: int) -> int:
     """Resident bytes of ``pid``; 0 once it has exited."""
     try:
