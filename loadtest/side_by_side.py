@@ -51,6 +51,7 @@ REFERENCE: dict[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]
     (10000, 200_000): ((3.95, 3.62), (167.0, 163.0)),
 }
 MAX_REPEATS = 20
+MAX_CELLS = 50
 # A run's bound: setup (10,000 connections), warm-up, measure, drain, stop.
 RUN_TIMEOUT_S = 300.0
 
@@ -66,6 +67,8 @@ def parse_cells(text: str) -> list[tuple[int, int]]:
             cells.append((int(viewers), int(float(rate))))
         except ValueError:
             raise SystemExit(f"--cells: {part!r} is not VIEWERSxRATE") from None
+    if len(cells) > MAX_CELLS:
+        raise SystemExit(f"--cells: at most {MAX_CELLS}")
     return cells
 
 
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           f"(1..{MAX_REPEATS})")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--cells", default="", help="VIEWERSxRATE,... (default: the issue's table)")
+    p.add_argument("--cells", default="", help=f"VIEWERSxRATE,... (at most {MAX_CELLS}; "
+                                               "default: the issue's table)")
     p.add_argument("--lock", default="/tmp/bench.lock",
                    help="flock this file around each run ('' for none)")
     args = p.parse_args(argv)
