@@ -225,6 +225,14 @@ class NchanServer:
 
     def _cleanup(self) -> None:
         if self._dir is not None:
+            # nginx's own complaints during the run (it logs to a file of the dir).
+            text = Path(self._dir.name, "stderr.log").read_text(errors="replace") \
+                if Path(self._dir.name, "stderr.log").exists() else ""
+            bad = [ln for ln in text.splitlines()
+                   if any(f"[{lvl}]" in ln for lvl in ("error", "crit", "alert", "emerg"))]
+            if bad:
+                log.warning("nchan: nginx logged %d error line(s), the last: %s", len(bad),
+                            bad[-1])
             self._dir.cleanup()
             self._dir = None
 
