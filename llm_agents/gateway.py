@@ -73,7 +73,9 @@ class GatewayMetrics:
         r = registry
         self.wait = Histogram(
             "liveroom_model_queue_wait_seconds", "Time a model call waited for a slot",
-            ["model", "priority"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            ["model", "priority"],
+            # Millisecond buckets too: a gateway with free slots queues for less than 0.01 s.
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=r)
         self.refused = Counter("liveroom_model_refused_total",
                                "Model calls refused by the gateway, by reason",

@@ -3,8 +3,9 @@ process, seated in N other rooms of the same server, answering triggers at
 a fixed rate while the 2,000-viewer room is measured (docs/BENCHMARKS.md,
 *Characters in 100 rooms beside a big room*).
 
-- ``liveroom agents`` (its own process, pinned to the client cores: in
-  production it runs on its own host) connects to the measured
+- ``liveroom agents`` (its own process, pinned to the client cores at nice
+  ``NICE`` with the trigger process: in production it runs on its own host,
+  and it must not delay the measuring viewers' reads) connects to the measured
   ``liveroom serve`` with ``--edge-url``; the scripted backend answers
   every call with the character's line, one word every
   ``--agent-word-delay`` seconds, so every reply takes a fixed time;
@@ -15,10 +16,16 @@ a fixed rate while the 2,000-viewer room is measured (docs/BENCHMARKS.md,
   with ``--max-conns-per-user`` above N (``loadtest.servers``; the default
   32 would leave all but 32 of her rooms empty), in both runs;
 - a trigger process (also on the client cores) is a viewer of every one of
-  those rooms (10 rooms a connection) and mentions Quinn at
-  ``--agent-trigger-rate`` a second in total, the rooms in turn; it reads
-  everything the rooms send (the replies' deltas, the says, the stage
-  writes) and counts the says.
+  those rooms (10 rooms a connection) and triggers Quinn at
+  ``--agent-trigger-rate`` a second in total, the rooms in turn: every
+  ``GIFT_EVERY``-th trigger a gift (the gateway's highest priority), the
+  others mentions; it reads everything the rooms send (the replies' deltas,
+  the says, the stage writes) and counts the says;
+- the agents process's ``/metrics``, read when the measured run starts and
+  when it ends, give the model gateway's queue wait per priority over that
+  time (``liveroom_model_queue_wait_seconds``: p50 and p99 interpolated in
+  its buckets, as Prometheus' ``histogram_quantile`` does) and the replies
+  the agents process counted (``liveroom_agent_replies_total``).
 
 Quinn's cooldown is lifted and the quotas are off, so every trigger is
 answered unless the model gateway refuses it. The measured room is not
@@ -45,6 +52,11 @@ from loadtest.servers import ServerProcess
 
 API_KEY = "bench-api-key"  # loadtest.servers.start_liveroom's
 CHARACTER = "quinn"
+GIFT_EVERY = 5  # one trigger in 5 is a gift, the others mentions
+# The agents and trigger processes share the client core with the measuring
+# viewers only because the machine has two cores: in production they run on
+# other hosts. Niced, they never delay a viewer's read of a fan-out batch.
+NICE = 10
 ROOMS_PER_CONNECTION = 10  # the edge's default max_rooms_per_conn
 
 
@@ -66,6 +78,7 @@ class SeatedAgents:
         self.triggers: tuple[multiprocessing.process.BaseProcess, Connection] | None = None
         self._cpu0 = 0.0
         self._t0 = 0.0
+        self._metrics0: dict[str, Any] = {}
 
     def start(self) -> SeatedAgents:
         rooms = self.args.compare_agent_rooms
@@ -79,6 +92,7 @@ class SeatedAgents:
                "--agent-cooldown", "0", "--agent-max-seats", str(max(100, rooms)),
                "--quota-room-per-day", "0", "--quota-user-per-day", "0"]
         self.agents = ServerProcess(cmd, env, self.cpus).start()
+        _renice(self.agents.pid, NICE)
         base = f"http://127.0.0.1:{self.agents.port}"
         for i in range(rooms):
             _seat(base, room_name(i))
@@ -97,6 +111,7 @@ class SeatedAgents:
             raise RuntimeError("the seated characters did not answer in 90 % of their rooms; "
                                "the agents process's log:\n"
                                + "".join(self.agents.log[-20:])) from None
+        self._metrics0 = _scrape(base)
         self._cpu0, self._t0 = cpu_seconds(self.agents.pid), time.time()
         return self
 
@@ -113,6 +128,9 @@ class SeatedAgents:
                 wall = time.time() - self._t0
                 out["agents_process_cpu"] = round(
                     (cpu_seconds(self.agents.pid) - self._cpu0) / wall, 3)
+                if self._metrics0:
+                    out.update(_gateway_figures(
+                        self._metrics0, _scrape(f"http://127.0.0.1:{self.agents.port}"), wall))
         finally:
             if self.triggers is not None:
                 proc, _ = self.triggers
@@ -122,6 +140,15 @@ class SeatedAgents:
             if self.agents is not None:
                 self.agents.stop()
         return out
+
+
+def _renice(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` (setpriority on Linux sets one thread's)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _seat(base: str, room: str) -> None:
@@ -134,6 +161,59 @@ def _seat(base: str, room: str) -> None:
             raise RuntimeError(f"seating {CHARACTER} in {room}: HTTP {r.status}")
 
 
+def _scrape(base: str) -> dict[str, Any]:
+    """The agents process's queue-wait buckets per priority (cumulative, by
+    upper bound) and its replies by outcome, from its ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    waits: dict[str, dict[float, float]] = {}
+    replies: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "liveroom_model_queue_wait_seconds_bucket":
+                waits.setdefault(sample.labels["priority"], {})[
+                    float(sample.labels["le"])] = sample.value
+            elif sample.name == "liveroom_agent_replies_total":
+                outcome = sample.labels["outcome"]
+                replies[outcome] = replies.get(outcome, 0.0) + sample.value
+    return {"waits": waits, "replies": replies}
+
+
+def _gateway_figures(before: dict[str, Any], after: dict[str, Any],
+                     wall: float) -> dict[str, Any]:
+    """Queue wait p50/p99 per priority and replies a second between two scrapes."""
+    waits: dict[str, Any] = {}
+    for prio, buckets in after["waits"].items():
+        old = before["waits"].get(prio, {})
+        delta = sorted((le, n - old.get(le, 0.0)) for le, n in buckets.items())
+        total = delta[-1][1] if delta else 0.0
+        if total > 0:
+            waits[prio] = {"n": int(total), "p50": bucket_quantile(delta, 0.5),
+                           "p99": bucket_quantile(delta, 0.99)}
+    replies = {k: v - before["replies"].get(k, 0.0) for k, v in after["replies"].items()}
+    return {"queue_wait_s": waits,
+            "agents_replies_per_s": {k: round(v / wall, 2) for k, v in sorted(replies.items())}}
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile of a histogram given as (upper bound, cumulative count)
+    pairs in ascending order (the last bound +Inf): linear inside the bucket
+    it falls in, as Prometheus' ``histogram_quantile``; the largest finite
+    bound when it falls in the +Inf bucket."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank and n > below:
+            if le == float("inf"):
+                return lower
+            return round(lower + (le - lower) * (rank - below) / (n - below), 6)
+        lower, below = le, n
+    return lower
+
+
 # --------------------------------------------------------------------------
 # The trigger process
 # --------------------------------------------------------------------------
@@ -141,6 +221,7 @@ def trigger_process(port: int, secret: str, rooms: int, rate: float,
                     cpus: set[int] | None, pipe: Connection) -> None:
     if cpus:
         os.sched_setaffinity(0, cpus)
+    os.nice(NICE)
     asyncio.run(_triggers(port, secret, rooms, rate, pipe))
 
 
@@ -189,7 +270,11 @@ async def _triggers(port: int, secret: str, rooms: int, rate: float,
         while sent < due:
             i = sent % rooms
             client = clients[i // ROOMS_PER_CONNECTION]
-            await client.action(room_name(i), "comment", {"text": f"{CHARACTER}, hello #{sent}"})
+            if sent % GIFT_EVERY == GIFT_EVERY - 1:
+                await client.action(room_name(i), "gift", {"gift": "rose", "count": 1})
+            else:
+                await client.action(room_name(i), "comment",
+                                    {"text": f"{CHARACTER}, hello #{sent}"})
             sent += 1
         if not ready and sent >= rooms and len(replied) >= 0.9 * rooms:
             ready = True

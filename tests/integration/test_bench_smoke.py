@@ -92,6 +92,13 @@ def test_compare_agent_rooms_runs_both_and_the_ratio() -> None:
     seated = r["with_agents"]["seated"]
     assert seated["agent_rooms"] == 10 and seated["agent_rooms_answered"] == 10
     assert seated["triggers"] > 0 and seated["agent_replies_per_s"] > 0
+    # The gateway's queue wait per priority (gifts and mentions) and the
+    # agents process's own reply count, from its /metrics.
+    waits = seated["queue_wait_s"]
+    assert set(waits) <= {"gift", "mention"} and "mention" in waits, waits
+    for w in waits.values():
+        assert w["n"] > 0 and 0.0 <= w["p50"] <= w["p99"]
+    assert seated["agents_replies_per_s"].get("ok", 0) > 0
     assert r["ratio_p99_latency"] > 0
 
 
