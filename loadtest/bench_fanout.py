@@ -93,6 +93,7 @@ from loadtest.procstat import (
     pin,
     raise_nofile,
     rss_bytes,
+    run_delay,
     write_calls,
 )
 from loadtest.seated_agents import SeatedAgents
@@ -310,6 +311,9 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         "server_core_softirq": round(server_softirq, 3) if server_cpus else None,
         "server_core_other": round(server_core_other, 3)
         if server_core_other is not None else None,
+        # Share of the window the server's loop was runnable but off its core.
+        "server_run_delay": round((cpu1["server_delay"] - cpu0["server_delay"]) / wall, 4)
+        if target.pid else None,
         "client_core_busy": round(client_core_busy, 3) if client_cpus else None,
         "server_saturated": bool(server_cpu is not None and server_cpu > SATURATED)
         or bool(server_cpus and target.pid and server_core_busy > SATURATED),
@@ -326,6 +330,7 @@ def _cpu_snapshot(pids: dict[str, Any]) -> dict[str, float]:
         "server": server_user + server_sys,
         "server_sys": server_sys,
         "server_writes": write_calls(pids["server"]) if pids["server"] else 0,
+        "server_delay": run_delay(pids["server"]) if pids["server"] else 0.0,
         "publisher": pub,
         "clients": pub + sum(cpu_seconds(pid) for pid in pids["viewers"]),
     }

@@ -57,6 +57,18 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def run_delay(pid: int) -> float:
+    """Seconds the main thread of ``pid`` (an event loop's) was ready to run
+    but waited for its core (/proc/<pid>/schedstat, field 2); 0 if gone.
+    A fan-out batch that waits there is late by as much, whatever took the
+    core (another process, a kernel thread)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def core_ticks(cpus: set[int] | None) -> tuple[int, int, int]:
     """(busy, softirq, total) jiffies of ``cpus`` (all CPUs when None), from
     /proc/stat. Busy counts every process on the cores, ours or not, and the
