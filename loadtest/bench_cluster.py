@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.benchstats import finite, gained_between, percentile, ratio
+from loadtest.benchstats import delivery_figures, finite, gained_between, ratio
 from loadtest.cluster_procs import BenchCluster
 from loadtest.fanout_clients import Clients, ClientSpec, client_process, recv, stop_clients
 from loadtest.procstat import core_ticks, cpu_seconds, parse_cpus, pin, raise_nofile
@@ -231,21 +231,8 @@ def _measure(args: argparse.Namespace, cluster: BenchCluster, lay: Layout,
         "rate": args.rate, "codec": args.codec, "payload_bytes": args.payload_bytes,
         "duration_s": args.duration, "warmup_s": args.warmup,
         "coalesce_window_s": args.coalesce_window,
-        "messages_per_s": round(published["bench"] / args.duration, 1),
-        "offered_per_s": round(published["bench"] * joined / args.duration, 1),
-        "delivered_per_s": round(in_window / args.duration, 1),
-        "delivered_total": delivered_total, "expected_total": expected,
-        "loss": round(min(1.0, max(0.0, 1.0 - delivered_total / expected)), 6)
-        if expected else 0.0,
-        "drain_s": round(drain_s, 3),
-        "latency_ms": {
-            "p50": round(percentile(samples, 0.50), 3),
-            "p90": round(percentile(samples, 0.90), 3),
-            "p99": round(percentile(samples, 0.99), 3),
-            "p99.9": round(percentile(samples, 0.999), 3),
-            "max": round(samples[-1], 3) if samples else float("nan"),
-            "samples": len(samples),
-        },
+        **delivery_figures(published["bench"], joined, args.duration, in_window / args.duration,
+                           delivered_total, expected, drain_s, samples),
         "connections_lost": sum(o["lost"] for o in outs),
         # Cores (CPU seconds per second) of each server process.
         "cpu": {k: round(v, 3) for k, v in per_proc.items()},

@@ -82,7 +82,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadtest import maxrate
-from loadtest.benchstats import finite, gained_between, percentile, ratio
+from loadtest.benchstats import delivery_figures, finite, gained_between, ratio
 from loadtest.fanout_args import parser
 from loadtest.fanout_clients import Clients, ClientSpec, client_process, recv, stop_clients
 from loadtest.procstat import (
@@ -262,22 +262,8 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         }
     result.update({
         "viewers_joined": joined,
-        "messages_per_s": round(published["bench"] / args.duration, 1),
-        "offered_per_s": round(published["bench"] * joined / args.duration, 1),
-        "delivered_per_s": round(delivered_per_s, 1),
-        "delivered_total": delivered_total,
-        "expected_total": expected,
-        "loss": round(min(1.0, max(0.0, 1.0 - delivered_total / expected)), 6)
-        if expected else 0.0,
-        "drain_s": round(drain_s, 3),
-        "latency_ms": {
-            "p50": round(percentile(samples, 0.50), 3),
-            "p90": round(percentile(samples, 0.90), 3),
-            "p99": round(percentile(samples, 0.99), 3),
-            "p99.9": round(percentile(samples, 0.999), 3),
-            "max": round(samples[-1], 3) if samples else float("nan"),
-            "samples": len(samples),
-        },
+        **delivery_figures(published["bench"], joined, args.duration, delivered_per_s,
+                           delivered_total, expected, drain_s, samples),
         # Averages over the measured window (batch frames make the first > 1).
         # Every action the viewers got in the window, warm-up backlog included.
         "delivered_all_per_s": round(actions_in_window / args.duration, 1),

@@ -50,3 +50,28 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [finite(v) for v in obj]
     return obj
+
+
+def delivery_figures(bench_published: int, joined: int, duration: float,
+                     delivered_per_s: float, delivered_total: int, expected: int,
+                     drain_s: float, samples: list[float]) -> dict[str, Any]:
+    """The figures every fan-out run reports the same way: rates, loss after
+    the drain, and the probes' latency percentiles (``samples`` sorted, ms)."""
+    return {
+        "messages_per_s": round(bench_published / duration, 1),
+        "offered_per_s": round(bench_published * joined / duration, 1),
+        "delivered_per_s": round(delivered_per_s, 1),
+        "delivered_total": delivered_total,
+        "expected_total": expected,
+        "loss": round(min(1.0, max(0.0, 1.0 - delivered_total / expected)), 6)
+        if expected else 0.0,
+        "drain_s": round(drain_s, 3),
+        "latency_ms": {
+            "p50": round(percentile(samples, 0.50), 3),
+            "p90": round(percentile(samples, 0.90), 3),
+            "p99": round(percentile(samples, 0.99), 3),
+            "p99.9": round(percentile(samples, 0.999), 3),
+            "max": round(samples[-1], 3) if samples else float("nan"),
+            "samples": len(samples),
+        },
+    }

@@ -31,7 +31,6 @@ import asyncio
 import logging
 import os
 import resource
-import signal
 import socket
 import subprocess
 import tempfile
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cdn.proxy import find_nginx
+from loadtest.procstat import terminate
 
 log = logging.getLogger("liveroom.bench")
 
@@ -209,16 +209,7 @@ class NchanServer:
     def stop(self, keep_dir: bool = False) -> int | None:
         """SIGTERM to the master (SIGKILL after 15 s); its exit status."""
         proc, self.proc = self.proc, None
-        code = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            code = proc.returncode
+        code = None if proc is None else terminate(proc)
         if not keep_dir:
             self._cleanup()
         return code

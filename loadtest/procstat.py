@@ -11,7 +11,9 @@ import asyncio
 import logging
 import os
 import resource
-from typing import NamedTuple
+import signal
+import subprocess
+from typing import Any, NamedTuple
 
 log = logging.getLogger("liveroom.bench")
 
@@ -146,3 +148,15 @@ def parse_cpus(text: str) -> set[int]:
         else:
             cpus.add(int(part))
     return cpus
+
+
+def terminate(proc: subprocess.Popen[Any]) -> int:
+    """SIGTERM (SIGKILL after 15 s) to a server process; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode

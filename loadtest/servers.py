@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from loadtest.nchan_peer import PUB_PATH, SUB_PATH, NchanServer
+from loadtest.procstat import terminate
 from loadtest.wsclient import LIVEROOM, NCHAN, ROOM, SOCKETIO
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,16 +81,7 @@ class ServerProcess:
     def stop(self) -> int | None:
         """SIGTERM (SIGKILL after 15 s); the exit status, None if not running."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+        return None if proc is None else terminate(proc)
 
 
 def start_liveroom(args: argparse.Namespace, data_dir: str, secret: str,
