@@ -1,22 +1,31 @@
 """Test support for the distributed roles: ``liveroom edge|router|cdn`` child
 processes on ephemeral loopback ports, and a client that reconnects the way
 docs/PROTOCOL.md tells a client to (route, hello with the inbox cursor,
-join with versions and epoch)."""
+join with versions and epoch); and the SDK clusters of tests/e2e (a router
+and two edges on NATS, Redis and PostgreSQL, a room owned by edge 1)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from edge.client import ClosedError, LiveroomClient
-from tests.support import API_KEY, JWT_SECRET, LoggedProcess, token
+from room_router.placement import owner
+from tests.natsserver import NatsCluster
+from tests.pgserver import PgServer
+from tests.redisserver import RedisServer
+from tests.support import API_KEY, JWT_SECRET, LoggedProcess, token, until
 
 _LISTENING = re.compile(r"listening on (http://[\d.]+:\d+) \((\{.*\})\)")
 
@@ -162,3 +171,72 @@ class ResumingClient:
     async def close(self) -> None:
         if self.client is not None and not self.client.ws.closed:
             await self.client.close()
+
+
+# The SDK clusters (tests/e2e/test_sdk_*_cluster.py): fast heartbeats, and
+# rates high enough for a test that writes state and sends peers all along.
+ROLE_ARGS = ("--heartbeat", "0.5", "--big-threshold", "1000")
+EDGE_ARGS = ("--action-rate", "500", "--action-burst", "500", "--peer-rate", "200",
+             "--peer-burst", "200", "--online-interval", "0.2")
+
+
+@dataclass
+class SdkCluster:
+    """A router and edges ``edge-0`` (group g0) and ``edge-1`` (g1); ``room``
+    is owned by g1, so killing ``edges[1]`` moves it to edge 0 and starting
+    it again moves it back."""
+
+    http: aiohttp.ClientSession
+    router: RoleServer
+    edges: list[RoleServer]
+    room: str
+
+    def through_router(self, user: str) -> Callable[[], Awaitable[str]]:
+        """The SDK's ``url`` callable: ask the router where the room is."""
+        async def url() -> str:
+            return str((await route(self.http, self.router.url, self.room, user))["url"])
+        return url
+
+    async def write(self, section: str, value: Any) -> None:
+        """Write a section over the HTTP API of edge 0 (the one never killed)."""
+        async with self.http.post(f"{self.edges[0].url}/v1/rooms/{self.room}/state/{section}",
+                                  json={"value": value},
+                                  headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+            assert r.status == 200, await r.text()
+
+    async def head(self) -> dict[str, Any]:
+        """The room's head (versions, epoch, total) as the server has it."""
+        async with self.http.get(f"{self.edges[0].url}/v1/rooms/{self.room}/state") as r:
+            body: dict[str, Any] = await r.json()
+            return body
+
+
+@contextlib.asynccontextmanager
+async def sdk_cluster(nats: NatsCluster, pg: PgServer, tmp_path: Path,
+                      http: aiohttp.ClientSession, name: str) -> AsyncIterator[SdkCluster]:
+    """Start the cluster (a Redis and a PostgreSQL database of its own,
+    ``name`` the database's prefix); stopped at the end."""
+    redis = RedisServer().start()
+    dsn = await pg.create_database(name)
+    services = ["--nats", ",".join(nats.urls), "--redis", redis.url, "--postgres", dsn,
+                "--subject-prefix", f"{name}{time.monotonic_ns()}"]
+    router = RoleServer("router", tmp_path / "router", "--node-id", "router-0", *ROLE_ARGS,
+                        *services)
+    edges = [RoleServer("edge", tmp_path / f"edge-{i}", "--node-id", f"edge-{i}",
+                        "--group", f"g{i}", *ROLE_ARGS, *EDGE_ARGS, *services)
+             for i in range(2)]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in [router, *edges]))
+
+        async def groups() -> bool:
+            async with http.get(f"{router.url}/v1/cluster") as r:
+                return len((await r.json())["groups"]) == 2
+
+        await until(groups, 10, "the router sees 2 groups")
+        room = next(r for r in (f"{name}-{i}" for i in range(100))
+                    if owner(r, ["g0", "g1"]) == "g1")
+        yield SdkCluster(http, router, edges, room)
+    finally:
+        for proc in [*edges, router]:
+            proc.stop()
+        redis.close()

@@ -1,15 +1,18 @@
 """Fixtures of the real-browser tests: a ``liveroom serve --dev`` process and a
-headless Debian Chromium driven by Playwright (no downloaded browsers)."""
+headless Debian Chromium driven by Playwright (no downloaded browsers); and of
+the cluster tests: a NATS cluster per module and an HTTP session."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from tests.natsserver import NatsCluster
 from tests.support import LiveServer
 
 CHROMIUM = os.environ.get("LIVEROOM_CHROMIUM", "/usr/bin/chromium")
@@ -24,6 +27,18 @@ LAUNCH_ARGS = [
 ]
 # Every Playwright wait in these tests is bounded by this (milliseconds).
 TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    with NatsCluster(tmp_path_factory.mktemp("nats")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture

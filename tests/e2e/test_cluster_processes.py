@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from edge.client import LiveroomClient
 from room_router.nodes_redis import RedisNodeRegistry
 from room_router.placement import owner, rank
 from storage.redis_conn import open_redis
-from tests.cluster_support import ResumingClient, RoleServer, route
+from tests.cluster_support import EDGE_ARGS, ROLE_ARGS, ResumingClient, RoleServer, route
 from tests.natsserver import NatsCluster
 from tests.pgserver import PgServer
 from tests.redisserver import RedisClusterServers, RedisServer
@@ -35,16 +35,7 @@ from tests.support import API_KEY, JWT_SECRET, REPO, free_port, token, until
 
 pytestmark = pytest.mark.e2e
 
-HEARTBEAT = 0.5
-ROLE_ARGS = ("--heartbeat", str(HEARTBEAT), "--big-threshold", "1000")
-EDGE_ARGS = ("--action-rate", "500", "--action-burst", "500", "--peer-rate", "200",
-             "--peer-burst", "200", "--online-interval", "0.2")
-
-
-@pytest.fixture(scope="module")
-def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    with NatsCluster(tmp_path_factory.mktemp("nats")) as cluster:
-        yield cluster
+HEARTBEAT = 0.5  # ROLE_ARGS's
 
 
 @dataclass
@@ -95,12 +86,6 @@ async def cluster(nats_cluster: NatsCluster, pg: PgServer, tmp_path: Path
     finally:
         c.stop()
         redis.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def live_groups(http: aiohttp.ClientSession, base: str) -> list[str]:
