@@ -63,6 +63,7 @@ from typing import Any
 
 from loadtest.benchstats import delivery_figures, finite, gained_between, ratio
 from loadtest.cluster_procs import BenchCluster
+from loadtest.fanout_args import add_load_arguments
 from loadtest.fanout_clients import Clients, ClientSpec, client_process, recv, stop_clients
 from loadtest.procstat import core_ticks, cpu_seconds, parse_cpus, pin, raise_nofile
 from loadtest.wsclient import JSON, LIVEROOM, MSGPACK
@@ -286,17 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--edges", type=int, default=1, help=f"edge processes (1..{MAX_EDGES})")
     p.add_argument("--compare", metavar="N,N,...",
                    help="run each edge count back to back (e.g. 1,2) and print the ratios")
-    p.add_argument("--viewers", type=int, default=4000,
-                   help=f"viewer connections (1..{MAX_VIEWERS})")
-    p.add_argument("--rate", type=float, default=50_000.0,
-                   help="offered deliveries per second (messages/s x viewers)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds (max 60)")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds published before")
-    p.add_argument("--drain", type=float, default=2.0,
-                   help="at most this many seconds to wait for late deliveries")
-    p.add_argument("--coalesce-window", type=float, default=0.005)
-    p.add_argument("--outbound-budget", type=int, default=64 << 20,
-                   help="each edge's per-connection budget; big, so that nothing is shed")
+    add_load_arguments(p, viewers=4000, viewers_help=f"viewer connections (1..{MAX_VIEWERS})",
+                       budget_help="each edge's per-connection budget; big, so that nothing "
+                       "is shed")
     p.add_argument("--heartbeat", type=float, default=2.0,
                    help="the roles' heartbeat (s; 2 as deployed: each beat re-writes every "
                         "connection of an edge into Redis)")

@@ -12,13 +12,11 @@ SERVERS = (LIVEROOM, SOCKETIO, NCHAN)
 PEERS = (SOCKETIO, NCHAN)
 
 
-def parser() -> argparse.ArgumentParser:
-    cpus = sorted(os.sched_getaffinity(0))
-    server_default = str(cpus[0])
-    client_default = ",".join(str(c) for c in cpus[1:]) or server_default
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_fanout",
-                                description="Fan-out benchmark: prints one JSON line.")
-    p.add_argument("--viewers", type=int, default=1000, help="viewer connections")
+def add_load_arguments(p: argparse.ArgumentParser, *, viewers: int, viewers_help: str,
+                       budget_help: str) -> None:
+    """The load's flags, shared with ``loadtest.bench_cluster``: audience,
+    offered rate, the measured window and the edge's coalescing and budget."""
+    p.add_argument("--viewers", type=int, default=viewers, help=viewers_help)
     p.add_argument("--rate", type=float, default=50_000.0,
                    help="offered deliveries per second (messages/s x viewers)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds (max 60)")
@@ -26,8 +24,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain", type=float, default=2.0,
                    help="at most this many seconds to wait for late deliveries")
     p.add_argument("--coalesce-window", type=float, default=0.005)
-    p.add_argument("--outbound-budget", type=int, default=64 << 20,
-                   help="the edge's per-connection budget; big, so that nothing is shed")
+    p.add_argument("--outbound-budget", type=int, default=64 << 20, help=budget_help)
+
+
+def parser() -> argparse.ArgumentParser:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_default = str(cpus[0])
+    client_default = ",".join(str(c) for c in cpus[1:]) or server_default
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_fanout",
+                                description="Fan-out benchmark: prints one JSON line.")
+    add_load_arguments(p, viewers=1000, viewers_help="viewer connections",
+                       budget_help="the edge's per-connection budget; big, so that nothing "
+                       "is shed")
     p.add_argument("--clients", type=int, default=1, help="viewer processes")
     p.add_argument("--codec", choices=(JSON, MSGPACK), default=JSON,
                    help="the viewers' wire variant (the socket.io peer always uses JSON)")
