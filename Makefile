@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint unit integration e2e stress fuzz system-deps loadtest clean llm js
+.PHONY: run test lint unit integration e2e stress fuzz system-deps loadtest clean llm js js-deps
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash .ci/system-deps.sh venv
@@ -48,7 +48,7 @@ unit: $(VENV)/.installed-test
 integration: $(VENV)/.installed-test $(VENV)/.installed-llm
 	$(BIN)/pytest -q tests/integration
 
-e2e: $(VENV)/.installed-test system-deps
+e2e: $(VENV)/.installed-test system-deps js-deps
 	$(BIN)/pytest -q tests/e2e
 
 ## The stress ring alone (tests/stress/, also part of `make test`): about two minutes.
@@ -63,11 +63,15 @@ FUZZ_SEED ?= 1
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m loadtest.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
-## The JavaScript SDK (clients/js): npm ci from the committed lock file, then its tests
-## (node --test) against a real `liveroom serve --dev` run by this venv's Python.
-js: $(VENV)/.installed-test
+## The JavaScript SDK (clients/js): npm ci from the committed lock file (js-deps; the e2e
+## ring drives the SDK from node too), then its tests (node --test) against a real
+## `liveroom serve --dev` run by this venv's Python.
+js-deps:
 	@command -v npm >/dev/null 2>&1 || bash .ci/system-deps.sh node
-	cd clients/js && npm ci --no-audit --no-fund && PYTHON=$(abspath $(BIN))/python npm test
+	cd clients/js && npm ci --no-audit --no-fund
+
+js: $(VENV)/.installed-test js-deps
+	cd clients/js && PYTHON=$(abspath $(BIN))/python npm test
 
 ## Install the test dependencies (PyPI, Debian, npm) and run the whole suite.
 test: $(VENV)/.installed-test $(VENV)/.installed-llm system-deps lint js
