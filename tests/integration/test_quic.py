@@ -332,7 +332,13 @@ async def test_lossy_section_over_datagrams_converges(
     assert 0 < got < n, got
     sent = await metric(http, srv.url, "liveroom_datagrams_total", result="sent")
     dropped = await metric(http, srv.url, "liveroom_datagrams_total", result="dropped_test")
-    assert sent >= got and dropped > 0 and sent + dropped <= n
+    assert sent >= got and sent + dropped <= n
+    if window == "0":
+        # 60 datagrams at 40 % loss: none dropped has a chance of 0.6**60. With
+        # the window the count is however many ticks the 60 posts spanned (7 in
+        # one CI run, where none dropped has a chance of 0.6**7 = 2.8 %): the
+        # heal after a drop is this case's to show, not the coalesced one's.
+        assert dropped > 0
     assert await metric(http, srv.url, "liveroom_quic_transmits_total") > 0
     # The WebSocket member got the changes reliably: every one without
     # coalescing, the latest of each tick with it, in order, ending at n.
