@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from llm_agents.character import SHIPPED_DIR, load_characters
 from tests.support import LiveServer, metric, next_reply, until
 
 JESTER = '''
@@ -80,6 +81,33 @@ async def stage_value(c: Any, name: str, want: dict[str, Any],
         value = frame["value"]
         if all(value.get(k) == v for k, v in want.items()):
             return value
+
+
+async def gift_changes_quinn_stage(viewer: Any, backend: str, count: int,
+                                   reply_timeout: float) -> dict[str, Any]:
+    """A gift to Quinn in ``demo`` (joined by ``viewer``) from a model
+    ``backend``: her reply is clean text (the stage part is not in it), and her
+    ``stage.quinn`` gains an emote with every acting field in its allowed
+    values. The stage value, for the caller's further checks."""
+    joined = await viewer.join("demo")
+    start = {s["section"]: s["value"] for s in joined["sections"]}["stage.quinn"]
+    assert "emote" not in start  # the TOML sets none: any stage part changes it
+    await viewer.action("demo", "gift", {"gift": "rose", "count": count})
+    _, say = await next_reply(viewer, "quinn", timeout=reply_timeout)
+    body = say["body"]
+    assert body["backend"] == backend and "error" not in body, body
+    assert body["text"].strip() and '"stage"' not in body["text"], body
+    value = await stage_value(viewer, "quinn", {}, timeout=10)
+    while "emote" not in value:
+        value = await stage_value(viewer, "quinn", {}, timeout=10)
+    quinn = load_characters([SHIPPED_DIR])["quinn"]
+    assert quinn.acting is not None
+    assert set(quinn.acting.fields) >= {"emote", "mood", "position"}
+    for name, allowed in quinn.acting.fields.items():
+        assert value[name] in allowed, (name, value)
+    # The runtime's own fields are kept beside the model's.
+    assert value["name"] == "Quinn (quiz master)"
+    return value
 
 
 async def http_section(http: aiohttp.ClientSession, srv: LiveServer, room: str,

@@ -19,9 +19,9 @@ from llm_agents.backends.embedded import EmbeddedBackend, find_smollm2
 from llm_agents.character import SHIPPED_DIR, load_characters
 from llm_agents.policy import GIFT, Trigger
 from llm_agents.prompt import ContextWindow, build_messages
-from tests.integration.test_agent_stage import http_section, stage_value
+from tests.integration.test_agent_stage import gift_changes_quinn_stage, http_section
 from tests.integration.test_agents_embedded import require_embedded
-from tests.support import LiveServer, metric, next_reply, until
+from tests.support import LiveServer, metric, until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -59,30 +59,17 @@ async def test_embedded_stage_change_lands_in_stage_quinn(make_server, connect, 
     srv: LiveServer = make_server("--agent-backend", "embedded", "--agent-characters", "quinn",
                                   "--agent-cooldown", "0.2", "--agent-stale-after", "120")
     viewer = await connect(srv, "nell", codec="json")
-    joined = await viewer.join("demo")
-    start = {s["section"]: s["value"] for s in joined["sections"]}["stage.quinn"]
-    assert "emote" not in start  # the TOML sets none: any stage part changes it
-    await viewer.action("demo", "gift", {"gift": "rose", "count": 2})
-    _, say = await next_reply(viewer, "quinn", timeout=120.0)
-    body = say["body"]
-    assert body["backend"] == "embedded" and "error" not in body, body
-    assert body["text"].strip() and '"stage"' not in body["text"], body
-    value = await stage_value(viewer, "quinn", {}, timeout=10)
-    while "emote" not in value:
-        value = await stage_value(viewer, "quinn", {}, timeout=10)
-    quinn = load_characters([SHIPPED_DIR])["quinn"]
-    assert quinn.acting is not None
-    for name, allowed in quinn.acting.fields.items():
-        assert value[name] in allowed, (name, value)
-    # The runtime's own fields are kept beside the model's.
-    assert value["name"] == "Quinn (quiz master)"
+    value = await gift_changes_quinn_stage(viewer, "embedded", 2, reply_timeout=120.0)
+    acting = load_characters([SHIPPED_DIR])["quinn"].acting
+    assert acting is not None
+    fields = acting.fields
 
     async def over_http() -> dict[str, str] | None:
         got = await http_section(http, srv, "demo", "stage.quinn")
         return got if "emote" in got else None
 
     got = await until(over_http, 5, "the stage part in stage.quinn over HTTP")
-    assert {k: got[k] for k in quinn.acting.fields} == \
-        {k: value[k] for k in quinn.acting.fields}, json.dumps([got, value])
+    assert {k: got[k] for k in fields} == {k: value[k] for k in fields}, \
+        json.dumps([got, value])
     assert await metric(http, srv.url, "liveroom_agent_stage_changes_total",
                         agent="quinn", outcome="applied") == 1

@@ -19,10 +19,10 @@ from llm_agents.backends.openai_backend import OpenAIBackend
 from llm_agents.character import SHIPPED_DIR, load_characters
 from llm_agents.policy import GIFT, Trigger
 from llm_agents.prompt import ContextWindow, build_messages
-from tests.integration.test_agent_stage import stage_value
+from tests.integration.test_agent_stage import gift_changes_quinn_stage
 from tests.llm_recorder import RecordingProxy
 from tests.llm_server import MODEL_ALIAS
-from tests.support import LiveServer, metric, next_reply
+from tests.support import LiveServer, metric
 
 REPLY_TIMEOUT = 90.0
 
@@ -62,23 +62,7 @@ async def test_models_stage_change_lands_in_stage_section(
                     "quinn", "--agent-cooldown", "0.2", "--openai-idle-timeout", "60",
                     "--agent-stale-after", "120") as srv:
         viewer = await connect(srv, "nora", codec="json")
-        joined = await viewer.join("demo")
-        start = {s["section"]: s["value"] for s in joined["sections"]}["stage.quinn"]
-        assert "emote" not in start  # the TOML sets none: any answer changes it
-        await viewer.action("demo", "gift", {"gift": "rose", "count": 3})
-        _, say = await next_reply(viewer, "quinn", timeout=REPLY_TIMEOUT)
-        body = say["body"]
-        assert body["backend"] == "openai" and "error" not in body, body
-        assert body["text"].strip() and '"stage"' not in body["text"], body
-        value = await stage_value(viewer, "quinn", {}, timeout=10)
-        while "emote" not in value:
-            value = await stage_value(viewer, "quinn", {}, timeout=10)
-        quinn = load_characters([SHIPPED_DIR])["quinn"]
-        assert quinn.acting is not None
-        assert value["emote"] in quinn.acting.fields["emote"]
-        assert value["mood"] in quinn.acting.fields["mood"]
-        assert value["position"] in quinn.acting.fields["position"]
-        assert value["name"] == "Quinn (quiz master)"
+        await gift_changes_quinn_stage(viewer, "openai", 3, reply_timeout=REPLY_TIMEOUT)
         assert await metric(http, srv.url, "liveroom_agent_stage_changes_total",
                             agent="quinn", outcome="applied") == 1
         # Every reply of an acting character was asked for with the schema.

@@ -9,7 +9,6 @@ back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from tests.support import LiveServer, next_reply
 REPLY_TIMEOUT = 60.0
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaServer]:
-    srv = LlamaServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 async def test_backend_streams_text_then_one_usage(llama: LlamaServer) -> None:
