@@ -99,6 +99,10 @@ class EdgeConfig:
     # within this window go out together in one batch frame at its end. A
     # quiet room gets no added delay; 0 turns coalescing off.
     coalesce_window: float = 0.005
+    # The fan-out's send loop: "c" (edge/_sendloop.c, when it was built;
+    # else the Python loop) or "python" (always the Python loop: for A/B
+    # benchmarks and as a way out).
+    send_loop: str = "c"
     # A room with this many members on the edge takes its state by polling
     # the CDN instead of push (0: never); it goes back to push below half.
     poll_threshold: int = 10_000

@@ -52,6 +52,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from edge.batch import Batch, Outgoing, latest_state_only
+
+try:  # the send loop in C (edge/_sendloop.c); optional, see Hub._write
+    from edge._sendloop import write_members as _c_write_members
+except ImportError:  # built without a C compiler: the Python loop does it all
+    _c_write_members = None  # type: ignore[assignment]
 from wire.close_codes import CloseCode
 from wire.codecs import JSON, Variant
 from wire.encoded import Encoded
@@ -128,6 +133,7 @@ class Conn:
         "cid",
         "closed",
         "failure",
+        "fd",
         "identity",
         "last_buffered",
         "name",
@@ -148,6 +154,10 @@ class Conn:
         self.sink = sink
         # The sink's byte stream, for the hub's fast path (None: none).
         self.stream: Stream | None = getattr(sink, "stream", None)
+        # The stream's socket, for the send loop in C (-1: none). Set only
+        # where a frame sent to it is exactly what ``stream.write`` would
+        # send: a plain TCP transport, never TLS (edge/ws.py).
+        self.fd: int = getattr(sink, "fd", -1)
         self.budget = budget
         self.variant = JSON
         self.user = ""
@@ -277,10 +287,13 @@ class Hub:
     message by message (which would fall further behind exactly when the edge
     is busiest). Without it the loop's start time (``now``) is used."""
 
-    __slots__ = ("_clock", "_dirty", "defer_window", "next_flush", "rooms", "window")
+    __slots__ = ("_clock", "_dirty", "_send_loop", "defer_window", "next_flush", "rooms",
+                 "window")
 
     def __init__(self, window: float = 0.0, clock: Callable[[], float] | None = None,
-                 defer_window: float = 0.25) -> None:
+                 defer_window: float = 0.25, *, c_send_loop: bool = True) -> None:
+        # The send loop in C (edge/_sendloop.c) when built and wanted.
+        self._send_loop = _c_write_members if c_send_loop else None
         # How long a deferred message may wait for another to carry it.
         self.defer_window = defer_window
         self.rooms: dict[str, LocalRoom] = {}
@@ -290,6 +303,11 @@ class Hub:
         # After ``flush``: when the deferred messages it left waiting are
         # due (None: nothing left waiting).
         self.next_flush: float | None = None
+
+    @property
+    def send_loop(self) -> str:
+        """Which send loop writes the rooms: "c" or "python"."""
+        return "python" if self._send_loop is None else "c"
 
     def join(self, conn: Conn, room: str) -> bool:
         """Add ``conn`` to ``room``; True when the room is new on this edge
@@ -418,6 +436,12 @@ class Hub:
         """One synchronous loop over the members, the same bytes for every
         member of a variant and floor, no awaiting.
 
+        First the send loop in C (edge/_sendloop.c), where it was built: a
+        member with a socket (``Conn.fd``) whose transport holds nothing
+        unsent gets the full frame of its variant by send(2), with no Python
+        between two sends; it hands back, untouched, every member it does
+        not write, for the loop below (which then sees only those).
+
         The fast path: a member whose sink has a ``stream`` and who keeps up
         (under a quarter of its budget unsent, not in a grace period) takes
         the full frame of its variant straight from the stream's C methods,
@@ -439,8 +463,18 @@ class Hub:
         frame_variant: Variant | None = None
         frame: bytes | None = None
         full = Priority.LIKE
+        members: Iterable[Conn] = local.members
+        if self._send_loop is not None:
+            failed: list[Conn]
+            sent, members, failed, error = self._send_loop(
+                members, lambda variant: out.frame_from(full, variant))
+            result.failed.extend(failed)
+            if error is not None:
+                result.errors.append(FanoutError(local.room, "encode", error))
+                result.sent = sent
+                return result
         try:
-            for conn in local.members:
+            for conn in members:
                 stream = conn.stream
                 if stream is not None and conn.over_since is None and not conn.closed:
                     try:

@@ -136,7 +136,8 @@ class EdgeNode:
         self.registry = registry
         self.inbox = inbox
         self.metrics = metrics
-        self.hub = Hub(config.coalesce_window, monotonic)
+        self.hub = Hub(config.coalesce_window, monotonic,
+                       c_send_loop=config.send_loop == "c")
         # Events to the backend (room_router/events.py; room and member ones: edge/events.py).
         self.events = events
         self.member_events = MemberEvents(node_id, events, self.policies, self.hub)

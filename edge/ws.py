@@ -20,7 +20,9 @@ aiohttp version.
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import logging
+import socket
 
 from aiohttp import WSMsgType, web
 
@@ -37,14 +39,51 @@ log = logging.getLogger("liveroom.ws")
 _CLOSE_LINGER_S = 5.0
 
 
+def _plain_tcp_transports() -> tuple[type, ...]:
+    """The transport classes that write a frame to their socket as it is:
+    asyncio's and uvloop's plain TCP transports (a TLS connection's
+    transport is another class)."""
+    found: list[type] = []
+    selector = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
+    if isinstance(selector, type):
+        found.append(selector)
+    try:
+        import uvloop.loop
+    except ImportError:
+        pass
+    else:
+        tcp = getattr(uvloop.loop, "TCPTransport", None)
+        if isinstance(tcp, type):
+            found.append(tcp)
+    return tuple(found)
+
+
+_PLAIN_TCP = _plain_tcp_transports()
+
+
+def socket_fd(transport: asyncio.BaseTransport) -> int:
+    """The socket of ``transport`` for the send loop in C (edge/_sendloop.c),
+    or -1 when a send to it would not be what ``transport.write`` sends: any
+    transport but a plain TCP one (TLS above all), or no socket."""
+    if type(transport) not in _PLAIN_TCP or transport.get_extra_info("sslcontext") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return -1
+    fd = sock.fileno()
+    return fd if isinstance(fd, int) else -1
+
+
 class WsSink:
-    __slots__ = ("_loop", "stream", "transport")
+    __slots__ = ("_loop", "fd", "stream", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         # The hub's fast path writes pre-framed bytes to it directly
         # (edge.fanout.Stream): ``write`` below is exactly that.
         self.stream = transport
+        # The send loop in C sends them to its socket (-1: it may not).
+        self.fd = socket_fd(transport)
         self._loop = loop
 
     def write(self, data: bytes) -> None:

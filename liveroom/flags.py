@@ -44,6 +44,12 @@ def urls(text: str) -> list[str]:
     return [u.strip() for u in text.split(",") if u.strip()]
 
 
+def _send_loop(text: str) -> str:
+    if text not in ("c", "python"):
+        raise argparse.ArgumentTypeError(f"expected c or python, not {text!r}")
+    return text
+
+
 def _names(text: str) -> frozenset[str]:
     return frozenset(s.strip() for s in text.split(",") if s.strip())
 
@@ -128,6 +134,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit("--coalesce-window", "COALESCE_WINDOW", "coalesce_window", float,
           "seconds; messages to a busy room within this window go out as one batch frame "
           "per connection (0: off)"),
+    Limit("--send-loop", "SEND_LOOP", "send_loop", _send_loop,
+          "the fan-out's send loop: c (edge/_sendloop.c, the Python loop where it was not "
+          "built) or python"),
     Limit("--lossy-sections", "LOSSY_SECTIONS", "lossy_sections", _names,
           "comma-separated base names of sections whose changes go to QUIC clients as "
           "unreliable datagrams (\"\": none)", show=lambda v: ",".join(sorted(v))),

@@ -96,6 +96,11 @@ def build_edge(services: Services, *, node_id: str, config: EdgeConfig, cdn: Cdn
                     policies=policies, history=services.history,
                     presence_store=services.presence, sanctions=services.sanctions,
                     hooks=hook_client, events=services.events)
+    if node.hub.send_loop != config.send_loop:
+        log.warning("fan-out send loop: python (edge._sendloop was not built: no C "
+                    "compiler at install?)")
+    else:
+        log.info("fan-out send loop: %s", node.hub.send_loop)
     app = build_app(node, jwt_secret=secrets.jwt_secret, api_key=secrets.api_key,
                     dev=secrets.dev)
     CdnOrigin(services.store, cdn, metrics.registry).add_routes(app)

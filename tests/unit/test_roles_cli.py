@@ -121,8 +121,11 @@ def test_every_limit_flag_is_on_serve_and_edge_alike(monkeypatch: pytest.MonkeyP
     assert edge_config(_parser().parse_args(["serve"])) == EdgeConfig()
     assert edge_config(_parser().parse_args(["edge"])) == EdgeConfig()
     # Each variable moves the flag of both commands.
+    # A value other than the default, of each kind.
+    sample = {"SEND_LOOP": "python"}
     for lim in LIMITS:
-        monkeypatch.setenv(f"LIVEROOM_{lim.env}", "7" if lim.kind in (int, float) else "x,y")
+        monkeypatch.setenv(f"LIVEROOM_{lim.env}",
+                           sample.get(lim.env, "7" if lim.kind in (int, float) else "x,y"))
     monkeypatch.setenv("LIVEROOM_HEAD_MAX_AGE", "3")
     serve_args, edge_args = (_parser().parse_args([c]) for c in ("serve", "edge"))
     for lim in LIMITS:
