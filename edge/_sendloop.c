@@ -34,7 +34,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <errno.h>
+#include <limits.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -89,29 +91,110 @@ static PyObject *frame_of(frame_cache *c, PyObject *frame_for, PyObject *variant
     return frame;
 }
 
-/* -1: not ours to send to (hand back); 0: ours; the conn's stream in *stream
- * (a new reference) and its variant in *variant (a new reference). */
+/* The members' attributes, read the way the interpreter would
+ * (PyObject_GetAttr), or, for the one class they all are (edge.fanout.Conn,
+ * whose __slots__ these are), straight from the slot: the interpreter's own
+ * lookup is a third of this loop's own cost. The class is checked for every
+ * member, so any other object still takes the general road. */
+enum { A_FD, A_CLOSED, A_OVER_SINCE, A_STREAM, A_VARIANT, A_LAST_BUFFERED, N_ATTRS };
+static PyObject *attr_names[N_ATTRS];
+static PyTypeObject *slots_type; /* owned; NULL: not looked up yet */
+static Py_ssize_t slot_offset[N_ATTRS];
+static int have_slots;
+
+static void find_slots(PyTypeObject *type) {
+    Py_XDECREF(slots_type);
+    Py_INCREF(type);
+    slots_type = type;
+    have_slots = 1;
+    for (int i = 0; i < N_ATTRS; i++) {
+        PyObject *d = _PyType_Lookup(type, attr_names[i]); /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            have_slots = 0;
+            return;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            have_slots = 0;
+            return;
+        }
+        slot_offset[i] = m->offset;
+    }
+}
+
+/* A new reference, or NULL (with or without an exception set) when unset. */
+static inline PyObject *get(PyObject *conn, int i) {
+    if (Py_TYPE(conn) == slots_type && have_slots) {
+        PyObject *v = *(PyObject **)((char *)conn + slot_offset[i]);
+        Py_XINCREF(v);
+        return v;
+    }
+    return PyObject_GetAttr(conn, attr_names[i]);
+}
+
+static inline int set_last_buffered(PyObject *conn, PyObject *value) {
+    if (Py_TYPE(conn) == slots_type && have_slots) {
+        PyObject **slot = (PyObject **)((char *)conn + slot_offset[A_LAST_BUFFERED]);
+        PyObject *old = *slot;
+        Py_INCREF(value);
+        *slot = value;
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(conn, s_last_buffered, value);
+}
+
+/* The stream's two no-argument methods, looked up once for its class when
+ * they are plain method descriptors (uvloop's and asyncio's transports). */
+static PyTypeObject *stream_type; /* owned */
+static PyObject *m_buffered, *m_closing; /* owned; NULL: call by name */
+
+static PyObject *method_of(PyTypeObject *type, PyObject *name) {
+    PyObject *m = _PyType_Lookup(type, name); /* borrowed */
+    if (m == NULL || !Py_IS_TYPE(m, &PyMethodDescr_Type)) return NULL;
+    Py_INCREF(m);
+    return m;
+}
+
+static PyObject *call0(PyObject *stream, PyObject *cached, PyObject *name) {
+    if (Py_TYPE(stream) != stream_type) {
+        Py_XDECREF(stream_type);
+        Py_INCREF(Py_TYPE(stream));
+        stream_type = Py_TYPE(stream);
+        Py_XDECREF(m_buffered);
+        Py_XDECREF(m_closing);
+        m_buffered = method_of(stream_type, s_get_write_buffer_size);
+        m_closing = method_of(stream_type, s_is_closing);
+        cached = name == s_is_closing ? m_closing : m_buffered;
+    }
+    if (cached != NULL) return PyObject_Vectorcall(cached, &stream, 1, NULL);
+    return PyObject_CallMethodNoArgs(stream, name);
+}
+
+/* -1: not ours to send to (hand back); else the fd, with the conn's stream
+ * in *stream (a new reference) and its variant in *variant (a new reference). */
 static int eligible(PyObject *conn, PyObject **stream, PyObject **variant) {
     *stream = NULL;
     *variant = NULL;
-    PyObject *v = PyObject_GetAttr(conn, s_fd);
+    if (Py_TYPE(conn) != slots_type) find_slots(Py_TYPE(conn));
+    PyObject *v = get(conn, A_FD);
     if (v == NULL) goto clear;
     long fd = PyLong_AsLong(v);
     Py_DECREF(v);
-    if (fd < 0) goto clear;
-    v = PyObject_GetAttr(conn, s_closed);
+    if (fd < 0 || fd > INT_MAX) goto clear;
+    v = get(conn, A_CLOSED);
     if (v == NULL) goto clear;
     int closed = v != Py_False;
     Py_DECREF(v);
     if (closed) return -1;
-    v = PyObject_GetAttr(conn, s_over_since);
+    v = get(conn, A_OVER_SINCE);
     if (v == NULL) goto clear;
     int over = v != Py_None;
     Py_DECREF(v);
     if (over) return -1;
-    PyObject *st = PyObject_GetAttr(conn, s_stream);
+    PyObject *st = get(conn, A_STREAM);
     if (st == NULL) goto clear;
-    v = PyObject_CallMethodNoArgs(st, s_get_write_buffer_size);
+    v = call0(st, m_buffered, s_get_write_buffer_size);
     if (v == NULL) {
         Py_DECREF(st);
         goto clear;
@@ -122,7 +205,7 @@ static int eligible(PyObject *conn, PyObject **stream, PyObject **variant) {
         Py_DECREF(st);
         goto clear;
     }
-    v = PyObject_CallMethodNoArgs(st, s_is_closing);
+    v = call0(st, m_closing, s_is_closing);
     if (v == NULL) {
         Py_DECREF(st);
         goto clear;
@@ -133,7 +216,7 @@ static int eligible(PyObject *conn, PyObject **stream, PyObject **variant) {
         Py_DECREF(st);
         return -1;
     }
-    PyObject *var = PyObject_GetAttr(conn, s_variant);
+    PyObject *var = get(conn, A_VARIANT);
     if (var == NULL) {
         Py_DECREF(st);
         goto clear;
@@ -158,7 +241,7 @@ static int write_rest(PyObject *conn, PyObject *stream, const char *buf, Py_ssiz
     Py_DECREF(r);
     r = PyObject_CallMethodNoArgs(stream, s_get_write_buffer_size);
     if (r == NULL) goto failed;
-    int bad = PyObject_SetAttr(conn, s_last_buffered, r);
+    int bad = set_last_buffered(conn, r);
     Py_DECREF(r);
     if (bad) goto failed;
     return 0;
@@ -226,7 +309,7 @@ static PyObject *write_members(PyObject *module, PyObject *const *args, Py_ssize
         } while (n < 0 && errno == EINTR);
         int bad = 0;
         if (n == len) {
-            bad = PyObject_SetAttr(conn, s_last_buffered, zero);
+            bad = set_last_buffered(conn, zero);
             sent++;
         } else if (n > 0) {
             if (write_rest(conn, stream, buf + n, len - n) == 0)
@@ -288,5 +371,11 @@ PyMODINIT_FUNC PyInit__sendloop(void) {
     INTERN(s_write, "write");
     INTERN(s__failed, "_failed");
     if ((zero = PyLong_FromLong(0)) == NULL) return NULL;
+    attr_names[A_FD] = s_fd;
+    attr_names[A_CLOSED] = s_closed;
+    attr_names[A_OVER_SINCE] = s_over_since;
+    attr_names[A_STREAM] = s_stream;
+    attr_names[A_VARIANT] = s_variant;
+    attr_names[A_LAST_BUFFERED] = s_last_buffered;
     return PyModule_Create(&module);
 }

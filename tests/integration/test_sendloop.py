@@ -311,3 +311,44 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     while not cond():
         assert loop.time() < end, "timed out"
         await asyncio.sleep(0.01)
+
+
+class Member:
+    """Not a ``Conn``: the loop reads it by name (PyObject_GetAttr), not by slot."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.fd = conn.fd
+        self.closed = False
+        self.over_since = None
+        self.stream = conn.stream
+        self.variant = conn.variant
+        self.last_buffered = 7
+
+
+class SubConn(Conn):
+    __slots__ = ("extra",)
+
+
+@needs_c
+@pytest.mark.parametrize("loop", LOOPS)
+def test_other_member_classes_are_read_by_name_in_any_order(loop: str) -> None:
+    async def body() -> None:
+        pairs = [await Pair.open() for _ in range(3)]
+        plain = member(pairs[0])
+        duck = Member(member(pairs[1], cid=2))
+        sub = SubConn(3, WsSink(pairs[2].transport, asyncio.get_running_loop()), Budget())
+        sub.variant = JSON
+        sub.closed = True  # read through the subclass's slots: not sent
+        sent, rest, failed, error = sendloop.write_members(
+            [plain, duck, sub, plain], lambda v: b"abc")
+        assert (sent, rest, failed, error) == (3, [sub], [], None)
+        assert duck.last_buffered == 0 and plain.last_buffered == 0
+        assert await pairs[0].read_exactly(6) == b"abcabc"
+        assert await pairs[1].read_exactly(3) == b"abc"
+        assert pairs[2].pending() == b""
+        del duck.over_since  # a member missing an attribute: handed back
+        assert sendloop.write_members([duck], lambda v: b"x") == (0, [duck], [], None)
+        for pair in pairs:
+            await pair.close()
+
+    run(loop, body)
