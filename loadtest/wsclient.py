@@ -19,6 +19,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import struct
 import time
 from typing import Any, cast
@@ -268,6 +269,7 @@ class WsClient(asyncio.Protocol):
             data = data[end + 4:]
             if self.mode == NCHAN:  # subscribed: nchan sends the messages, nothing else
                 self.phase = _JOINED
+                self._reader_acks()
                 self.joined.set_result(None)
                 return data
             if self.mode == LIVEROOM:
@@ -304,10 +306,22 @@ class WsClient(asyncio.Protocol):
                 continue
             if self._setup_frame(payload):
                 self.phase = _JOINED
+                self._reader_acks()
                 self.joined.set_result(None)
                 return data[pos:]
         self.rest = data[pos:]
         return b""
+
+    def _reader_acks(self) -> None:
+        """From here on this connection only reads: TCP_QUICKACK takes its
+        socket out of the kernel's interactive (delayed-ACK, "pingpong")
+        mode, which the handshake's request and reply put it in, so that
+        every server's connections are acknowledged alike (docs/BENCHMARKS.md,
+        "Who pays for the ACKs")."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        quickack = getattr(socket, "TCP_QUICKACK", None)
+        if sock is not None and quickack is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
     def _setup_frame(self, payload: bytes) -> bool:
         """One data frame during setup; True once joined."""
