@@ -114,3 +114,14 @@ def test_nchan_peer_side_by_side() -> None:
     assert r["nchan"]["loss"] == 0.0
     assert r["nchan"]["messages_per_frame"] == 1.0  # one text frame per message
     assert r["ratio_delivered"] > 0
+
+
+def test_sendloop_bench_prints_both_loops() -> None:
+    """loadtest.bench_sendloop: the C and the Python loop over real sockets."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_sendloop", "--members", "20", "--rounds", "3"],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["members"] == 20
+    assert out["c"]["us_per_delivery"] > 0 and out["python"]["us_per_delivery"] > 0
