@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml edge/_sendloop.c | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml edge/_sendloop.c | $(BIN)/python
+	bash .ci/system-deps.sh build $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@ $(VENV)/.installed
 

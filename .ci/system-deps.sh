@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, installed only when missing.
 # `system-deps.sh venv` installs just what `python3 -m venv` needs, `node` node and npm,
-# `nchan` nginx with the nchan module (the fan-out benchmark's `--peer nchan`).
+# `nchan` nginx with the nchan module (the fan-out benchmark's `--peer nchan`),
+# `build PYTHON` a C compiler and PYTHON's headers (the send loop in C, edge/_sendloop.c).
 # Optional packages may fail to install without failing the script: the tests that
 # need them are skipped (with the reason) when they are absent.
 set -euo pipefail
@@ -11,6 +12,11 @@ nchan_module=/usr/lib/nginx/modules/ngx_nchan_module.so
 if [ "${1:-}" = nchan ]; then
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
   [ -e "$nchan_module" ] || need+=(libnginx-mod-nchan)
+elif [ "${1:-}" = build ]; then
+  command -v gcc >/dev/null 2>&1 || need+=(gcc)
+  py="${2:-python3}"
+  "$py" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need+=(python3-dev)
 elif [ "${1:-}" = venv ]; then
   need+=(python3-venv)
 elif [ "${1:-}" = node ]; then
