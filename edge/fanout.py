@@ -52,11 +52,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from edge.batch import Batch, Outgoing, latest_state_only
-
-try:  # the send loop in C (edge/_sendloop.c); optional, see Hub._write
-    from edge._sendloop import write_members as _c_write_members
-except ImportError:  # built without a C compiler: the Python loop does it all
-    _c_write_members = None  # type: ignore[assignment]
 from wire.close_codes import CloseCode
 from wire.codecs import JSON, Variant
 from wire.encoded import Encoded
@@ -64,6 +59,11 @@ from wire.frames import Priority
 
 if TYPE_CHECKING:
     from edge.auth import Identity
+
+try:  # the send loop in C (edge/_sendloop.c); optional, see Hub._write
+    from edge._sendloop import write_members as _c_write_members
+except ImportError:  # built without a C compiler: the Python loop does it all
+    _c_write_members = None  # type: ignore[assignment]
 
 
 class Sink(Protocol):
