@@ -464,16 +464,14 @@ class Hub:
         frame: bytes | None = None
         full = Priority.LIKE
         members: Iterable[Conn] = local.members
-        if self._send_loop is not None:
-            failed: list[Conn]
-            sent, members, failed, error = self._send_loop(
-                members, lambda variant: out.frame_from(full, variant))
-            result.failed.extend(failed)
-            if error is not None:
-                result.errors.append(FanoutError(local.room, "encode", error))
-                result.sent = sent
-                return result
         try:
+            if self._send_loop is not None:
+                failed: list[Conn]
+                sent, members, failed, error = self._send_loop(
+                    members, lambda variant: out.frame_from(full, variant))
+                result.failed.extend(failed)
+                if error is not None:
+                    raise error  # the room's encoder error: below, as the Python loop's
             for conn in members:
                 stream = conn.stream
                 if stream is not None and conn.over_since is None and not conn.closed:
