@@ -40,8 +40,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-static PyObject *s_fd, *s_closed, *s_over_since, *s_stream, *s_variant, *s_last_buffered,
-    *s_get_write_buffer_size, *s_is_closing, *s_write, *s__failed;
+static PyObject *s_write, *s__failed; /* interned method names */
 static PyObject *zero;
 
 /* The exception being raised, as one object (and cleared). */
@@ -141,34 +140,31 @@ static inline int set_last_buffered(PyObject *conn, PyObject *value) {
         Py_XDECREF(old);
         return 0;
     }
-    return PyObject_SetAttr(conn, s_last_buffered, value);
+    return PyObject_SetAttr(conn, attr_names[A_LAST_BUFFERED], value);
 }
 
-/* The stream's two no-argument methods, looked up once for its class when
- * they are plain method descriptors (uvloop's and asyncio's transports). */
-static PyTypeObject *stream_type; /* owned */
-static PyObject *m_buffered, *m_closing; /* owned; NULL: call by name */
+/* The stream's two no-argument methods, called through their method
+ * descriptors, looked up once for the stream's class, when they are plain
+ * method descriptors (uvloop's transports); else by name (asyncio's). */
+enum { M_BUFFERED, M_CLOSING, N_METHODS };
+static PyObject *method_names[N_METHODS];
+static PyTypeObject *stream_type;          /* owned */
+static PyObject *stream_method[N_METHODS]; /* owned; NULL: call by name */
 
-static PyObject *method_of(PyTypeObject *type, PyObject *name) {
-    PyObject *m = _PyType_Lookup(type, name); /* borrowed */
-    if (m == NULL || !Py_IS_TYPE(m, &PyMethodDescr_Type)) return NULL;
-    Py_INCREF(m);
-    return m;
-}
-
-static PyObject *call0(PyObject *stream, PyObject *cached, PyObject *name) {
+static PyObject *call0(PyObject *stream, int i) {
     if (Py_TYPE(stream) != stream_type) {
         Py_XDECREF(stream_type);
         Py_INCREF(Py_TYPE(stream));
         stream_type = Py_TYPE(stream);
-        Py_XDECREF(m_buffered);
-        Py_XDECREF(m_closing);
-        m_buffered = method_of(stream_type, s_get_write_buffer_size);
-        m_closing = method_of(stream_type, s_is_closing);
-        cached = name == s_is_closing ? m_closing : m_buffered;
+        for (int k = 0; k < N_METHODS; k++) {
+            PyObject *m = _PyType_Lookup(stream_type, method_names[k]); /* borrowed */
+            Py_XDECREF(stream_method[k]);
+            stream_method[k] = m != NULL && Py_IS_TYPE(m, &PyMethodDescr_Type) ? Py_NewRef(m)
+                                                                               : NULL;
+        }
     }
-    if (cached != NULL) return PyObject_Vectorcall(cached, &stream, 1, NULL);
-    return PyObject_CallMethodNoArgs(stream, name);
+    if (stream_method[i] != NULL) return PyObject_Vectorcall(stream_method[i], &stream, 1, NULL);
+    return PyObject_CallMethodNoArgs(stream, method_names[i]);
 }
 
 /* -1: not ours to send to (hand back); else the fd, with the conn's stream
@@ -194,7 +190,7 @@ static int eligible(PyObject *conn, PyObject **stream, PyObject **variant) {
     if (over) return -1;
     PyObject *st = get(conn, A_STREAM);
     if (st == NULL) goto clear;
-    v = call0(st, m_buffered, s_get_write_buffer_size);
+    v = call0(st, M_BUFFERED);
     if (v == NULL) {
         Py_DECREF(st);
         goto clear;
@@ -205,7 +201,7 @@ static int eligible(PyObject *conn, PyObject **stream, PyObject **variant) {
         Py_DECREF(st);
         goto clear;
     }
-    v = call0(st, m_closing, s_is_closing);
+    v = call0(st, M_CLOSING);
     if (v == NULL) {
         Py_DECREF(st);
         goto clear;
@@ -239,7 +235,7 @@ static int write_rest(PyObject *conn, PyObject *stream, const char *buf, Py_ssiz
     Py_DECREF(rest);
     if (r == NULL) goto failed;
     Py_DECREF(r);
-    r = PyObject_CallMethodNoArgs(stream, s_get_write_buffer_size);
+    r = call0(stream, M_BUFFERED);
     if (r == NULL) goto failed;
     int bad = set_last_buffered(conn, r);
     Py_DECREF(r);
@@ -360,22 +356,16 @@ static struct PyModuleDef module = {
     } while (0)
 
 PyMODINIT_FUNC PyInit__sendloop(void) {
-    INTERN(s_fd, "fd");
-    INTERN(s_closed, "closed");
-    INTERN(s_over_since, "over_since");
-    INTERN(s_stream, "stream");
-    INTERN(s_variant, "variant");
-    INTERN(s_last_buffered, "last_buffered");
-    INTERN(s_get_write_buffer_size, "get_write_buffer_size");
-    INTERN(s_is_closing, "is_closing");
+    INTERN(attr_names[A_FD], "fd");
+    INTERN(attr_names[A_CLOSED], "closed");
+    INTERN(attr_names[A_OVER_SINCE], "over_since");
+    INTERN(attr_names[A_STREAM], "stream");
+    INTERN(attr_names[A_VARIANT], "variant");
+    INTERN(attr_names[A_LAST_BUFFERED], "last_buffered");
+    INTERN(method_names[M_BUFFERED], "get_write_buffer_size");
+    INTERN(method_names[M_CLOSING], "is_closing");
     INTERN(s_write, "write");
     INTERN(s__failed, "_failed");
     if ((zero = PyLong_FromLong(0)) == NULL) return NULL;
-    attr_names[A_FD] = s_fd;
-    attr_names[A_CLOSED] = s_closed;
-    attr_names[A_OVER_SINCE] = s_over_since;
-    attr_names[A_STREAM] = s_stream;
-    attr_names[A_VARIANT] = s_variant;
-    attr_names[A_LAST_BUFFERED] = s_last_buffered;
     return PyModule_Create(&module);
 }
