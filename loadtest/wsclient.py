@@ -268,9 +268,7 @@ class WsClient(asyncio.Protocol):
                 return b""
             data = data[end + 4:]
             if self.mode == NCHAN:  # subscribed: nchan sends the messages, nothing else
-                self.phase = _JOINED
-                self._reader_acks()
-                self.joined.set_result(None)
+                self._now_joined()
                 return data
             if self.mode == LIVEROOM:
                 self.send(encode_liveroom({"type": "hello", "token": self.token, "v": 1},
@@ -305,23 +303,23 @@ class WsClient(asyncio.Protocol):
                     return b""
                 continue
             if self._setup_frame(payload):
-                self.phase = _JOINED
-                self._reader_acks()
-                self.joined.set_result(None)
+                self._now_joined()
                 return data[pos:]
         self.rest = data[pos:]
         return b""
 
-    def _reader_acks(self) -> None:
-        """From here on this connection only reads: TCP_QUICKACK takes its
-        socket out of the kernel's interactive (delayed-ACK, "pingpong")
-        mode, which the handshake's request and reply put it in, so that
-        every server's connections are acknowledged alike (docs/BENCHMARKS.md,
-        "Who pays for the ACKs")."""
+    def _now_joined(self) -> None:
+        """Setup is over. From here on this connection only reads:
+        TCP_QUICKACK takes its socket out of the kernel's interactive
+        (delayed-ACK, "pingpong") mode, which the handshake's request and
+        reply put it in, so that every server's connections are acknowledged
+        alike (docs/BENCHMARKS.md, "who pays for the ACKs")."""
+        self.phase = _JOINED
         sock = self.transport.get_extra_info("socket") if self.transport else None
         quickack = getattr(socket, "TCP_QUICKACK", None)
         if sock is not None and quickack is not None:
             sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        self.joined.set_result(None)
 
     def _setup_frame(self, payload: bytes) -> bool:
         """One data frame during setup; True once joined."""
