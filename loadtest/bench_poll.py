@@ -21,7 +21,6 @@ import multiprocessing as mp
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,11 @@ from typing import Any
 import aiohttp
 
 from cdn import proxy
+from loadtest.procstat import free_port
 
 API_KEY = "bench-poll-api-key"
 ROOM = "bench-poll"
 SECTION = "stage"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_origin(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:

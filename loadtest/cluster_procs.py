@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtest.procstat import free_port, terminate
 from loadtest.servers import ServerProcess
 from loadtest.wsclient import ROOM
 
@@ -40,12 +41,6 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 # Route look-ups in flight from the parent while it places the viewers.
 ROUTE_CONCURRENCY = 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pinned(cpus: set[int] | None) -> Callable[[], None] | None:
@@ -101,13 +96,13 @@ class BenchCluster:
         return self
 
     def _start(self, args: argparse.Namespace, timeout: float) -> None:
-        port = _free_port()
+        port = free_port()
         self.nats = subprocess.Popen(
             [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, preexec_fn=_pinned(self.infra_cpus))
         self.nats_url = f"nats://127.0.0.1:{port}"
         _wait(lambda: _answers(port, b"PING\r\n", b"INFO"), self.nats, "nats-server")
-        rport = _free_port()
+        rport = free_port()
         self.redis = subprocess.Popen(
             [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -215,13 +210,8 @@ class BenchCluster:
             p.stop()
         self.edges, self.router = [], None
         for proc in (self.redis, self.nats):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            if proc is not None:
+                terminate(proc, grace=10.0)
         self.redis = self.nats = None
 
 

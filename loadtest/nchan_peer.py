@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cdn.proxy import find_nginx
-from loadtest.procstat import terminate
+from loadtest.procstat import free_port, terminate
 
 log = logging.getLogger("liveroom.bench")
 
@@ -115,12 +115,6 @@ def buffer_length(msg_rate: float) -> int:
     return max(16, min(MAX_BUFFER, int(msg_rate * BUFFER_SECONDS)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _children(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
@@ -166,7 +160,7 @@ class NchanServer:
             def preexec() -> None:
                 os.sched_setaffinity(0, cpus)  # the worker inherits it
         for attempt in range(3):  # the free port may be taken before nginx binds it
-            self.port = _free_port()
+            self.port = free_port()
             conf = Path(prefix, "nginx.conf")
             conf.write_text(nginx_config(prefix, self.module, self.port, conns,
                                          buffer_length(self.msg_rate)))

@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import subprocess
 from typing import Any, NamedTuple
 
@@ -150,13 +151,21 @@ def parse_cpus(text: str) -> set[int]:
     return cpus
 
 
-def terminate(proc: subprocess.Popen[Any]) -> int:
-    """SIGTERM (SIGKILL after 15 s) to a server process; its exit status."""
+def terminate(proc: subprocess.Popen[Any], grace: float = 15.0) -> int:
+    """SIGTERM (SIGKILL after ``grace`` s) to a server process; its exit status."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+def free_port() -> int:
+    """A loopback TCP port free now (for a child server that takes its port
+    from its command line)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

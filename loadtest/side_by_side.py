@@ -81,9 +81,7 @@ def run_cmd(args: argparse.Namespace, server: str, viewers: int, rate: int) -> l
 
 def run(args: argparse.Namespace, server: str, viewers: int, rate: int,
         repeat: int) -> dict[str, Any]:
-    with open("/proc/loadavg") as f:
-        load = float(f.read().split()[0])
-    head = {"cell": f"{viewers}x{rate}", "repeat": repeat, "loadavg": load}
+    head = {"cell": f"{viewers}x{rate}", "repeat": repeat, "loadavg": os.getloadavg()[0]}
     try:
         proc = subprocess.run(run_cmd(args, server, viewers, rate), capture_output=True,
                               text=True, timeout=RUN_TIMEOUT_S, check=False)
