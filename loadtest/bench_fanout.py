@@ -97,7 +97,7 @@ from loadtest.procstat import (
     write_calls,
 )
 from loadtest.seated_agents import SeatedAgents
-from loadtest.servers import SERVER_PATHS, start_liveroom, start_server
+from loadtest.servers import SERVER_PATHS, start_liveroom, start_server, writes_counted
 from loadtest.socketio_peer import serve_socketio
 from loadtest.wsclient import JSON, LIVEROOM, SOCKETIO, STATE_SECTION
 
@@ -120,6 +120,8 @@ class Target:
     path: str
     pid: int | None  # the server's, when known: CPU and RSS readings
     publish_path: str | None = None  # the publisher's, when not ``path`` (nchan)
+    # Whether its frame writes can be counted (loadtest.servers.writes_counted).
+    writes_counted: bool = True
 
 
 def run_one(args: argparse.Namespace, target: Target, secret: str,
@@ -285,10 +287,12 @@ def run_one(args: argparse.Namespace, target: Target, secret: str,
         "server_us_per_delivery": round((cpu1["server"] - cpu0["server"]) * 1e6 / in_window, 3)
         if target.pid and in_window else None,
         # write()/writev() calls per delivery: under 1 when the server (or,
-        # for nchan, the kernel's full socket buffers) merged frames per call.
+        # for nchan, the kernel's full socket buffers) merged frames per call;
+        # None where they cannot be counted (an edge's send loop in C sends
+        # with send(2): its frames a connection are 1 / messages_per_frame).
         "server_writes_per_delivery": round(
             (cpu1["server_writes"] - cpu0["server_writes"]) / in_window, 3)
-        if target.pid and in_window else None,
+        if target.pid and in_window and target.writes_counted else None,
         "client_cpu": round(client_cpu, 3),
         "client_cpu_cores": n_client_cores,
         "publisher_cpu": round((cpu1["publisher"] - cpu0["publisher"]) / wall, 3),
@@ -370,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             if not secret:
                 raise SystemExit("--url needs LIVEROOM_JWT_SECRET (the edge's secret)")
             u = urlsplit(args.url)
+            # Its send loop is not known: its writes are not counted.
             target = Target(LIVEROOM, u.hostname or "127.0.0.1", u.port or 80,
-                            u.path or "/ws", args.server_pid)
+                            u.path or "/ws", args.server_pid, writes_counted=False)
             results[LIVEROOM] = run_one(args, target, secret, server_cpus, client_cpus)
             modes = modes[1:]
         elif args.compare_agents or args.compare_agent_rooms:
@@ -383,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                                       client_cpus) if key == "with_agents" and \
                     args.compare_agent_rooms else None
                 try:
-                    target = Target(LIVEROOM, "127.0.0.1", srv.port, "/ws", srv.pid)
+                    target = Target(LIVEROOM, "127.0.0.1", srv.port, "/ws", srv.pid,
+                                    writes_counted=writes_counted(srv))
                     if seated is not None:
                         seated.start()
                     results[key] = run_one(args, target, DEFAULT_SECRET, server_cpus,
@@ -425,7 +431,8 @@ def measure(args: argparse.Namespace, mode: str, data_dir: str, server_cpus: set
     srv = start_server(mode, args, data_dir, DEFAULT_SECRET, server_cpus)
     try:
         view_path, publish_path = SERVER_PATHS[mode]
-        target = Target(mode, "127.0.0.1", srv.port, view_path, srv.pid, publish_path)
+        target = Target(mode, "127.0.0.1", srv.port, view_path, srv.pid, publish_path,
+                        writes_counted(srv))
         result = run_one(args, target, DEFAULT_SECRET, server_cpus, client_cpus)
         if mode == LIVEROOM:
             result["agents"] = args.agents

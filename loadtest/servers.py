@@ -142,6 +142,13 @@ class Server(Protocol):
     def stop(self) -> int | None: ...
 
 
+def writes_counted(srv: Server) -> bool:
+    """Whether /proc/<pid>/io counts the server's frame writes: its ``syscw``
+    counts write(2) and writev(2), not send(2), which a liveroom edge's send
+    loop in C uses (its start-up line says ``fan-out send loop: c``)."""
+    return not any("fan-out send loop: c" in line for line in getattr(srv, "log", ()))
+
+
 # Per server: the viewers' path, and the publisher's when it differs.
 SERVER_PATHS: dict[str, tuple[str, str | None]] = {
     LIVEROOM: ("/ws", None),
